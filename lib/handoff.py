@@ -1,0 +1,53 @@
+"""What one stage hands the next inside a run folder: stage 1's classifier, stage 2's whole model.
+
+A later stage only starts from an earlier one's result when that result is complete (its
+`metrics.json` exists) and was made from the same weights file, image size and preprocessing; otherwise
+`auto` starts from scratch and says why, and `previous` stops with an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from lib import SuiteError, reporting, storage
+from lib.weights import WeightsChoice
+
+ARTIFACTS = {"01_feature_extraction": "classifier.keras", "02_data_augmentation": "model.keras"}
+
+
+@dataclasses.dataclass
+class Start:
+    """Where a stage starts: `path` of the earlier stage's model, or None for scratch, and why."""
+
+    path: Path | None
+    description: str
+
+    @property
+    def from_previous(self) -> bool:
+        return self.path is not None
+
+
+def find_previous(output_folder: Path, previous_stage: str, start_from: str, weights: WeightsChoice,
+                  image_size: int, preprocessing: str) -> Start:
+    """Decide the start of a stage from `start_from` (`auto`, `previous` or `scratch`)."""
+    if start_from == "scratch":
+        return Start(None, "from scratch (start_from=scratch)")
+    folder = Path(output_folder).parent / previous_stage
+    artifact = folder / ARTIFACTS[previous_stage]
+    metrics_file = folder / reporting.METRICS_FILE
+    reason = None
+    if not (artifact.is_file() and metrics_file.is_file()):
+        reason = f"{previous_stage} has not completed in this run ({folder})"
+    else:
+        metrics = storage.read_json(metrics_file)
+        for key, value in (("weights_sha256", weights.sha256), ("image_size", image_size),
+                           ("preprocessing", preprocessing)):
+            if metrics.get(key) != value:
+                reason = f"{previous_stage} used {key}={metrics.get(key)!r}, this stage {value!r}"
+                break
+    if reason is None:
+        return Start(artifact, f"from {previous_stage}'s trained model ({artifact})")
+    if start_from == "previous":
+        raise SuiteError(f"start_from=previous, but {reason}. Run {previous_stage} first in the same run, "
+                         "or set start_from to auto or scratch.")
+    return Start(None, f"from scratch ({reason})")

@@ -1,0 +1,235 @@
+"""The models: VGG16 conv base, the classifier head, augmentation, and the ways they are put together.
+
+The conv base is a plain chain of layers (`block1_conv1` ... `block5_pool`). Where the frozen part ends,
+its output never changes for an unaugmented image, so `split_base` cuts the base there: validation and
+test images go through the frozen part once, and each epoch only the trainable top (nothing in stage 2,
+block5 in stage 3) and the classifier run on the cached result.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import layers, ops
+
+from lib import SuiteError
+from lib.weights import WeightsChoice
+
+# ImageNet channel means in BGR order, as `keras.applications.vgg16.preprocess_input` ("caffe" mode).
+_VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="vgg16_suite")
+class Preprocess(layers.Layer):
+    """Pixels 0..255 (RGB) to what the conv base expects, inside the model so saved models carry it.
+
+    `vgg16`: RGB to BGR and ImageNet mean subtraction, exactly `keras.applications.vgg16.preprocess_input`,
+    which the ImageNet weights were trained with. `rescale`: pixels / 255, as the original course notes.
+    """
+
+    def __init__(self, mode: str = "vgg16", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in {"vgg16", "rescale"}:
+            raise SuiteError(f"preprocessing must be 'vgg16' or 'rescale', not {mode!r}.")
+        self.mode = mode
+
+    def call(self, inputs):
+        inputs = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "rescale":
+            return inputs / 255.0
+        return inputs[..., ::-1] - ops.convert_to_tensor(_VGG16_BGR_MEANS, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def build_conv_base(weights: WeightsChoice, image_size: int) -> keras.Model:
+    """VGG16 without its top, for `image_size` square RGB input, with `weights` loaded; frozen.
+
+    A weights file that does not fit VGG16 (another architecture, or the with-top file) raises a
+    `SuiteError` naming the file, instead of Keras's layer-count error.
+    """
+    try:
+        base = keras.applications.VGG16(
+            weights=None, include_top=False, input_shape=(image_size, image_size, 3)
+        )
+    except ValueError as error:
+        raise SuiteError(f"VGG16 cannot take {image_size}x{image_size} images: {error}") from None
+    if weights.path is not None:
+        try:
+            base.load_weights(str(weights.path))
+        except Exception as error:
+            raise SuiteError(
+                f"{weights.path} does not hold VGG16 notop conv weights ({type(error).__name__}: {error}). "
+                "Use vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (include_top=False)."
+            ) from None
+    base.trainable = False
+    return base
+
+
+def build_classifier(feature_shape: tuple[int, ...], dropout: float = 0.5, name: str = "classifier"
+                     ) -> keras.Sequential:
+    """The densely connected classifier: Flatten, Dense(256, relu), Dropout, Dense(1, sigmoid)."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=tuple(feature_shape)),
+            layers.Flatten(),
+            layers.Dense(256, activation="relu"),
+            layers.Dropout(dropout),
+            layers.Dense(1, activation="sigmoid", dtype="float32"),
+        ],
+        name=name,
+    )
+
+
+def build_augmentation(rotation_degrees: float = 40.0, width_shift: float = 0.1, height_shift: float = 0.1,
+                       zoom: float = 0.2, horizontal_flip: bool = True, vertical_flip: bool = True,
+                       seed: int | None = None) -> keras.Sequential:
+    """Random augmentation layers equivalent to the course notes' `ImageDataGenerator` settings.
+
+    `ImageDataGenerator(rotation_range=40, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.2,
+    horizontal_flip=True, vertical_flip=True, fill_mode="nearest")`: rotation by up to +-40 degrees,
+    shifts by up to 10% of each side, independent zoom of each axis by 0.8 to 1.2, random flips, nearest
+    fill. The layers run inside the TensorFlow graph and only when called with `training=True`.
+    """
+    steps: list[layers.Layer] = []
+    flip_mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
+                 (False, True): "vertical"}.get((horizontal_flip, vertical_flip))
+    if flip_mode:
+        steps.append(layers.RandomFlip(flip_mode, seed=seed, name="random_flip"))
+    if rotation_degrees:
+        steps.append(layers.RandomRotation(rotation_degrees / 360.0, fill_mode="nearest", seed=seed,
+                                           name="random_rotation"))
+    if width_shift or height_shift:
+        steps.append(layers.RandomTranslation(height_shift, width_shift, fill_mode="nearest", seed=seed,
+                                              name="random_translation"))
+    if zoom:
+        steps.append(layers.RandomZoom((-zoom, zoom), (-zoom, zoom), fill_mode="nearest", seed=seed,
+                                       name="random_zoom"))
+    return keras.Sequential(steps, name="augmentation")
+
+
+def build_end_to_end(conv_base: keras.Model, classifier: keras.Model, preprocessing: str,
+                     augmentation: keras.Sequential | None = None) -> keras.Model:
+    """One model from raw pixels to P(dog): [augmentation] -> preprocessing -> conv base -> classifier.
+
+    The conv base is called in inference mode (`training=False`), so it stays in inference behaviour
+    whatever is unfrozen later, as Keras recommends for fine-tuning.
+    """
+    inputs = keras.Input(shape=conv_base.input_shape[1:], name="image")
+    x = augmentation(inputs) if augmentation is not None else inputs
+    x = Preprocess(preprocessing, name="preprocess")(x)
+    x = conv_base(x, training=False)
+    outputs = classifier(x)
+    return keras.Model(inputs, outputs, name="vgg16_cats_vs_dogs")
+
+
+def compile_binary(model: keras.Model, learning_rate: float) -> keras.Model:
+    """Compile for binary classification with RMSprop, as the course notes do; returns `model`."""
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def unfreeze(conv_base: keras.Model, layer_names: list[str]) -> list[str]:
+    """Make exactly `layer_names` of the conv base trainable, the rest frozen. Returns the names.
+
+    The caller must compile the model again afterwards: Keras collects trainable weights at compile
+    time, so a changed flag without a new compile trains nothing new.
+    """
+    names = [layer.name for layer in conv_base.layers]
+    unknown = [name for name in layer_names if name not in names]
+    if unknown:
+        weighted = [layer.name for layer in conv_base.layers if layer.weights]
+        raise SuiteError(f"Cannot unfreeze {unknown}: VGG16 has no such layer. Layers with weights: "
+                         f"{', '.join(weighted)}.")
+    conv_base.trainable = True
+    for layer in conv_base.layers:
+        layer.trainable = layer.name in layer_names
+    return list(layer_names)
+
+
+def trainable_table(model: keras.Model) -> list[dict]:
+    """One row per layer with weights, looking inside the nested conv base and classifier.
+
+    `trainable` is the effective flag: a layer inside a frozen model does not train whatever its own flag.
+    """
+    rows = []
+    for layer in model.layers:
+        nested = layer.layers if isinstance(layer, keras.Model) else [layer]
+        for sub in nested:
+            if not sub.weights:
+                continue
+            rows.append({
+                "layer": sub.name if sub is layer else f"{layer.name}/{sub.name}",
+                "trainable": bool(layer.trainable and sub.trainable),
+                "parameters": int(sum(_product(weight.shape) for weight in sub.weights)),
+            })
+    return rows
+
+
+def _product(shape) -> int:
+    result = 1
+    for dimension in shape:
+        result *= int(dimension)
+    return result
+
+
+def count_parameters(model: keras.Model) -> dict[str, int]:
+    """Trainable and frozen parameter counts of a model."""
+    trainable = sum(_product(w.shape) for w in model.trainable_weights)
+    frozen = sum(_product(w.shape) for w in model.non_trainable_weights)
+    return {"trainable": int(trainable), "frozen": int(frozen)}
+
+
+@dataclasses.dataclass
+class SplitBase:
+    """A conv base cut where its frozen part ends.
+
+    `frozen`: raw pixels -> preprocessing -> frozen layers (its output is cacheable); `top`: the
+    trainable layers after the cut (may be empty) followed by the classifier, sharing weights with the
+    training model; `cut_layer`: the name of the last frozen layer.
+    """
+
+    frozen: keras.Model
+    top: keras.Model
+    cut_layer: str
+
+
+def split_base(conv_base: keras.Model, classifier: keras.Model, preprocessing: str) -> SplitBase:
+    """Cut `conv_base` before its first trainable layer (see `SplitBase`)."""
+    chain = conv_base.layers[1:]  # layers[0] is the InputLayer.
+    first_trainable = next(
+        (i for i, layer in enumerate(chain) if conv_base.trainable and layer.trainable and layer.weights),
+        len(chain),
+    )
+    if first_trainable == 0:
+        raise SuiteError("Nothing of the conv base is frozen, so there is nothing to cache.")
+    cut = chain[first_trainable - 1]
+    pixels = keras.Input(shape=conv_base.input_shape[1:], name="image")
+    x = Preprocess(preprocessing, name="preprocess")(pixels)
+    for layer in chain[:first_trainable]:
+        x = layer(x)
+    frozen = keras.Model(pixels, x, name=f"frozen_to_{cut.name}")
+    features = keras.Input(shape=tuple(cut.output.shape[1:]), name=f"{cut.name}_features")
+    y = features
+    for layer in chain[first_trainable:]:
+        y = layer(y)
+    top = keras.Model(features, classifier(y), name=f"top_after_{cut.name}")
+    return SplitBase(frozen, top, cut.name)
+
+
+def save_model(model: keras.Model, path) -> None:
+    """Save a model in the `.keras` format atomically (a killed run never leaves half a model file)."""
+    from lib import storage
+
+    with storage.atomic_path(path, suffix=".keras") as temporary:
+        model.save(temporary)
+
+
+def load_model(path) -> keras.Model:
+    """Load a model saved by `save_model` (knows the suite's `Preprocess` layer)."""
+    return keras.models.load_model(path, custom_objects={"Preprocess": Preprocess})

@@ -1,0 +1,218 @@
+"""Run profiles and notebook parameters: reading, merging, checking.
+
+A notebook's cell tagged `parameters` is the schema: one annotated literal per line,
+`epochs: int = 30  # Passes over the training features.` A profile (`params/<name>.yaml` or a user's own
+YAML file) sets values for it:
+
+    description: One line saying what the profile is for.
+    common:              # keys given to every stage
+      image_size: 150
+    feature_extraction:  # keys for 01_feature_extraction only
+      epochs: 30
+    data_augmentation: {}
+    fine_tuning: {}
+
+papermill only warns about a parameter the notebook does not declare; this module refuses it, and a value
+of the wrong type or out of range, before any kernel starts.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lib import SuiteError, paths
+
+SECTIONS = {
+    "feature_extraction": "01_feature_extraction",
+    "data_augmentation": "02_data_augmentation",
+    "fine_tuning": "03_fine_tuning",
+}
+# Filled in by the runner, never by a profile.
+RUNNER_KEYS = ("run_name", "output_dir", "profile_name")
+# Environment variables that override a parameter, for running offline against local copies.
+ENVIRONMENT_OVERRIDES = {"DATA_DIR": "data_dir", "VGG16_WEIGHTS": "weights"}
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One line of a notebook's parameters cell."""
+
+    name: str
+    type_name: str
+    default: Any
+    help: str
+
+
+def parameters_cell_source(notebook_path: str | os.PathLike) -> str:
+    """Return the source of the cell tagged `parameters` in a notebook."""
+    notebook = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
+    for cell in notebook.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            return "".join(source) if isinstance(source, list) else source
+    raise SuiteError(f"{notebook_path} has no cell tagged 'parameters'.")
+
+
+def read_parameters(notebook_path: str | os.PathLike) -> dict[str, Parameter]:
+    """Parse a notebook's parameters cell into `{name: Parameter}`.
+
+    Every statement there must be `name: type = literal  # help`, so that the cell documents itself and
+    the types can be checked before papermill injects values.
+    """
+    source = parameters_cell_source(notebook_path)
+    lines = source.splitlines()
+    parameters: dict[str, Parameter] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value):
+            raise SuiteError(
+                f"{notebook_path}: parameters cell line {node.lineno} is not `name: type = literal`."
+            )
+        type_name = ast.unparse(node.annotation)
+        if type_name not in _TYPES:
+            raise SuiteError(f"{notebook_path}: parameter {node.target.id} has unsupported type {type_name}.")
+        line = lines[node.lineno - 1]
+        help_text = line.split("#", 1)[1].strip() if "#" in line else ""
+        parameters[node.target.id] = Parameter(
+            node.target.id, type_name, ast.literal_eval(node.value), help_text
+        )
+    return parameters
+
+
+def notebook_path(stage: str) -> Path:
+    """Path of a stage's notebook from its stem (`01_feature_extraction`)."""
+    return paths.NOTEBOOKS_DIR / f"{stage}.ipynb"
+
+
+def resolve_profile_path(profile: str) -> Path:
+    """Turn a profile name (`cpu`) or a path to a YAML file into an existing path."""
+    candidate = Path(profile)
+    if candidate.suffix in {".yaml", ".yml"} or os.sep in profile:
+        if not candidate.is_file():
+            raise SuiteError(f"Profile file {profile} does not exist.")
+        return candidate
+    named = paths.PARAMS_DIR / f"{profile}.yaml"
+    if not named.is_file():
+        known = ", ".join(sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml")))
+        raise SuiteError(
+            f"Unknown profile {profile!r}: choose one of {known}, or give the path to your own YAML file."
+        )
+    return named
+
+
+def load_profile(profile: str) -> dict[str, Any]:
+    """Read a profile safely and check its shape; returns the parsed mapping plus `name` and `path`.
+
+    `yaml.safe_load` refuses tags that would construct Python objects.
+    """
+    path = resolve_profile_path(profile)
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise SuiteError(f"Profile {path} is not valid YAML ({error}). Fix the file and run again.") from None
+    if not isinstance(content, dict):
+        raise SuiteError(f"Profile {path} must be a mapping of sections, not {type(content).__name__}.")
+    allowed = {"description", "common", *SECTIONS}
+    for key, value in content.items():
+        if key not in allowed:
+            raise SuiteError(
+                f"Profile {path}: unknown section {key!r}. Allowed: {', '.join(sorted(allowed))}."
+            )
+        if key != "description" and value is not None and not isinstance(value, dict):
+            raise SuiteError(f"Profile {path}: section {key!r} must be a mapping of parameter: value.")
+    return {**content, "name": path.stem, "path": str(path)}
+
+
+def stage_values(profile: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Merge a profile's `common` section with the section of `stage` (stage wins)."""
+    section = {value: key for key, value in SECTIONS.items()}[stage]
+    return {**(profile.get("common") or {}), **(profile.get(section) or {})}
+
+
+def environment_overrides(parameters: dict[str, Parameter]) -> dict[str, str]:
+    """Values taken from `DATA_DIR` and `VGG16_WEIGHTS` when they are set."""
+    return {
+        name: os.environ[variable]
+        for variable, name in ENVIRONMENT_OVERRIDES.items()
+        if os.environ.get(variable) and name in parameters
+    }
+
+
+def _check_type(name: str, value: Any, parameter: Parameter, where: str) -> Any:
+    expected = _TYPES[parameter.type_name]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is not bool and isinstance(value, bool) or not isinstance(value, expected):
+        raise SuiteError(
+            f"{where}: parameter {name!r} must be {parameter.type_name}, got {value!r} "
+            f"({type(value).__name__}). {parameter.help}"
+        )
+    return value
+
+
+# Ranges that a value must fall in for the run to make sense; checked before a kernel starts.
+_RANGES = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "steps_per_epoch": (lambda v: v >= 0, "0 (whole training set) or more"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "learning_rate": (lambda v: 0 < v < 1 and math.isfinite(v), "greater than 0 and less than 1"),
+    "fine_tune_learning_rate": (lambda v: 0 < v < 1 and math.isfinite(v), "greater than 0 and less than 1"),
+    "dropout": (lambda v: 0 <= v < 1, "from 0 up to, not including, 1"),
+    "image_size": (lambda v: v >= 32, "at least 32 (VGG16 halves the image five times)"),
+    "rotation_degrees": (lambda v: 0 <= v <= 180, "from 0 to 180"),
+    "width_shift": (lambda v: 0 <= v < 1, "from 0 up to, not including, 1"),
+    "height_shift": (lambda v: 0 <= v < 1, "from 0 up to, not including, 1"),
+    "zoom": (lambda v: 0 <= v < 1, "from 0 up to, not including, 1"),
+    "preprocessing": (lambda v: v in {"vgg16", "rescale"}, "'vgg16' or 'rescale'"),
+    "start_from": (lambda v: v in {"auto", "previous", "scratch"}, "'auto', 'previous' or 'scratch'"),
+    "max_images_per_class": (lambda v: v >= 0, "0 (all images) or more"),
+    "seed": (lambda v: v >= 0, "0 or more"),
+    "verbose": (lambda v: v in {0, 1, 2}, "0, 1 or 2"),
+}
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise a `SuiteError` if a (type-checked) value is out of its range."""
+    rule = _RANGES.get(name)
+    if rule and not rule[0](value):
+        raise SuiteError(f"Parameter {name!r} = {value!r} is out of range: it must be {rule[1]}.")
+
+
+def resolve(stage: str, values: dict[str, Any], where: str = "profile") -> dict[str, Any]:
+    """Check `values` against the stage notebook's parameters cell; return them type-normalised.
+
+    Unknown keys, wrong types and out-of-range values raise a `SuiteError` naming the key and the fix.
+    """
+    declared = read_parameters(notebook_path(stage))
+    resolved: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in declared or name in RUNNER_KEYS:
+            candidates = ", ".join(sorted(set(declared) - set(RUNNER_KEYS)))
+            raise SuiteError(
+                f"{where}: unknown parameter {name!r} for {stage}. Known parameters: {candidates}."
+            )
+        resolved[name] = _check_type(name, value, declared[name], where)
+        check_value(name, resolved[name])
+    return resolved
+
+
+def check_defaults(stage: str) -> None:
+    """Check a notebook's own defaults against the ranges (used by tests and the runner)."""
+    for parameter in read_parameters(notebook_path(stage)).values():
+        check_value(parameter.name, parameter.default)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse a command-line `key=value` override; the value is read as YAML (`epochs=3`, `weights=none`)."""
+    if "=" not in text:
+        raise SuiteError(f"Override {text!r} must look like key=value.")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""

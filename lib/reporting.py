@@ -1,0 +1,138 @@
+"""What a stage leaves behind: its output folder, `metrics.json`, and the notices shown in the notebook."""
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+from typing import Any
+
+from lib import paths, storage
+from lib.weights import WeightsChoice
+
+# Validation accuracy the original course notes reached, per stage, for comparison in reports.
+COURSE_NOTES_VAL_ACCURACY = {
+    "01_feature_extraction": 0.90,
+    "02_data_augmentation": 0.88,
+    "03_fine_tuning": 0.91,
+}
+METRICS_FILE = "metrics.json"
+
+
+def stage_output_dir(output_dir: str, run_name: str, stage: str) -> Path:
+    """The folder a stage writes to: `output_dir` when the runner gives one, else `outputs/<run>/<stage>`."""
+    folder = Path(output_dir) if output_dir else paths.stage_dir(run_name or "interactive", stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def now() -> str:
+    """The current time, ISO 8601 with time zone, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def weights_notice(weights: WeightsChoice):
+    """A loud HTML banner when the conv base has random weights, else a one-line note (for `display`)."""
+    from IPython.display import HTML
+
+    if weights.is_random:
+        return HTML(
+            '<div style="background:#b00020;color:white;padding:10px;font-weight:bold;font-size:1.1em">'
+            f"{weights.describe()} This run only checks that the pipeline works.</div>"
+        )
+    return HTML(f"<p>Conv base: {weights.describe()}</p>")
+
+
+def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: WeightsChoice,
+                  preprocessing: str, image_size: int, validation: dict, test: dict | None,
+                  best_epoch: int | None, epochs_run: int, extraction_seconds: float,
+                  training_seconds: float, counts: dict[str, int], skipped: list, started: str,
+                  parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The metrics every stage writes, with the same keys in every stage (stage-specific ones in extra)."""
+    metrics = {
+        "stage": stage,
+        "status": "complete",
+        "run_name": run_name,
+        "profile": profile_name,
+        "val_accuracy": validation["accuracy"],
+        "val_loss": validation["loss"],
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_loss": test["loss"] if test else None,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "weights": weights.describe(),
+        "weights_kind": weights.kind,
+        "random_weights": weights.is_random,
+        "weights_sha256": weights.sha256,
+        "preprocessing": preprocessing,
+        "image_size": image_size,
+        "images": counts,
+        "skipped_files": len(skipped),
+        "skipped": [{"file": path, "reason": reason} for path, reason in skipped],
+        "extraction_seconds": round(extraction_seconds, 2),
+        "training_seconds": round(training_seconds, 2),
+        "course_notes_val_accuracy": COURSE_NOTES_VAL_ACCURACY.get(stage),
+        "started": started,
+        "finished": now(),
+        "host": platform.node(),
+        "parameters": parameters,
+    }
+    metrics.update(extra)
+    return metrics
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:
+    """Write `metrics.json` atomically; written last by a stage, so its presence means the stage ended."""
+    return storage.write_json(Path(folder) / METRICS_FILE, metrics)
+
+
+def summary_sentence(metrics: dict[str, Any]) -> str:
+    """One sentence stating a stage's result, for the notebook's closing cell."""
+    reference = metrics.get("course_notes_val_accuracy")
+    text = (f"Validation accuracy {metrics['val_accuracy']:.2%} (loss {metrics['val_loss']:.4f}) at epoch "
+            f"{metrics['best_epoch']} of {metrics['epochs_run']}")
+    if reference:
+        text += f", against about {reference:.0%} in the course notes"
+    if metrics.get("test_accuracy") is not None:
+        text += f"; test accuracy {metrics['test_accuracy']:.2%}"
+    text += "."
+    if metrics.get("random_weights"):
+        text += " RANDOM WEIGHTS: these numbers only show that the pipeline runs."
+    return text
+
+
+def table_html(rows: list[dict], title: str = ""):
+    """Rows of dicts as an HTML table for `display` in a notebook (and so in its HTML report)."""
+    import html
+
+    from IPython.display import HTML
+
+    if not rows:
+        return HTML(f"<p>{html.escape(title)}: nothing to show.</p>")
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(column))}</th>" for column in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_format(row.get(column)))}</td>" for column in columns) + "</tr>"
+        for row in rows
+    )
+    caption = f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>" if title else ""
+    return HTML(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def stage_comparison(output_folder: Path, current: dict[str, float]) -> list[dict]:
+    """Validation accuracy of each stage of the run (from their metrics, or `current`) and the course notes."""
+    rows = []
+    for stage, reference in COURSE_NOTES_VAL_ACCURACY.items():
+        metrics_file = Path(output_folder).parent / stage / METRICS_FILE
+        value = current.get(stage)
+        if value is None and metrics_file.is_file():
+            value = storage.read_json(metrics_file).get("val_accuracy")
+        rows.append({"stage": stage, "this run": value, "course notes": reference})
+    return rows

@@ -1,0 +1,82 @@
+"""Atomic file writing: a killed run leaves either the old file or the new one, never a truncated one."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
+
+    The temporary name keeps `path`'s suffix (or `suffix`), because some writers (Keras, NumPy) insist on
+    one. On error the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".partial{suffix or path.suffix}", dir=path.parent
+    )
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically (UTF-8)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write `payload` as indented JSON atomically; NumPy scalars and paths are converted."""
+    return write_text(path, json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Write NumPy arrays to an uncompressed `.npz` atomically."""
+    with atomic_path(path, suffix=".npz") as temporary:
+        np.savez(temporary, **arrays)
+    return Path(path)
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Remove a file if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()

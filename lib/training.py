@@ -1,0 +1,157 @@
+"""Training helpers: seeding, keeping the best epoch, validation on cached features, history."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import weakref
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from lib import storage
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, also turn on TF op determinism.
+
+    Op determinism makes GPU runs repeatable at some cost in speed; on CPU, seeding alone already gives
+    repeatable runs for the ops this suite uses.
+    """
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+class CachedValidation(keras.callbacks.Callback):
+    """Validate each epoch on cached features instead of running the frozen conv base again.
+
+    `top` shares its weights with the model being trained and starts where the frozen part ends, so its
+    loss and accuracy on the cached validation features equal a full-model evaluation of the images. The
+    results go into the epoch's logs as `val_loss` and `val_accuracy`, where History, the progress line
+    and the callbacks after this one see them.
+    """
+
+    def __init__(self, top: keras.Model, features: np.ndarray, labels: np.ndarray, batch_size: int = 64):
+        super().__init__()
+        self.top = top
+        self.features = features
+        self.labels = labels.astype("float32")
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = evaluate(self.top, self.features, self.labels, self.batch_size)
+        if logs is not None:
+            logs["val_loss"] = results["loss"]
+            logs["val_accuracy"] = results["accuracy"]
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Remember the weights of the best epoch and restore them when training ends.
+
+    Best means the highest `val_accuracy`, ties broken by the lower `val_loss`: accuracy is what the
+    study reports, and loss separates epochs that classify the same number of images correctly.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.best_epoch: int | None = None  # 1-based
+        self.best_score = (-math.inf, -math.inf)
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        score = (logs.get("val_accuracy", -math.inf), -logs.get("val_loss", math.inf))
+        if score > self.best_score:
+            self.best_score = score
+            self.best_epoch = epoch + 1
+            self.best_weights = [np.array(w) for w in self.model.get_weights()]
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            print(f"Restored the weights of epoch {self.best_epoch} (best validation accuracy "
+                  f"{self.best_score[0]:.4f}, loss {-self.best_score[1]:.4f}).", flush=True)
+
+
+def evaluate(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:
+    """Loss, accuracy and probabilities of a sigmoid model on in-memory inputs.
+
+    The loss is Keras's own binary cross-entropy computed on the model's output tensor, so (as in `fit`
+    and `evaluate`) it uses the sigmoid's logits and is not capped for confidently wrong predictions:
+    the numbers equal what Keras reports for the same model and data.
+    """
+    probabilities, losses = _forward_batches(model, inputs, np.asarray(labels, dtype="float32").reshape(-1),
+                                             batch_size)
+    labels = np.asarray(labels).reshape(-1)
+    accuracy = float(np.mean((probabilities > 0.5) == (labels > 0.5))) if len(labels) else float("nan")
+    return {"loss": float(np.mean(losses)) if len(losses) else float("nan"), "accuracy": accuracy,
+            "probabilities": probabilities}
+
+
+def predict(model: keras.Model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """P(dog) for each input."""
+    return _forward_batches(model, inputs, np.zeros(len(inputs), dtype="float32"), batch_size)[0]
+
+
+# One compiled forward function per model, dropped with the model.
+_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _forward_batches(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int):
+    """Probabilities and per-example losses, batch by batch through one compiled function."""
+    import tensorflow as tf
+
+    forward = _FORWARD_FUNCTIONS.get(model)
+    if forward is None:
+        def forward_function(batch, batch_labels):
+            probabilities = model(batch, training=False)
+            losses = keras.losses.binary_crossentropy(batch_labels[:, None], probabilities)
+            return tf.reshape(probabilities, [-1]), losses
+
+        forward = tf.function(forward_function, reduce_retracing=True)
+        _FORWARD_FUNCTIONS[model] = forward
+    probabilities, losses = [], []
+    for start in range(0, len(inputs), batch_size):
+        batch_probabilities, batch_losses = forward(tf.constant(inputs[start:start + batch_size]),
+                                                    tf.constant(labels[start:start + batch_size]))
+        probabilities.append(batch_probabilities.numpy())
+        losses.append(batch_losses.numpy().reshape(-1))
+    if not probabilities:
+        return np.zeros((0,), dtype="float32"), np.zeros((0,), dtype="float32")
+    return np.concatenate(probabilities), np.concatenate(losses)
+
+
+def history_rows(history: dict[str, list[float]], phase: str | None = None, first_epoch: int = 1
+                 ) -> list[dict]:
+    """A Keras `History.history` dict as rows `{epoch, [phase], metric: value...}`."""
+    keys = sorted(history)
+    count = len(history[keys[0]]) if keys else 0
+    rows = []
+    for index in range(count):
+        row = {"epoch": first_epoch + index}
+        if phase:
+            row["phase"] = phase
+        row.update({key: float(history[key][index]) for key in keys})
+        rows.append(row)
+    return rows
+
+
+def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Write history rows as CSV, atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return storage.write_text(path, buffer.getvalue())
