@@ -150,6 +150,12 @@ def _check_type(name: str, value: Any, parameter: Parameter, where: str) -> Any:
     expected = _TYPES[parameter.type_name]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if expected is float and isinstance(value, str):
+        # YAML 1.1 reads `1e-5` (no dot) as a string; accept what is plainly a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if expected is not bool and isinstance(value, bool) or not isinstance(value, expected):
         raise SuiteError(
             f"{where}: parameter {name!r} must be {parameter.type_name}, got {value!r} "

@@ -115,7 +115,7 @@ fit_started = time.perf_counter()
 history = classifier.fit(
     data.make_tf_dataset(feature_arrays["train"], image_sets["train"].labels, batch_size, shuffle=True, seed=seed),
     validation_data=data.make_tf_dataset(feature_arrays["validation"], image_sets["validation"].labels, batch_size),
-    epochs=epochs, callbacks=[best_epoch], verbose=verbose,
+    epochs=epochs, callbacks=[best_epoch], verbose=verbose, shuffle=False,  # The dataset reshuffles itself each epoch.
 )
 training_seconds = time.perf_counter() - fit_started
 history_rows = training.history_rows(history.history)
@@ -251,7 +251,7 @@ train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["tra
 best_epoch = training.BestEpoch()
 fit_started = time.perf_counter()
 history = model.fit(
-    train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None, epochs=epochs,
+    train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None, epochs=epochs, shuffle=False,
     callbacks=[training.CachedValidation(split_model.top, feature_arrays["validation"], image_sets["validation"].labels), best_epoch],
     verbose=verbose,
 )
@@ -361,7 +361,7 @@ if not start.from_previous:
     models.compile_binary(model, learning_rate)
     best_classifier_epoch = training.BestEpoch()
     fit_started = time.perf_counter()
-    history = model.fit(train_input, steps_per_epoch=steps_per_epoch or None, epochs=classifier_epochs, verbose=verbose,
+    history = model.fit(train_input, steps_per_epoch=steps_per_epoch or None, epochs=classifier_epochs, verbose=verbose, shuffle=False,
                         callbacks=[training.CachedValidation(split_model.top, frozen_features["validation"][0], image_sets["validation"].labels), best_classifier_epoch])
     training_seconds += time.perf_counter() - fit_started
     phase_rows += training.history_rows(history.history, phase="classifier")
@@ -389,7 +389,7 @@ print(f"Cached at {split_model.cut_layer}: " + ", ".join(f"{split} {array.shape}
     code("""
 best_epoch = training.BestEpoch()
 fit_started = time.perf_counter()
-history = model.fit(train_input, steps_per_epoch=steps_per_epoch or None, epochs=epochs, verbose=verbose,
+history = model.fit(train_input, steps_per_epoch=steps_per_epoch or None, epochs=epochs, verbose=verbose, shuffle=False,
                     callbacks=[training.CachedValidation(split_model.top, feature_arrays["validation"], image_sets["validation"].labels), best_epoch])
 training_seconds += time.perf_counter() - fit_started
 fine_tune_rows = training.history_rows(history.history, phase="fine_tuning", first_epoch=len(phase_rows) + 1)

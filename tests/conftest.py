@@ -1,0 +1,62 @@
+"""Shared fixtures: every test writes into its own temporary outputs and cache folders, offline."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import lib  # noqa: E402,F401  (TensorFlow environment before TensorFlow)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    """Outputs and caches in a temporary folder; no DATA_DIR/VGG16_WEIGHTS from the caller's shell."""
+    monkeypatch.setenv("OUTPUTS_DIR", str(tmp_path / "outputs"))
+    monkeypatch.delenv("CACHE_DIR", raising=False)
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.delenv("VGG16_WEIGHTS", raising=False)
+    yield
+
+
+def write_image(path: Path, colour=(200, 120, 60), size=(48, 40), mode="RGB", fmt=None) -> Path:
+    """Write a small image of one colour plus noise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.clip(np.array(colour) + np.random.default_rng(len(str(path))).normal(0, 20, (*size[::-1], 3)),
+                     0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    image.save(path, format=fmt)
+    return path
+
+
+def make_dataset(root: Path, per_class: int = 4, splits=("train", "validation")) -> Path:
+    """A tiny dataset in the expected layout: warm 'cats', cool 'dogs'."""
+    for split in splits:
+        for name, colour in (("cats", (200, 120, 60)), ("dogs", (60, 120, 200))):
+            for index in range(per_class):
+                write_image(root / split / name / f"{name[:-1]}.{index}.jpg", colour)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "dataset")
+
+
+@pytest.fixture(scope="session")
+def random_weights_file(tmp_path_factory) -> Path:
+    """A VGG16 notop weights file in Keras's legacy HDF5 layout, random values (conv weights are size-free)."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    path = tmp_path_factory.mktemp("weights") / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, base)
+    return path

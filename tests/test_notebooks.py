@@ -1,0 +1,123 @@
+"""Notebook execution checks: the real notebooks through papermill with the smoke profile."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lib import paths
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_KEYS = {"val_accuracy", "val_loss", "test_accuracy", "best_epoch", "epochs_run", "weights", "preprocessing",
+               "extraction_seconds", "training_seconds", "random_weights", "status", "skipped_files"}
+
+
+def run_suite(outputs: Path, *arguments: str, **environment: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1", **environment)
+    return subprocess.run([sys.executable, "-m", "lib.runner", *arguments], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    outputs = tmp_path_factory.mktemp("smoke") / "outputs"
+    result = run_suite(outputs, "all", "--profile", "smoke", "--run", "smoke-test")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return outputs
+
+
+@pytest.mark.parametrize("stage", paths.STAGES)
+def test_smoke_run_writes_every_artifact(smoke_run, stage):
+    folder = smoke_run / "smoke-test" / stage
+    for name in (f"{stage}.ipynb", f"{stage}.html", "metrics.json", "stage.json", "history.csv",
+                 "learning_curves.png", "confusion_matrix.png", "confident_mistakes.png"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    assert (folder / ("classifier.keras" if stage.startswith("01") else "model.keras")).is_file()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert SHARED_KEYS <= set(metrics)
+    assert metrics["status"] == "complete" and metrics["random_weights"] is True
+    assert "RANDOM WEIGHTS" in metrics["weights"]
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["val_loss"] > 0
+    assert metrics["test_accuracy"] is not None  # The synthetic set has a test split.
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"]
+    with open(folder / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["epochs_run"] and {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(rows[0])
+    html = (folder / f"{stage}.html").read_text()
+    assert "RANDOM WEIGHTS" in html and "data:image/png;base64" in html
+    executed = json.loads((folder / f"{stage}.ipynb").read_text())
+    assert any("injected-parameters" in cell["metadata"].get("tags", []) for cell in executed["cells"])
+    assert not list(folder.glob(".*partial*")) and not list(folder.glob(".*running*"))
+
+
+def test_stages_hand_on_within_a_run(smoke_run):
+    stage2 = json.loads((smoke_run / "smoke-test" / "02_data_augmentation" / "metrics.json").read_text())
+    stage3 = json.loads((smoke_run / "smoke-test" / "03_fine_tuning" / "metrics.json").read_text())
+    assert "01_feature_extraction" in stage2["started_from"]
+    assert "02_data_augmentation" in stage3["started_from"]
+    assert stage3["cached_at"] == "block4_pool" and stage3["unfrozen_layers"][0] == "block5_conv1"
+    # Stage 2 validated on the features stage 1 cached.
+    assert all(stage2["features_from_cache"].values())
+
+
+def test_rerun_with_other_head_settings_reuses_the_features(smoke_run):
+    result = run_suite(smoke_run.parent / "outputs", "feature_extraction", "--profile", "smoke", "--run", "other-head",
+                       "--set", "epochs=1", "--set", "dropout=0.2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((smoke_run / "other-head" / "01_feature_extraction" / "metrics.json").read_text())
+    assert all(metrics["features_from_cache"].values()) and metrics["extraction_seconds"] == 0
+    assert metrics["epochs_run"] == 1 and metrics["parameters"]["dropout"] == 0.2
+
+
+def test_fine_tuning_alone_trains_the_classifier_first(smoke_run):
+    result = run_suite(smoke_run, "fine_tuning", "--profile", "smoke", "--run", "alone", "--set", "start_from=auto")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((smoke_run / "alone" / "03_fine_tuning" / "metrics.json").read_text())
+    assert metrics["started_from"].startswith("from scratch")
+    assert metrics["classifier_phase_epochs"] == 1 and metrics["fine_tuning_epochs"] == 2
+    assert metrics["epochs_run"] == 3
+
+
+def test_same_seed_gives_identical_metrics(smoke_run):
+    numbers = []
+    for run in ("same-seed-a", "same-seed-b"):
+        result = run_suite(smoke_run, "feature_extraction", "--profile", "smoke", "--run", run)
+        assert result.returncode == 0, result.stderr[-2000:]
+        metrics = json.loads((smoke_run / run / "01_feature_extraction" / "metrics.json").read_text())
+        numbers.append({key: metrics[key] for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch")})
+    assert numbers[0] == numbers[1]
+
+
+def test_failing_notebook_exits_non_zero_and_keeps_the_executed_notebook(tmp_path):
+    outputs = tmp_path / "outputs"
+    result = run_suite(outputs, "feature_extraction", "--profile", "smoke", "--run", "broken",
+                       DATA_DIR=str(tmp_path / "no-such-folder"))
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "01_feature_extraction failed in cell" in last_line and "SuiteError" in last_line and "does not exist" in last_line
+    folder = outputs / "broken" / "01_feature_extraction"
+    assert (folder / "01_feature_extraction.ipynb").is_file() and (folder / "01_feature_extraction.html").is_file()
+    assert not (folder / "metrics.json").exists() and not (folder / "stage.json").exists()
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_committed_notebooks_carry_no_outputs_and_no_code_definitions(notebook):
+    content = json.loads(notebook.read_text())
+    for cell in content["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+            source = "".join(cell["source"])
+            assert "\ndef " not in f"\n{source}" and "\nclass " not in f"\n{source}"
+    assert content["cells"][0]["cell_type"] == "markdown"
+
+
+def test_make_help_lists_every_target():
+    result = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True)
+    for target in ("setup", "run-feature-extraction", "run-data-augmentation", "run-fine-tuning", "run-all", "test", "clean"):
+        assert target in result.stdout
