@@ -4,17 +4,21 @@ SHELL := /bin/bash
 PYTHON_BASE ?= python3.11
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-PROFILE ?= cpu
+PROFILE ?= auto
 RUN ?=
 SET ?=
-RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) $(foreach item,$(SET),--set $(item))
+FORCE ?=
+FROM ?=
+RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) $(foreach item,$(SET),--set $(item)) \
+	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(FROM),--from $(FROM))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-feature-extraction run-data-augmentation run-fine-tuning run-all test lint clean notebooks
+.PHONY: help setup run-feature-extraction run-data-augmentation run-fine-tuning run-all report bench test lint clean notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: PROFILE=$(PROFILE) (full|cpu|smoke|path/to.yaml), RUN=<name>, DATA_DIR, VGG16_WEIGHTS, SET='key=value ...'"
+	@echo "  Variables: PROFILE=$(PROFILE) (auto|full|cpu|smoke|path/to.yaml), RUN=<name>, SET='key=value ...',"
+	@echo "             FORCE=1 (redo up-to-date stages), FROM=outputs/<run>/manifest.json, DATA_DIR, VGG16_WEIGHTS"
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "Need $(PYTHON_BASE) (or set PYTHON_BASE=python3.x)."; exit 1; }
@@ -36,6 +40,13 @@ run-fine-tuning: setup ## Stage 3: block5 unfrozen and fine-tuned at a low learn
 
 run-all: setup ## All three stages in order into one run folder outputs/<RUN>/.
 	$(RUNNER) all
+
+report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's results (RUN=... required).
+	@test -n "$(RUN)" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }
+	$(PYTHON) -m lib.summary $(RUN)
+
+bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/bench/bench.json (BENCH_IMAGES=400).
+	$(PYTHON) -m lib.bench --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)
 
 test: setup ## Unit tests and smoke-profile notebook execution checks.
 	$(PYTHON) -m pytest -q tests

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -69,11 +71,35 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Raise a `SuiteError` naming the fix when `folder`'s disk has less than `needed_bytes` free."""
+    from lib import SuiteError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes * 1.05 + (16 << 20):
+        raise SuiteError(
+            f"Not enough disk space for {what}: {needed_bytes / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free in "
+            f"{folder}. Free some space, or set CACHE_DIR (caches) or OUTPUTS_DIR (runs) to a larger disk."
+        )
+
+
 def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """Write NumPy arrays to an uncompressed `.npz` atomically."""
-    with atomic_path(path, suffix=".npz") as temporary:
-        np.savez(temporary, **arrays)
-    return Path(path)
+    """Write NumPy arrays to an uncompressed `.npz` atomically, after checking there is room for them."""
+    from lib import SuiteError
+
+    path = Path(path)
+    check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
+    try:
+        with atomic_path(path, suffix=".npz") as temporary:
+            np.savez(temporary, **arrays)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise SuiteError(f"The disk filled up while writing {path} (nothing was left half-written). Free "
+                             "some space, or set CACHE_DIR or OUTPUTS_DIR to a larger disk.") from None
+        raise
+    return path
 
 
 def remove(path: str | os.PathLike) -> None:

@@ -31,6 +31,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def check_gpu(require_gpu: bool) -> list[str]:
+    """The GPUs TensorFlow sees; with `require_gpu`, a `SuiteError` when there are none."""
+    import tensorflow as tf
+
+    from lib import SuiteError
+
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    if require_gpu and not gpus:
+        raise SuiteError("This run asks for a GPU (require_gpu=True) but TensorFlow sees none. Use the cpu "
+                         "profile, or set require_gpu=False to run on the CPU anyway (much slower).")
+    print(f"Devices: {', '.join(gpus) if gpus else 'CPU only (no GPU visible to TensorFlow)'}.", flush=True)
+    return gpus
+
+
 class CachedValidation(keras.callbacks.Callback):
     """Validate each epoch on cached features instead of running the frozen conv base again.
 

@@ -51,6 +51,7 @@ image_size: int = 150  # Side of the square input images in pixels (VGG16 needs 
 preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, what the weights were trained with; "rescale": pixels / 255, as the course notes.
 max_images_per_class: int = 0  # Use at most this many images per class in each split; 0 uses them all.
 seed: int = 42  # Seeds Python, NumPy and TensorFlow.
+require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU (the full profile sets it).
 deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact reruns on a GPU).
 verbose: int = 2  # Keras output: 2 is one line per epoch (log-friendly), 1 a progress bar, 0 nothing.
 run_name: str = "interactive"  # Run folder under outputs/ (the runner sets it).
@@ -82,6 +83,7 @@ dropout: float = 0.5  # Dropout rate between the two dense layers.
     markdown("## Data\nEvery photo is decoded and resized once (and cached on disk), with cats as class 0 and dogs as class 1."),
     code('''
 training.seed_everything(seed, deterministic)
+training.check_gpu(require_gpu)
 started = reporting.now()
 STAGE = "01_feature_extraction"
 output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
@@ -172,6 +174,7 @@ vertical_flip: bool = True  # Randomly flip images upside down (as the course no
 
 DATA_CELL = code("""
 training.seed_everything(seed, deterministic)
+training.check_gpu(require_gpu)
 started = reporting.now()
 output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
 dataset_root = data.resolve_data_dir(data_dir)

@@ -1,0 +1,266 @@
+"""Side-by-side benchmark: the course notes' way against this suite's, in one process, alternating.
+
+    python -m lib.bench [--images 400] [--validation-images 200] [--repeats 3]
+
+Measures, on the same photos (DATA_DIR, or a synthetic set of photo-sized images), each way in turn so
+that machine noise hits both:
+- feature extraction: `ImageDataGenerator(rescale=1/255).flow_from_directory` + `predict` per batch of 20,
+  against decoding once into memory and one compiled forward function;
+- one stage-2 epoch and one stage-3 epoch: `ImageDataGenerator` augmentation in Python and validation
+  through the full model every epoch, against in-graph augmentation on in-memory photos and validation of
+  only the trainable top on features cached at the last frozen layer (one-time costs reported apart);
+- validation alone in stage 2 and 3: full model against cached features;
+- efficiency: the conv base's achieved GFLOP/s against a large float32 matrix product in the same run.
+Writes `outputs/bench/bench.json` (atomically) and prints a table. Ratios are suite speed / course speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lib  # noqa: F401  (oneDNN on before TensorFlow)
+from lib import data, models, paths, storage, training
+from lib.weights import resolve_weights
+
+BATCH = 20
+
+
+def conv_base_gflop(conv_base) -> float:
+    """Forward GFLOP per image of a conv base, counting a multiply-add as two operations."""
+    total = 0
+    for layer in conv_base.layers:
+        if type(layer).__name__ == "Conv2D":
+            _, height, width, channels_out = layer.output.shape
+            kernel_height, kernel_width, channels_in, _ = layer.kernel.shape
+            total += 2 * height * width * channels_out * kernel_height * kernel_width * channels_in
+    return total / 1e9
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """Best float32 matrix-product rate (GFLOP/s) of this machine through TensorFlow."""
+    import tensorflow as tf
+
+    left = tf.random.normal((size, size))
+    right = tf.random.normal((size, size))
+    product = tf.function(lambda a, b: tf.matmul(a, b))
+    product(left, right).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        product(left, right).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best / 1e9
+
+
+def make_subset(source: Path, target: Path, counts: dict[str, int]) -> Path:
+    """A folder of symbolic links to the first `counts[split]` photos (half cats, half dogs) of `source`."""
+    for split, count in counts.items():
+        listing = data.list_split(source, split)
+        for label, name in enumerate(data.CLASS_NAMES):
+            folder = target / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            chosen = [path for path, tag in zip(listing.files, listing.labels) if tag == label][: count // 2]
+            for path in chosen:
+                link = folder / path.name
+                if not link.exists():
+                    link.symlink_to(path.resolve())
+    return target
+
+
+def course_generator(folder: Path, image_size: int, augment: bool, shuffle: bool):
+    """The course notes' `ImageDataGenerator(...).flow_from_directory(...)`, batch 20, binary labels."""
+    import tensorflow as tf
+
+    settings = dict(rotation_range=40, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.2,
+                    horizontal_flip=True, vertical_flip=True, fill_mode="nearest") if augment else {}
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255, **settings)
+    return generator.flow_from_directory(str(folder), target_size=(image_size, image_size), batch_size=BATCH,
+                                         class_mode="binary", shuffle=shuffle, seed=0)
+
+
+def timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=400, help="training photos per epoch and for extraction")
+    parser.add_argument("--validation-images", type=int, default=200, help="validation photos per epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each way")
+    parser.add_argument("--image-size", type=int, default=150)
+    parser.add_argument("--output", default=str(paths.outputs_root() / "bench" / "bench.json"))
+    arguments = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    size, repeats = arguments.image_size, arguments.repeats
+    counts = {"train": arguments.images, "validation": arguments.validation_images}
+    source = os.environ.get("DATA_DIR")
+    if source:
+        root = make_subset(Path(source), paths.cache_root() / f"bench-subset-{counts['train']}-{counts['validation']}",
+                           counts)
+        photos = f"{source} (first {counts['train']} train / {counts['validation']} validation photos)"
+    else:
+        root = data.make_synthetic_dataset(paths.cache_root() / f"bench-synthetic-{counts['train']}", counts, size=360)
+        photos = "synthetic 360x360 JPEGs (set DATA_DIR for real photos)"
+    weights = resolve_weights(os.environ.get("VGG16_WEIGHTS", "none"))
+    steps = counts["train"] // BATCH
+    print(f"Benchmark on {photos}; {repeats} alternating repeats; TF {tf.__version__}, "
+          f"oneDNN={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {os.cpu_count()} CPUs.", flush=True)
+
+    keras.utils.set_random_seed(0)
+    conv_base = models.build_conv_base(weights, size)
+    gflop = conv_base_gflop(conv_base)
+    frozen_split = models.split_base(conv_base, models.build_classifier(conv_base.output_shape[1:]), "vgg16")
+    from lib import features
+
+    results: dict[str, dict] = {}
+
+    # --- Feature extraction -------------------------------------------------------------------------
+    def course_extraction():
+        generator = course_generator(root / "train", size, augment=False, shuffle=False)
+        for index in range(len(generator)):
+            batch, _ = generator[index]
+            conv_base.predict(batch, verbose=0)
+
+    suite_forward_seconds = []
+
+    def suite_extraction():
+        image_set = data.load_split(root, "train", size, use_cache=False)
+        started = time.perf_counter()
+        features.extract(frozen_split.frozen, image_set.images, label="bench")
+        suite_forward_seconds.append(time.perf_counter() - started)
+
+    course_extraction(), suite_extraction()  # Warm-up: traces, caches, lazy imports.
+    suite_forward_seconds.clear()
+    course_times, suite_times = [], []
+    for _ in range(repeats):
+        course_times.append(timed(course_extraction))
+        suite_times.append(timed(suite_extraction))
+    n = counts["train"]
+    results["extraction"] = {
+        "unit": "images/s", "course": summary([n / t for t in course_times]),
+        "suite": summary([n / t for t in suite_times]),
+    }
+
+    # --- Stage 2 and 3 epochs -------------------------------------------------------------------------
+    image_sets = {split: data.load_split(root, split, size) for split in counts}
+
+    def build(unfreeze: bool, course: bool):
+        keras.utils.set_random_seed(0)
+        base = models.build_conv_base(weights, size)
+        classifier = models.build_classifier(base.output_shape[1:], 0.5)
+        if course:  # The course notes: rescaled pixels straight into the base; augmentation in Python.
+            model = keras.Sequential([keras.Input((size, size, 3)), base, classifier])
+        else:
+            model = models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation(seed=0))
+        if unfreeze:
+            models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
+        models.compile_binary(model, 1e-5 if unfreeze else 2e-5)
+        return model, base, classifier
+
+    for stage, unfreeze in (("stage2", False), ("stage3", True)):
+        course_model, _, _ = build(unfreeze, course=True)
+        suite_model, suite_base, suite_classifier = build(unfreeze, course=False)
+        one_time = time.perf_counter()
+        split = models.split_base(suite_base, suite_classifier, "vgg16")
+        validation_features = features.extract(split.frozen, image_sets["validation"].images, label=f"{stage} validation")
+        one_time = time.perf_counter() - one_time
+        train_generator = course_generator(root / "train", size, augment=True, shuffle=True)
+        validation_generator = course_generator(root / "validation", size, augment=False, shuffle=False)
+        train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, BATCH,
+                                             shuffle=True, seed=0).repeat()
+        callback = training.CachedValidation(split.top, validation_features, image_sets["validation"].labels)
+
+        def course_epoch():
+            course_model.fit(train_generator, steps_per_epoch=steps, epochs=1, validation_data=validation_generator,
+                             validation_steps=len(validation_generator), verbose=0)
+
+        def suite_epoch():
+            suite_model.fit(train_dataset, steps_per_epoch=steps, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
+
+        def full_validation():
+            suite_model.evaluate(data.make_tf_dataset(image_sets["validation"].images, image_sets["validation"].labels, BATCH),
+                                 verbose=0)
+
+        def cached_validation():
+            training.evaluate(split.top, validation_features, image_sets["validation"].labels)
+
+        for warm_up in (course_epoch, suite_epoch, full_validation, cached_validation):
+            warm_up()
+        course_times, suite_times, full_times, cached_times = [], [], [], []
+        for _ in range(repeats):
+            course_times.append(timed(course_epoch))
+            suite_times.append(timed(suite_epoch))
+            full_times.append(timed(full_validation))
+            cached_times.append(timed(cached_validation))
+        results[f"{stage}_epoch"] = {"unit": "s/epoch", "course": summary(course_times), "suite": summary(suite_times),
+                                     "suite_one_time_seconds": one_time}
+        results[f"{stage}_validation"] = {"unit": "s/epoch", "course": summary(full_times),
+                                          "suite": summary(cached_times)}
+        print(f"{stage}: course {statistics.median(course_times):.1f} s/epoch, suite "
+              f"{statistics.median(suite_times):.1f} s/epoch", flush=True)
+
+    # --- Efficiency ---------------------------------------------------------------------------------------
+    peak = matmul_gflops()
+    forward_rates = [n * gflop / t for t in suite_forward_seconds]
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "photos": photos, "images": counts, "repeats": repeats, "image_size": size,
+        "tensorflow": tf.__version__, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "conv_base_gflop_per_image": gflop, "matmul_gflops": peak,
+        "conv_base_gflops": summary(forward_rates),
+        "results": results,
+    }
+    report["extraction_ratio"] = results["extraction"]["suite"]["median"] / results["extraction"]["course"]["median"]
+    for key in ("stage2_epoch", "stage3_epoch", "stage2_validation", "stage3_validation"):
+        report[f"{key}_ratio"] = results[key]["course"]["median"] / results[key]["suite"]["median"]
+        report[f"{key}_ratio_range"] = [results[key]["course"]["min"] / results[key]["suite"]["max"],
+                                        results[key]["course"]["max"] / results[key]["suite"]["min"]]
+    report["extraction_ratio_range"] = [results["extraction"]["suite"]["min"] / results["extraction"]["course"]["max"],
+                                        results["extraction"]["suite"]["max"] / results["extraction"]["course"]["min"]]
+    report["conv_base_efficiency"] = statistics.median(forward_rates) / peak
+    storage.write_json(arguments.output, report)
+    print(format_table(report))
+    print(f"Written to {arguments.output}")
+    return 0
+
+
+def format_table(report: dict) -> str:
+    """The benchmark as a Markdown table (median, with min..max over the repeats)."""
+    lines = ["| measurement | course notes way | this suite | ratio (suite speed / course speed) |",
+             "| --- | --- | --- | --- |"]
+    names = {"extraction": "feature extraction", "stage2_epoch": "stage-2 epoch", "stage3_epoch": "stage-3 epoch",
+             "stage2_validation": "stage-2 validation only", "stage3_validation": "stage-3 validation only"}
+    for key, name in names.items():
+        result = report["results"][key]
+
+        def cell(values):
+            return f"{values['median']:.2f} {result['unit']} ({values['min']:.2f}..{values['max']:.2f})"
+
+        low, high = report[f"{key}_ratio_range"]
+        lines.append(f"| {name} | {cell(result['course'])} | {cell(result['suite'])} | "
+                     f"{report[f'{key}_ratio']:.2f}x ({low:.2f}..{high:.2f}) |")
+    rates = report["conv_base_gflops"]
+    lines.append(f"| conv base efficiency | | {rates['median']:.0f} GFLOP/s ({rates['min']:.0f}..{rates['max']:.0f}) "
+                 f"of {report['matmul_gflops']:.0f} GFLOP/s matmul | {report['conv_base_efficiency']:.0%} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
