@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from lib.data import ImageSet
 from lib.weights import WeightsChoice
 
 EXTRACTION_BATCH_SIZE = 32
+# One compiled forward function per extractor model, dropped with the model: repeated calls do not retrace.
+_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _FEATURE_FORMAT = "features-1"
 
 
@@ -38,10 +41,10 @@ def extract(extractor, images: np.ndarray, label: str = "images",
     """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        return extractor(batch, training=False)
-
+    forward = _FORWARD_FUNCTIONS.get(extractor)
+    if forward is None:
+        forward = tf.function(lambda batch: extractor(batch, training=False), reduce_retracing=True)
+        _FORWARD_FUNCTIONS[extractor] = forward
     outputs = []
     started = time.perf_counter()
     next_report = started + 10.0

@@ -22,12 +22,22 @@ def code(text: str, tags: list[str] | None = None) -> dict:
 
 
 COLAB = code('''
-# Only in Google Colab: fetch the project and install what Colab lacks. Elsewhere this cell does nothing.
-import os, sys, subprocess
-if "google.colab" in sys.modules and not os.path.isdir("lib"):
-    subprocess.run(["git", "clone", "--depth", "1", os.environ.get("SUITE_REPOSITORY", "https://github.com/vgg16-transfer-suite/vgg16-transfer-suite.git"), "/content/suite"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "papermill", "pyyaml"], check=True)
-    os.chdir("/content/suite/notebooks")
+# Google Colab only (elsewhere this cell does nothing): fetch the project, install what Colab lacks, and
+# optionally mount Google Drive so that data_dir below can point at a folder there.
+import os, subprocess, sys
+REPOSITORY = os.environ.get("SUITE_REPOSITORY", "")  # git URL of your copy of this project
+MOUNT_DRIVE = False  # True: mount Drive at /content/drive (then e.g. data_dir = "/content/drive/MyDrive/cats_and_dogs_small")
+if "google.colab" in sys.modules:
+    if not os.path.isfile("../lib/runner.py") and not os.path.isfile("/content/suite/lib/runner.py"):
+        if not REPOSITORY:
+            raise SystemExit("Set REPOSITORY in this cell to the git URL of the project (or upload it to /content/suite).")
+        subprocess.run(["git", "clone", "--depth", "1", REPOSITORY, "/content/suite"], check=True)
+    if os.path.isdir("/content/suite/notebooks"):
+        os.chdir("/content/suite/notebooks")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "pyyaml", "pillow", "h5py"], check=True)
+    if MOUNT_DRIVE:
+        from google.colab import drive
+        drive.mount("/content/drive")
 ''')
 
 IMPORTS = code('''
@@ -73,6 +83,7 @@ This notebook follows the classic course notes (RMSprop 2e-5, 30 epochs, batch 2
 validation accuracy) with two corrections a careful engineer makes: images are preprocessed the way the
 ImageNet weights expect (`preprocessing="vgg16"`), and the epoch with the best validation accuracy is kept.
 '''),
+    COLAB,
     markdown("## Parameters\nDefaults reproduce the reference run; `make run-feature-extraction PROFILE=...` overrides them."),
     code(COMMON_PARAMETERS + '''epochs: int = 30  # Passes over the training features.
 batch_size: int = 20  # Feature vectors per training step.
@@ -199,6 +210,7 @@ augments inside the TensorFlow graph with Keras preprocessing layers; preprocess
 expect; and validates on features computed once, since unaugmented validation photos through a frozen base
 give the same features every epoch. Optionally it starts from stage 1's trained classifier.
 """),
+    COLAB,
     markdown("## Parameters\\nDefaults reproduce the reference run (50 epochs of 100 batches of 20 photos)."),
     code(COMMON_PARAMETERS + """epochs: int = 50  # Passes of steps_per_epoch batches of augmented photos.
 steps_per_epoch: int = 100  # Batches per epoch (100 x 20 = the 2000 training photos); 0 means one pass over the training set.
@@ -320,6 +332,7 @@ Steps 1-3 are stage 2's result when this run has it; opened on its own, this not
 As in stage 2, validation photos are not augmented and blocks 1-4 stay frozen, so their block4 output is
 computed once and each epoch only block 5 and the classifier run on it.
 """),
+    COLAB,
     markdown("## Parameters\\nDefaults follow the course notes."),
     code(COMMON_PARAMETERS + """start_from: str = "auto"  # "auto": stage 2's model from this run when it exists, else steps 1-3 here; "previous": require stage 2's model; "scratch": always do steps 1-3 here.
 classifier_epochs: int = 30  # Steps 1-3 (classifier on the frozen base), when not starting from stage 2.
