@@ -17,3 +17,38 @@ class SuiteError(Exception):
 
     Raised instead of letting TensorFlow fail deep inside a call; the runner prints it as one line.
     """
+
+
+def load_tensorflow():
+    """Import TensorFlow and find its devices with TensorFlow's native start-up chatter kept out of the way.
+
+    TensorFlow 2.21 prints INFO lines (oneDNN on, CUDA libraries not found on a CPU machine, cuInit
+    failing without a GPU) straight to file descriptor 2 before its logging is configured, and
+    `TF_CPP_MIN_LOG_LEVEL` does not hold them back; in a notebook they show as red error boxes. They go
+    to /dev/null while TensorFlow starts; Python errors still propagate as usual. Returns the module.
+    """
+    import contextlib
+    import sys
+
+    @contextlib.contextmanager
+    def native_stderr_silenced():
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # No real file descriptor 2 (some embedded interpreters).
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+    with native_stderr_silenced():
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")
+    return tensorflow

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 import lib  # noqa: F401  (oneDNN on before TensorFlow)
-from lib import data, models, paths, storage, training
+
+lib.load_tensorflow()
+from lib import data, models, paths, storage, training  # noqa: E402
 from lib.weights import resolve_weights
 
 BATCH = 20
@@ -45,7 +47,7 @@ def conv_base_gflop(conv_base) -> float:
 
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
     """Best float32 matrix-product rate (GFLOP/s) of this machine through TensorFlow."""
-    import tensorflow as tf
+    tf = lib.load_tensorflow()
 
     left = tf.random.normal((size, size))
     right = tf.random.normal((size, size))
@@ -76,7 +78,7 @@ def make_subset(source: Path, target: Path, counts: dict[str, int]) -> Path:
 
 def course_generator(folder: Path, image_size: int, augment: bool, shuffle: bool):
     """The course notes' `ImageDataGenerator(...).flow_from_directory(...)`, batch 20, binary labels."""
-    import tensorflow as tf
+    tf = lib.load_tensorflow()
 
     settings = dict(rotation_range=40, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.2,
                     horizontal_flip=True, vertical_flip=True, fill_mode="nearest") if augment else {}
@@ -104,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(paths.outputs_root() / "bench" / "bench.json"))
     arguments = parser.parse_args(argv)
 
+    tf = lib.load_tensorflow()
     import keras
     import numpy as np
-    import tensorflow as tf
 
     size, repeats = arguments.image_size, arguments.repeats
     counts = {"train": arguments.images, "validation": arguments.validation_images}

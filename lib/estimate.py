@@ -1,6 +1,8 @@
 """A rough forecast of a run's duration from a short measurement of the conv base on this machine."""
 from __future__ import annotations
 
+import lib
+
 import time
 
 import numpy as np
@@ -8,8 +10,8 @@ import numpy as np
 
 def conv_base_rate(image_size: int, batch_size: int = 16, batches: int = 2) -> float:
     """Images per second of a VGG16 conv base forward pass at `image_size` (random weights and images)."""
+    tf = lib.load_tensorflow()
     import keras
-    import tensorflow as tf
 
     base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
     forward = tf.function(lambda images: base(images, training=False))

@@ -28,7 +28,7 @@ def cache_key(image_set: ImageSet, weights: WeightsChoice, image_size: int, prep
     import keras
 
     parts = [_FEATURE_FORMAT, image_set.fingerprint, weights.sha256 or "random-init", str(image_size),
-             preprocessing, cut_layer, keras.__version__]
+             preprocessing, cut_layer, keras.__version__, keras.mixed_precision.global_policy().name]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 

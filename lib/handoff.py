@@ -46,7 +46,7 @@ def find_previous(output_folder: Path, previous_stage: str, start_from: str, wei
                 reason = f"{previous_stage} used {key}={metrics.get(key)!r}, this stage {value!r}"
                 break
     if reason is None:
-        return Start(artifact, f"from {previous_stage}'s trained model ({artifact})")
+        return Start(artifact, f"from {previous_stage}'s trained {'classifier' if previous_stage.startswith('01') else 'model'}")
     if start_from == "previous":
         raise SuiteError(f"start_from=previous, but {reason}. Run {previous_stage} first in the same run, "
                          "or set start_from to auto or scratch.")

@@ -5,6 +5,8 @@ Written to `outputs/<run>/manifest.json`, enough to rerun the study with the sam
 """
 from __future__ import annotations
 
+import lib
+
 import hashlib
 import importlib.metadata
 import os
@@ -62,7 +64,7 @@ def cpu_description() -> str:
 
 def gpu_descriptions() -> list[str]:
     """GPUs TensorFlow sees (imports TensorFlow)."""
-    import tensorflow as tf
+    tf = lib.load_tensorflow()
 
     descriptions = []
     for device in tf.config.list_physical_devices("GPU"):

@@ -63,7 +63,15 @@ def collect(run: str) -> dict[str, Any]:
             "report": f"{stage}/{stage}.html",
             "val_accuracy_curve": [row.get("val_accuracy") for row in _history(folder / stage)],
         }
-    return {"run": run, "profile": manifest.get("profile", {}), "stages": stages,
+    profile = manifest.get("profile") or {}
+    if not profile.get("name"):  # Runs made stage by stage without a manifest: the stages know their profile.
+        names = {values.get("profile") for values in stages.values() if values.get("profile")}
+        profile = {"name": names.pop() if len(names) == 1 else ", ".join(sorted(names)) or "unknown"}
+        if profile["name"] in {"cpu", "smoke", "full"}:
+            from lib import params
+
+            profile["description"] = params.load_profile(profile["name"]).get("description", "")
+    return {"run": run, "profile": profile, "stages": stages,
             "random_weights": any(s.get("random_weights") for s in stages.values()),
             "started": manifest.get("started"), "finished": manifest.get("finished")}
 

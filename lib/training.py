@@ -45,6 +45,19 @@ def check_gpu(require_gpu: bool) -> list[str]:
     return gpus
 
 
+def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
+    """Set Keras's global dtype policy: `mixed_float16` when asked for and a GPU is there, else float32.
+
+    On CPUs float16 arithmetic is slower, not faster, so the switch only acts on a GPU. Returns the
+    policy's name (part of the feature-cache key, since float16 features differ slightly).
+    """
+    policy = "mixed_float16" if mixed_precision and gpus else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    if mixed_precision and not gpus:
+        print("mixed_precision=True needs a GPU; computing in float32.", flush=True)
+    return policy
+
+
 class CachedValidation(keras.callbacks.Callback):
     """Validate each epoch on cached features instead of running the frozen conv base again.
 

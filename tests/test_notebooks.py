@@ -121,3 +121,56 @@ def test_make_help_lists_every_target():
     result = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True)
     for target in ("setup", "run-feature-extraction", "run-data-augmentation", "run-fine-tuning", "run-all", "test", "clean"):
         assert target in result.stdout
+
+
+def test_identical_rerun_skips_every_stage(smoke_run):
+    result = run_suite(smoke_run, "all", "--profile", "smoke", "--run", "smoke-test")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for stage in paths.STAGES:
+        assert f"{stage}: skipped, complete with the same parameters and inputs" in result.stdout
+    assert "forecast" not in result.stdout  # Nothing to run, nothing measured.
+
+
+def test_changed_stage_is_rerun_with_the_stages_after_it(smoke_run, tmp_path):
+    profile = tmp_path / "changed.yaml"
+    profile.write_text((ROOT / "params" / "smoke.yaml").read_text().replace("data_augmentation:\n  epochs: 2", "data_augmentation:\n  epochs: 1"))
+    before = {stage: json.loads((smoke_run / "smoke-test" / stage / "stage.json").read_text())["finished"] for stage in paths.STAGES}
+    result = run_suite(smoke_run, "all", "--profile", str(profile), "--run", "smoke-test", "--no-forecast")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "01_feature_extraction: skipped" in result.stdout
+    after = {stage: json.loads((smoke_run / "smoke-test" / stage / "stage.json").read_text())["finished"] for stage in paths.STAGES}
+    assert after["01_feature_extraction"] == before["01_feature_extraction"]
+    assert after["02_data_augmentation"] > before["02_data_augmentation"]
+    assert after["03_fine_tuning"] > before["03_fine_tuning"]  # Starts from stage 2's new model, so redone.
+    forced = run_suite(smoke_run, "feature_extraction", "--profile", str(profile), "--run", "smoke-test", "--force", "--no-forecast")
+    assert forced.returncode == 0 and "skipped" not in forced.stdout
+
+
+def test_summary_page_and_manifest(smoke_run):
+    folder = smoke_run / "smoke-test"
+    page = (folder / "index.html").read_text()
+    summary = json.loads((folder / "summary.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for stage in paths.STAGES:
+        assert f"href='{stage}/{stage}.html'" in page
+        metrics = json.loads((folder / stage / "metrics.json").read_text())
+        assert summary["stages"][stage]["val_accuracy"] == metrics["val_accuracy"]
+        assert manifest["stages"][stage]["parameters"]["seed"] == 42
+    assert "RANDOM WEIGHTS" in page and "Reduced profile" in page and "data:image/png;base64" in page
+    assert "90.0%" in page and "88.0%" in page and "91.0%" in page  # Course notes' numbers beside the run's.
+    assert manifest["status"] == "complete" and manifest["seed"] == 42
+    assert manifest["versions"]["tensorflow"].startswith("2.") and manifest["versions"]["python"]
+    assert len(manifest["git"]["commit"] or "") in (0, 40)
+    dataset = manifest["inputs"][0]["dataset"]
+    assert len(dataset["sha256"]) == 64 and len(dataset["splits"]["train"]["files"]) == 24
+    assert manifest["inputs"][0]["weights"]["kind"] == "none"
+    assert manifest["hardware"]["cpu"]
+
+
+def test_rerun_from_a_manifest_repeats_the_parameters(smoke_run):
+    manifest = smoke_run / "smoke-test" / "manifest.json"
+    result = run_suite(smoke_run, "feature_extraction", "--from", str(manifest), "--run", "repeated", "--no-forecast")
+    assert result.returncode == 0, result.stderr[-2000:]
+    original = json.loads(manifest.read_text())["stages"]["01_feature_extraction"]["parameters"]
+    repeated = json.loads((smoke_run / "repeated" / "manifest.json").read_text())["stages"]["01_feature_extraction"]["parameters"]
+    assert repeated == original

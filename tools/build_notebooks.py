@@ -49,7 +49,8 @@ from pathlib import Path
 ROOT = next(folder for folder in [Path.cwd(), *Path.cwd().parents] if (folder / "lib" / "runner.py").is_file())
 sys.path.insert(0, str(ROOT))
 
-import lib  # Before TensorFlow: turns on oneDNN kernels and quietens TensorFlow's C++ logging.
+import lib  # Before TensorFlow: turns on oneDNN kernels.
+lib.load_tensorflow()  # Starts TensorFlow without its native start-up log lines.
 import lib.weights
 from lib import data, features, handoff, models, plots, reporting, training
 ''')
@@ -62,6 +63,7 @@ preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, what the wei
 max_images_per_class: int = 0  # Use at most this many images per class in each split; 0 uses them all.
 seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU (the full profile sets it).
+mixed_precision: bool = False  # On a GPU, compute in float16 with float32 weights (faster); ignored on a CPU.
 deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact reruns on a GPU).
 verbose: int = 2  # Keras output: 2 is one line per epoch (log-friendly), 1 a progress bar, 0 nothing.
 run_name: str = "interactive"  # Run folder under outputs/ (the runner sets it).
@@ -94,7 +96,7 @@ dropout: float = 0.5  # Dropout rate between the two dense layers.
     markdown("## Data\nEvery photo is decoded and resized once (and cached on disk), with cats as class 0 and dogs as class 1."),
     code('''
 training.seed_everything(seed, deterministic)
-training.check_gpu(require_gpu)
+precision = training.configure_precision(mixed_precision, training.check_gpu(require_gpu))
 started = reporting.now()
 STAGE = "01_feature_extraction"
 output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
@@ -185,7 +187,7 @@ vertical_flip: bool = True  # Randomly flip images upside down (as the course no
 
 DATA_CELL = code("""
 training.seed_everything(seed, deterministic)
-training.check_gpu(require_gpu)
+precision = training.configure_precision(mixed_precision, training.check_gpu(require_gpu))
 started = reporting.now()
 output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
 dataset_root = data.resolve_data_dir(data_dir)
