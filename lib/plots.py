@@ -4,6 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 CLASS_NAMES = ("cat", "dog")
 
@@ -25,6 +26,7 @@ def learning_curves(rows: list[dict], title: str = "", phase_boundaries: list[in
             axis.axvline(boundary + 0.5, color="grey", linestyle="--", linewidth=1)
             axis.text(boundary + 0.6, axis.get_ylim()[1], "fine tuning", va="top", fontsize=8, color="grey")
         axis.set_xlabel("Epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(name)
         axis.set_title(f"Training and validation {metric}")
         axis.grid(alpha=0.3)
@@ -120,6 +122,7 @@ def validation_curves(curves: dict[str, list[float]], references: dict[str, floa
         if references and name in references:
             axis.axhline(references[name], linestyle=":", color=colour, linewidth=1)
     axis.set_xlabel("Epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("Validation accuracy")
     axis.set_title(title + (" (dotted: course-notes reference)" if references else ""))
     axis.grid(alpha=0.3)

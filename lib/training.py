@@ -172,6 +172,28 @@ def history_rows(history: dict[str, list[float]], phase: str | None = None, firs
     return rows
 
 
+def concatenate_histories(*parts: list[dict]) -> list[dict]:
+    """History rows of consecutive phases as one list, epochs renumbered from 1."""
+    rows = [dict(row) for part in parts for row in part]
+    for number, row in enumerate(rows, start=1):
+        row["epoch"] = number
+    return rows
+
+
+def read_history_csv(path: str | Path, phase: str | None = None) -> list[dict]:
+    """History rows from a CSV written by `write_history_csv` (empty when the file is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = [{key: (value if key == "phase" else float(value)) for key, value in row.items() if value != ""}
+                for row in csv.DictReader(handle)]
+    if phase:
+        for row in rows:
+            row["phase"] = phase
+    return rows
+
+
 def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
     """Write history rows as CSV, atomically."""
     columns: list[str] = []

@@ -415,9 +415,11 @@ history_rows = phase_rows + fine_tune_rows
 training.write_history_csv(output_folder / "history.csv", history_rows)
 models.save_model(model, output_folder / "model.keras")
 """),
-    markdown("## Learning curves across both phases\\nThe dashed line marks where fine tuning starts (only drawn when steps 1-3 ran here)."),
+    markdown("## Learning curves across both phases\\nThe classifier phase (stage 2's epochs when this run started from stage 2, else steps 1-3 above), then fine tuning after the dashed line."),
     code("""
-figure = plots.learning_curves(history_rows, title="Stage 3: fine tuning block 5", phase_boundaries=[len(phase_rows)] if phase_rows else None)
+earlier_rows = training.read_history_csv(output_folder.parent / "02_data_augmentation" / "history.csv", phase="classifier (stage 2)") if start.from_previous else []
+plot_rows = training.concatenate_histories(earlier_rows, phase_rows, fine_tune_rows)
+figure = plots.learning_curves(plot_rows, title="Stage 3: classifier, then fine tuning of block 5", phase_boundaries=[len(earlier_rows) + len(phase_rows)] if earlier_rows or phase_rows else None)
 plots.save(figure, output_folder / "learning_curves.png")
 """),
     markdown("## Where it goes wrong"),
