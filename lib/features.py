@@ -49,7 +49,8 @@ def extract(extractor, images: np.ndarray, label: str = "images",
     started = time.perf_counter()
     next_report = started + 10.0
     for start in range(0, len(images), batch_size):
-        outputs.append(forward(tf.constant(images[start:start + batch_size])).numpy())
+        # float32 on disk whatever the compute precision (bfloat16 arrays do not round-trip through .npz).
+        outputs.append(forward(tf.constant(images[start:start + batch_size])).numpy().astype("float32"))
         done = min(start + batch_size, len(images))
         now = time.perf_counter()
         if now >= next_report and done < len(images):

@@ -164,6 +164,11 @@ def _check_type(name: str, value: Any, parameter: Parameter, where: str) -> Any:
     return value
 
 
+VGG16_LAYERS_WITH_WEIGHTS = tuple(
+    f"block{block}_conv{conv}" for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    for conv in range(1, convs + 1)
+)
+
 # Ranges that a value must fall in for the run to make sense; checked before a kernel starts.
 _RANGES = {
     "epochs": (lambda v: v >= 1, "at least 1"),
@@ -182,6 +187,8 @@ _RANGES = {
     "max_images_per_class": (lambda v: v >= 0, "0 (all images) or more"),
     "seed": (lambda v: v >= 0, "0 or more"),
     "verbose": (lambda v: v in {0, 1, 2}, "0, 1 or 2"),
+    "unfreeze_layers": (lambda v: bool(v) and all(name in VGG16_LAYERS_WITH_WEIGHTS for name in v),
+                        "a non-empty list of VGG16 layer names: " + ", ".join(VGG16_LAYERS_WITH_WEIGHTS)),
 }
 
 

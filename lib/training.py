@@ -45,16 +45,36 @@ def check_gpu(require_gpu: bool) -> list[str]:
     return gpus
 
 
-def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
-    """Set Keras's global dtype policy: `mixed_float16` when asked for and a GPU is there, else float32.
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), which makes it about twice as fast
+    as float32 for VGG16 through oneDNN; without it bfloat16 is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
-    On CPUs float16 arithmetic is slower, not faster, so the switch only acts on a GPU. Returns the
-    policy's name (part of the feature-cache key, since float16 features differ slightly).
+
+def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
+    """Set Keras's global dtype policy and return its name (part of the feature-cache key).
+
+    With `mixed_precision`, layers compute in 16 bits and keep float32 weights: `mixed_float16` on a GPU,
+    `mixed_bfloat16` on a CPU with native bfloat16 (measured here: VGG16 forward about 2x faster), and
+    float32 where neither helps. The classifier's output layer always computes in float32.
     """
-    policy = "mixed_float16" if mixed_precision and gpus else "float32"
+    if not mixed_precision:
+        policy = "float32"
+    elif gpus:
+        policy = "mixed_float16"
+    elif cpu_has_bfloat16():
+        policy = "mixed_bfloat16"
+    else:
+        policy = "float32"
+        print("mixed_precision=True: this CPU has no native bfloat16 and no GPU is visible; computing in "
+              "float32.", flush=True)
     keras.mixed_precision.set_global_policy(policy)
-    if mixed_precision and not gpus:
-        print("mixed_precision=True needs a GPU; computing in float32.", flush=True)
+    print(f"Precision: {policy}.", flush=True)
     return policy
 
 
@@ -142,7 +162,7 @@ def _forward_batches(model: keras.Model, inputs: np.ndarray, labels: np.ndarray,
         def forward_function(batch, batch_labels):
             probabilities = model(batch, training=False)
             losses = keras.losses.binary_crossentropy(batch_labels[:, None], probabilities)
-            return tf.reshape(probabilities, [-1]), losses
+            return tf.reshape(tf.cast(probabilities, tf.float32), [-1]), tf.cast(losses, tf.float32)
 
         forward = tf.function(forward_function, reduce_retracing=True)
         _FORWARD_FUNCTIONS[model] = forward

@@ -49,6 +49,8 @@ def test_unknown_key_is_refused_with_the_known_ones_listed(tmp_path):
     ("common:\n  image_size: 16\n", "out of range"),
     ("common:\n  preprocessing: caffe\n", "out of range"),
     ("fine_tuning:\n  unfreeze_layers: block5_conv1\n", "must be list"),
+    ("fine_tuning:\n  unfreeze_layers: [block6_conv1]\n", "out of range.*block5_conv3"),
+    ("fine_tuning:\n  unfreeze_layers: []\n", "out of range"),
 ])
 def test_wrong_types_and_ranges_are_refused(tmp_path, text, message):
     profile = _profile(tmp_path, text)
