@@ -96,14 +96,29 @@ def test_same_seed_gives_identical_metrics(smoke_run):
 
 def test_failing_notebook_exits_non_zero_and_keeps_the_executed_notebook(tmp_path):
     outputs = tmp_path / "outputs"
-    result = run_suite(outputs, "feature_extraction", "--profile", "smoke", "--run", "broken",
-                       DATA_DIR=str(tmp_path / "no-such-folder"))
+    photos = tmp_path / "photos"
+    for split in ("train", "validation"):
+        for name in ("cats", "dogs"):
+            (photos / split / name).mkdir(parents=True)
+            (photos / split / name / "broken.jpg").write_text("not a jpeg")  # Passes the layout check.
+    result = run_suite(outputs, "feature_extraction", "--profile", "smoke", "--run", "broken", DATA_DIR=str(photos))
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert "01_feature_extraction failed in cell" in last_line and "SuiteError" in last_line and "does not exist" in last_line
+    assert "01_feature_extraction failed in cell" in last_line and "SuiteError" in last_line
+    assert "could be decoded" in last_line
     folder = outputs / "broken" / "01_feature_extraction"
     assert (folder / "01_feature_extraction.ipynb").is_file() and (folder / "01_feature_extraction.html").is_file()
     assert not (folder / "metrics.json").exists() and not (folder / "stage.json").exists()
+    manifest = json.loads((outputs / "broken" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["stages"]["01_feature_extraction"]["status"] == "failed"
+
+
+def test_missing_dataset_fails_before_any_kernel_starts(tmp_path):
+    result = run_suite(tmp_path / "outputs", "all", "--profile", "smoke", "--run", "nodata",
+                       DATA_DIR=str(tmp_path / "no-such-folder"))
+    assert result.returncode == 2
+    assert "Dataset folder" in result.stderr and "does not exist" in result.stderr and "DATA_DIR" in result.stderr
+    assert not (tmp_path / "outputs" / "nodata" / "01_feature_extraction").exists()
 
 
 @pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
