@@ -131,6 +131,17 @@ def validation_curves(curves: dict[str, list[float]], references: dict[str, floa
     return figure
 
 
+def evaluation_figures(folder, image_set, probabilities: np.ndarray) -> list[Figure]:
+    """Confusion matrix and most confidently wrong photos of a split, saved into `folder` as PNG."""
+    from pathlib import Path
+
+    matrix = confusion_matrix(image_set.labels, probabilities, title=image_set.split.capitalize())
+    save(matrix, Path(folder) / "confusion_matrix.png")
+    mistakes = most_confident_mistakes(image_set.images, image_set.labels, probabilities, image_set.files)
+    save(mistakes, Path(folder) / "confident_mistakes.png")
+    return [matrix, mistakes]
+
+
 def save(figure: Figure, path) -> None:
     """Save a figure as PNG atomically (and keep it open for display in the notebook)."""
     from lib import storage

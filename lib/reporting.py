@@ -42,12 +42,24 @@ def weights_notice(weights: WeightsChoice):
     return HTML(f"<p>Conv base: {weights.describe()}</p>")
 
 
+def parameter_values(stage: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """The values of a stage notebook's parameters as the notebook sees them (pass `globals()`)."""
+    from lib import params
+
+    return {name: namespace[name] for name in params.read_parameters(params.notebook_path(stage))
+            if name in namespace and name not in params.RUNNER_KEYS}
+
+
 def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: WeightsChoice,
                   preprocessing: str, image_size: int, validation: dict, test: dict | None,
                   best_epoch: int | None, epochs_run: int, extraction_seconds: float,
-                  training_seconds: float, counts: dict[str, int], skipped: list, started: str,
+                  training_seconds: float, image_sets: dict, started: str,
                   parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The metrics every stage writes, with the same keys in every stage (stage-specific ones in extra)."""
+    from lib import plots
+
+    counts = {split: len(image_set) for split, image_set in image_sets.items()}
+    skipped = [item for image_set in image_sets.values() for item in image_set.skipped]
     metrics = {
         "stage": stage,
         "status": "complete",
@@ -75,6 +87,9 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
         "finished": now(),
         "host": platform.node(),
         "parameters": parameters,
+        "confusion_matrix_validation": plots.confusion_counts(image_sets["validation"].labels,
+                                                              validation["probabilities"]),
+        "best_epoch_rule": "highest val_accuracy, ties broken by lowest val_loss",
     }
     metrics.update(extra)
     return metrics

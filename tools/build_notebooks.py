@@ -146,10 +146,7 @@ plots.save(figure, output_folder / "learning_curves.png")
     code('''
 validation = training.evaluate(classifier, feature_arrays["validation"], image_sets["validation"].labels)
 test = training.evaluate(classifier, feature_arrays["test"], image_sets["test"].labels) if "test" in feature_arrays else None
-figure = plots.confusion_matrix(image_sets["validation"].labels, validation["probabilities"])
-plots.save(figure, output_folder / "confusion_matrix.png")
-figure = plots.most_confident_mistakes(image_sets["validation"].images, image_sets["validation"].labels, validation["probabilities"], image_sets["validation"].files)
-plots.save(figure, output_folder / "confident_mistakes.png")
+figures = plots.evaluation_figures(output_folder, image_sets["validation"], validation["probabilities"])
 '''),
     markdown("## Result"),
     code('''
@@ -157,12 +154,8 @@ metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, validation=validation, test=test, best_epoch=best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
-    counts={split: len(image_set) for split, image_set in image_sets.items()},
-    skipped=[item for image_set in image_sets.values() for item in image_set.skipped], started=started,
-    parameters={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "dropout": dropout, "seed": seed, "max_images_per_class": max_images_per_class},
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
     features_from_cache={split: result[2] for split, result in extracted.items()},
-    confusion_matrix_validation=plots.confusion_counts(image_sets["validation"].labels, validation["probabilities"]),
-    best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss",
 )
 reporting.write_metrics(output_folder, metrics)
 print(reporting.summary_sentence(metrics))
@@ -286,10 +279,7 @@ plots.save(figure, output_folder / "learning_curves.png")
     code("""
 evaluations = {split: training.evaluate(split_model.top, feature_arrays[split], image_sets[split].labels) for split in evaluation_splits}
 validation, test = evaluations["validation"], evaluations.get("test")
-figure = plots.confusion_matrix(image_sets["validation"].labels, validation["probabilities"])
-plots.save(figure, output_folder / "confusion_matrix.png")
-figure = plots.most_confident_mistakes(image_sets["validation"].images, image_sets["validation"].labels, validation["probabilities"], image_sets["validation"].files)
-plots.save(figure, output_folder / "confident_mistakes.png")
+figures = plots.evaluation_figures(output_folder, image_sets["validation"], validation["probabilities"])
 """),
     markdown("## Result"),
     code("""
@@ -297,15 +287,9 @@ metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, validation=validation, test=test, best_epoch=best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
-    counts={split: len(image_set) for split, image_set in image_sets.items()},
-    skipped=[item for image_set in image_sets.values() for item in image_set.skipped], started=started,
-    parameters={"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "learning_rate": learning_rate, "dropout": dropout, "seed": seed,
-                "max_images_per_class": max_images_per_class, "rotation_degrees": rotation_degrees, "width_shift": width_shift, "height_shift": height_shift,
-                "zoom": zoom, "horizontal_flip": horizontal_flip, "vertical_flip": vertical_flip, "start_from": start_from},
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
     started_from=start.description, trainable_parameters=frozen_counts["trainable"], frozen_parameters=frozen_counts["frozen"],
     features_from_cache={split: result[2] for split, result in extracted.items()},
-    confusion_matrix_validation=plots.confusion_counts(image_sets["validation"].labels, validation["probabilities"]),
-    best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss",
 )
 reporting.write_metrics(output_folder, metrics)
 print(reporting.summary_sentence(metrics))
@@ -426,10 +410,7 @@ plots.save(figure, output_folder / "learning_curves.png")
     code("""
 evaluations = {split: training.evaluate(split_model.top, feature_arrays[split], image_sets[split].labels) for split in evaluation_splits}
 validation, test = evaluations["validation"], evaluations.get("test")
-figure = plots.confusion_matrix(image_sets["validation"].labels, validation["probabilities"])
-plots.save(figure, output_folder / "confusion_matrix.png")
-figure = plots.most_confident_mistakes(image_sets["validation"].images, image_sets["validation"].labels, validation["probabilities"], image_sets["validation"].files)
-plots.save(figure, output_folder / "confident_mistakes.png")
+figures = plots.evaluation_figures(output_folder, image_sets["validation"], validation["probabilities"])
 """),
     markdown("## Compared with the earlier stages of this run"),
     code("""
@@ -442,19 +423,12 @@ metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, validation=validation, test=test, best_epoch=len(phase_rows) + best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
-    counts={split: len(image_set) for split, image_set in image_sets.items()},
-    skipped=[item for image_set in image_sets.values() for item in image_set.skipped], started=started,
-    parameters={"classifier_epochs": classifier_epochs, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-                "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate, "dropout": dropout, "seed": seed,
-                "max_images_per_class": max_images_per_class, "unfreeze_layers": unfreeze_layers, "rotation_degrees": rotation_degrees,
-                "width_shift": width_shift, "height_shift": height_shift, "zoom": zoom, "horizontal_flip": horizontal_flip,
-                "vertical_flip": vertical_flip, "start_from": start_from},
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
     started_from=start.description, unfrozen_layers=unfreeze_layers, cached_at=split_model.cut_layer,
     fine_tuning_epochs=len(fine_tune_rows), classifier_phase_epochs=len(phase_rows),
     trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
     features_from_cache={split: result[2] for split, result in extracted.items()},
-    confusion_matrix_validation=plots.confusion_counts(image_sets["validation"].labels, validation["probabilities"]),
-    best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across both phases",
+    best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across this notebook's phases",
 )
 reporting.write_metrics(output_folder, metrics)
 print(reporting.summary_sentence(metrics))
