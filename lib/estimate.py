@@ -8,20 +8,32 @@ import time
 import numpy as np
 
 
-def conv_base_rate(image_size: int, batch_size: int = 16, batches: int = 2) -> float:
-    """Images per second of a VGG16 conv base forward pass at `image_size` (random weights and images)."""
+def conv_base_rate(image_size: int, mixed_precision: bool = False, batch_size: int = 16, batches: int = 2
+                   ) -> float:
+    """Images per second of a VGG16 conv base forward pass at `image_size` (random weights and images),
+    in the precision the stages will use."""
     tf = lib.load_tensorflow()
     import keras
 
+    from lib import training
+
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    policy = ("mixed_float16" if gpus else "mixed_bfloat16" if training.cpu_has_bfloat16() else "float32"
+              ) if mixed_precision else "float32"
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
     base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
     forward = tf.function(lambda images: base(images, training=False))
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, image_size, image_size, 3)),
                          dtype=tf.float32)
-    forward(images).numpy()  # Trace and warm up.
-    started = time.perf_counter()
-    for _ in range(batches):
-        forward(images).numpy()
-    return batches * batch_size / (time.perf_counter() - started)
+    try:
+        forward(images).numpy()  # Trace and warm up.
+        started = time.perf_counter()
+        for _ in range(batches):
+            forward(images).numpy()
+        return batches * batch_size / (time.perf_counter() - started)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def stage_seconds(stage: str, values: dict, image_counts: dict[str, int], rate: float) -> float:

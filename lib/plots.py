@@ -76,13 +76,13 @@ def most_confident_mistakes(images: np.ndarray, labels: np.ndarray, probabilitie
     chosen = wrong[np.argsort(-confidence)][:count]
     columns = 6
     rows = max(1, int(np.ceil(len(chosen) / columns)))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.9 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, index in zip(axes.flat, chosen):
         axis.imshow(images[index])
         name = files[index].rsplit("/", 1)[-1] if files else f"#{index}"
-        axis.set_title(f"true {CLASS_NAMES[labels[index]]}, P(dog)={probabilities[index]:.2f}\n{name}",
+        axis.set_title(f"true {CLASS_NAMES[labels[index]]}, P(dog)={probabilities[index]:.3f}\n{name}",
                        fontsize=8)
     if not len(chosen):
         axes.flat[0].text(0.0, 0.5, "No misclassified images.", fontsize=12)

@@ -176,8 +176,8 @@ def forecast(stages: list[str], resolved: dict[str, dict], fingerprints: dict[st
     """Print roughly how long the stages will take here, from a short conv-base measurement."""
     from lib import estimate
 
-    sizes = {values.get("image_size", 150) for values in resolved.values()}
-    rates = {size: estimate.conv_base_rate(size) for size in sizes}
+    settings = {(values.get("image_size", 150), values.get("mixed_precision", False)) for values in resolved.values()}
+    rates = {setting: estimate.conv_base_rate(*setting) for setting in settings}
     total = 0.0
     for stage in stages:
         values = resolved[stage]
@@ -185,10 +185,12 @@ def forecast(stages: list[str], resolved: dict[str, dict], fingerprints: dict[st
         counts = {split: len(info["files"]) for split, info in dataset["splits"].items()}
         if values.get("max_images_per_class"):
             counts = {split: min(count, 2 * values["max_images_per_class"]) for split, count in counts.items()}
-        seconds = estimate.stage_seconds(stage, values, counts, rates[values.get("image_size", 150)])
+        rate = rates[(values.get("image_size", 150), values.get("mixed_precision", False))]
+        seconds = estimate.stage_seconds(stage, values, counts, rate)
         total += seconds
         print(f"    forecast {stage}: about {seconds / 60:.0f} min", flush=True)
-    rate_text = ", ".join(f"{rate:.0f} images/s at {size}px" for size, rate in rates.items())
+    rate_text = ", ".join(f"{rate:.0f} images/s at {size}px{' (16-bit)' if mixed else ''}"
+                          for (size, mixed), rate in rates.items())
     print(f"    forecast total: about {total / 60:.0f} min (conv base measured here: {rate_text}; "
           "cached features make it shorter)", flush=True)
 

@@ -218,10 +218,10 @@ start_from: str = "scratch"  # "scratch": a new classifier (the reference); "pre
     markdown("## Data\\nPhotos are decoded once and kept in memory; augmentation happens later, inside the model, on training photos only."),
     code('STAGE = "02_data_augmentation"'),
     DATA_CELL,
-    markdown("## What augmentation does\\nEach row: a training photo and five random variants of it. The model never sees the same photo twice."),
+    markdown("## What augmentation does\\nEach row: a training photo and five random variants of it. The model almost never sees the same picture twice."),
     code("""
 augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip, vertical_flip, seed=seed)
-figure = plots.augmented_examples(image_sets["train"].images[:3], augmentation, seed=seed)
+figure = plots.augmented_examples(image_sets["train"].images[[0, 1, -1, -2]], augmentation, seed=seed)  # Two cats, two dogs.
 plots.save(figure, output_folder / "augmented_examples.png")
 """),
     markdown("## The model: frozen conv base plus classifier\\nFreezing matters: without it, the large gradients from the new, randomly initialised classifier would wreck the pretrained features. The counts below show that only the classifier is trainable."),
