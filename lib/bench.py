@@ -18,6 +18,7 @@ Writes `outputs/bench/bench.json` (atomically) and prints a table. Ratios are su
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -48,12 +49,12 @@ def conv_base_gflop(conv_base) -> float:
     return total / 1e9
 
 
-def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
-    """Best float32 4096x4096 matrix-product rate (GFLOP/s) through TensorFlow in this process."""
+def matmul_gflops(size: int = 4096, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best 4096x4096 matrix-product rate (GFLOP/s) through TensorFlow in this process, in `dtype`."""
     tf = lib.load_tensorflow()
 
-    left = tf.random.normal((size, size))
-    right = tf.random.normal((size, size))
+    left = tf.cast(tf.random.normal((size, size)), dtype)
+    right = tf.cast(tf.random.normal((size, size)), dtype)
     product = tf.function(lambda a, b: tf.matmul(a, b))
     product(left, right).numpy()
     best = math.inf
@@ -86,6 +87,39 @@ def numpy_matmul_gflops(size: int = 4096, repeats: int = 5) -> float | None:
         return float(result.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError):
         return None
+
+
+def forward_rate(image_size: int, policy: str, batch_size: int = 32, batches: int = 3) -> float:
+    """Images per second of the bare conv base forward pass in a Keras dtype policy (random weights)."""
+    import keras
+    import numpy as np
+
+    tf = lib.load_tensorflow()
+    with dtype_policy(policy):
+        base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
+    forward = tf.function(lambda images: base(images, training=False))
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, image_size, image_size, 3)),
+                         dtype=tf.float32)
+    forward(images).numpy()
+    best = math.inf
+    for _ in range(batches):
+        started = time.perf_counter()
+        forward(images).numpy()
+        best = min(best, time.perf_counter() - started)
+    return batch_size / best
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Build layers under a Keras dtype policy, then restore the previous one."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def make_subset(source: Path, target: Path, counts: dict[str, int]) -> Path:
@@ -130,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-images", type=int, default=200, help="validation photos per epoch")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each way")
     parser.add_argument("--image-size", type=int, default=150)
+    parser.add_argument("--precision", choices=("profile", "float32"), default="profile",
+                        help="the suite's compute precision: as the cpu profile (bfloat16 where the CPU has it) "
+                             "or float32; the course-notes way always runs in float32")
     parser.add_argument("--output", default=str(paths.outputs_root() / "bench" / "bench.json"))
     arguments = parser.parse_args(argv)
 
@@ -152,10 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Benchmark on {photos}; {repeats} alternating repeats; TF {tf.__version__}, "
           f"oneDNN={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {os.cpu_count()} CPUs.", flush=True)
 
+    suite_policy = "float32"
+    if arguments.precision == "profile":
+        from lib import training as suite_training
+
+        suite_policy = "mixed_bfloat16" if suite_training.cpu_has_bfloat16() else "float32"
+        if tf.config.list_physical_devices("GPU"):
+            suite_policy = "mixed_float16"
+    print(f"Suite precision: {suite_policy}; course-notes way: float32.", flush=True)
     keras.utils.set_random_seed(0)
-    conv_base = models.build_conv_base(weights, size)
+    conv_base = models.build_conv_base(weights, size)  # The course notes' base, float32.
     gflop = conv_base_gflop(conv_base)
-    frozen_split = models.split_base(conv_base, models.build_classifier(conv_base.output_shape[1:]), "vgg16")
+    with dtype_policy(suite_policy):
+        suite_base = models.build_conv_base(weights, size)
+        frozen_split = models.split_base(suite_base, models.build_classifier(suite_base.output_shape[1:]), "vgg16")
     from lib import features
 
     results: dict[str, dict] = {}
@@ -192,22 +239,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def build(unfreeze: bool, course: bool):
         keras.utils.set_random_seed(0)
-        base = models.build_conv_base(weights, size)
-        classifier = models.build_classifier(base.output_shape[1:], 0.5)
-        if course:  # The course notes: rescaled pixels straight into the base; augmentation in Python.
-            model = keras.Sequential([keras.Input((size, size, 3)), base, classifier])
-        else:
-            model = models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation(seed=0))
-        if unfreeze:
-            models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
-        models.compile_binary(model, 1e-5 if unfreeze else 2e-5)
+        with dtype_policy("float32" if course else suite_policy):
+            base = models.build_conv_base(weights, size)
+            classifier = models.build_classifier(base.output_shape[1:], 0.5)
+            if course:  # The course notes: rescaled pixels straight into the base; augmentation in Python.
+                model = keras.Sequential([keras.Input((size, size, 3)), base, classifier])
+            else:
+                model = models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation(seed=0))
+            if unfreeze:
+                models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
+            models.compile_binary(model, 1e-5 if unfreeze else 2e-5)
         return model, base, classifier
 
     for stage, unfreeze in (("stage2", False), ("stage3", True)):
         course_model, _, _ = build(unfreeze, course=True)
         suite_model, suite_base, suite_classifier = build(unfreeze, course=False)
         one_time = time.perf_counter()
-        split = models.split_base(suite_base, suite_classifier, "vgg16")
+        with dtype_policy(suite_policy):
+            split = models.split_base(suite_base, suite_classifier, "vgg16")
         validation_features = features.extract(split.frozen, image_sets["validation"].images, label=f"{stage} validation")
         one_time = time.perf_counter() - one_time
         train_generator = course_generator(root / "train", size, augment=True, shuffle=True)
@@ -248,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     # --- Efficiency ---------------------------------------------------------------------------------------
     tensorflow_peak = matmul_gflops()
     numpy_peak = numpy_matmul_gflops()
-    peak = max(tensorflow_peak, numpy_peak or 0.0)
+    float32_peak = max(tensorflow_peak, numpy_peak or 0.0)
+    float32_conv = forward_rate(size, "float32") * gflop
+    peaks = {"float32": float32_peak}
+    if suite_policy == "mixed_bfloat16":
+        peaks["mixed_bfloat16"] = matmul_gflops(dtype="bfloat16")
+    elif suite_policy == "mixed_float16":
+        peaks["mixed_float16"] = matmul_gflops(dtype="float16")
+    peak = peaks[suite_policy]
     forward_rates = [n * gflop / t for t in suite_forward_seconds]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
@@ -256,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "tensorflow": tf.__version__, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "conv_base_gflop_per_image": gflop, "matmul_gflops": peak,
         "matmul_gflops_tensorflow": tensorflow_peak, "matmul_gflops_numpy": numpy_peak,
+        "matmul_gflops_by_precision": peaks, "suite_precision": suite_policy,
+        "conv_base_gflops_float32": float32_conv, "conv_base_efficiency_float32": float32_conv / float32_peak,
         "conv_base_gflops": summary(forward_rates),
         "results": results,
     }
@@ -289,8 +347,12 @@ def format_table(report: dict) -> str:
         lines.append(f"| {name} | {cell(result['course'])} | {cell(result['suite'])} | "
                      f"{report[f'{key}_ratio']:.2f}x ({low:.2f}..{high:.2f}) |")
     rates = report["conv_base_gflops"]
-    lines.append(f"| conv base efficiency | | {rates['median']:.0f} GFLOP/s ({rates['min']:.0f}..{rates['max']:.0f}) "
-                 f"of {report['matmul_gflops']:.0f} GFLOP/s matmul | {report['conv_base_efficiency']:.0%} |")
+    lines.append(f"| conv base efficiency ({report['suite_precision']}) | | {rates['median']:.0f} GFLOP/s "
+                 f"({rates['min']:.0f}..{rates['max']:.0f}) of {report['matmul_gflops']:.0f} GFLOP/s matmul | "
+                 f"{report['conv_base_efficiency']:.0%} |")
+    lines.append(f"| conv base efficiency (float32) | | {report['conv_base_gflops_float32']:.0f} GFLOP/s of "
+                 f"{report['matmul_gflops_by_precision']['float32']:.0f} GFLOP/s matmul | "
+                 f"{report['conv_base_efficiency_float32']:.0%} |")
     return "\n".join(lines)
 
 
