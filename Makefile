@@ -13,7 +13,7 @@ RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) 
 	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(FROM),--from $(FROM))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-feature-extraction run-data-augmentation run-fine-tuning run-all report bench test lint clean notebooks
+.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all report bench test lint clean notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,13 @@ bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/b
 
 test: setup ## Unit tests and smoke-profile notebook execution checks.
 	$(PYTHON) -m pytest -q tests
+
+lint: setup ## Static checks: ruff over lib/, tests/, tools/; notebooks free of outputs and of code definitions.
+	$(PYTHON) -m ruff check .
+	$(PYTHON) tools/build_notebooks.py --check
+
+data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
+	$(PYTHON) -c "from lib import data; root = data.resolve_data_dir(); print(root); [print(f'  {s}: {len(data.list_split(root, s).files)} images') for s in data.available_splits(root)]"
 
 notebooks: setup ## Rewrite notebooks/*.ipynb from tools/build_notebooks.py (no outputs).
 	$(PYTHON) tools/build_notebooks.py

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import functools
 import math
 import os
 import platform
@@ -32,8 +32,8 @@ from pathlib import Path
 import lib  # noqa: F401  (oneDNN on before TensorFlow)
 
 lib.load_tensorflow()
-from lib import data, models, paths, storage, training  # noqa: E402
-from lib.weights import resolve_weights
+from lib import data, models, paths, storage, training  # noqa: E402  (after TensorFlow's quiet start)
+from lib.weights import resolve_weights  # noqa: E402
 
 BATCH = 20
 
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
 
     tf = lib.load_tensorflow()
     import keras
-    import numpy as np
 
     size, repeats = arguments.image_size, arguments.repeats
     counts = {"train": arguments.images, "validation": arguments.validation_images}
@@ -265,19 +264,16 @@ def main(argv: list[str] | None = None) -> int:
                                              shuffle=True, seed=0).repeat()
         callback = training.CachedValidation(split.top, validation_features, image_sets["validation"].labels)
 
-        def course_epoch():
-            course_model.fit(train_generator, steps_per_epoch=steps, epochs=1, validation_data=validation_generator,
-                             validation_steps=len(validation_generator), verbose=0)
-
-        def suite_epoch():
-            suite_model.fit(train_dataset, steps_per_epoch=steps, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
-
-        def full_validation():
-            suite_model.evaluate(data.make_tf_dataset(image_sets["validation"].images, image_sets["validation"].labels, BATCH),
-                                 verbose=0)
-
-        def cached_validation():
-            training.evaluate(split.top, validation_features, image_sets["validation"].labels)
+        course_epoch = functools.partial(
+            course_model.fit, train_generator, steps_per_epoch=steps, epochs=1, verbose=0,
+            validation_data=validation_generator, validation_steps=len(validation_generator))
+        suite_epoch = functools.partial(suite_model.fit, train_dataset, steps_per_epoch=steps, epochs=1,
+                                        callbacks=[callback], verbose=0, shuffle=False)
+        validation_dataset = data.make_tf_dataset(image_sets["validation"].images, image_sets["validation"].labels,
+                                                  BATCH)
+        full_validation = functools.partial(suite_model.evaluate, validation_dataset, verbose=0)
+        cached_validation = functools.partial(training.evaluate, split.top, validation_features,
+                                              image_sets["validation"].labels)
 
         for warm_up in (course_epoch, suite_epoch, full_validation, cached_validation):
             warm_up()
@@ -340,8 +336,8 @@ def format_table(report: dict) -> str:
     for key, name in names.items():
         result = report["results"][key]
 
-        def cell(values):
-            return f"{values['median']:.2f} {result['unit']} ({values['min']:.2f}..{values['max']:.2f})"
+        def cell(values, unit=result["unit"]):
+            return f"{values['median']:.2f} {unit} ({values['min']:.2f}..{values['max']:.2f})"
 
         low, high = report[f"{key}_ratio_range"]
         lines.append(f"| {name} | {cell(result['course'])} | {cell(result['suite'])} | "

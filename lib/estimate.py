@@ -1,11 +1,11 @@
 """A rough forecast of a run's duration from a short measurement of the conv base on this machine."""
 from __future__ import annotations
 
-import lib
-
 import time
 
 import numpy as np
+
+import lib
 
 
 def conv_base_rate(image_size: int, mixed_precision: bool = False, batch_size: int = 16, batches: int = 2

@@ -18,7 +18,7 @@ from lib.weights import WeightsChoice
 
 EXTRACTION_BATCH_SIZE = 32
 # One compiled forward function per extractor model, dropped with the model: repeated calls do not retrace.
-_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FORWARD_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FEATURE_FORMAT = "features-1"
 
 

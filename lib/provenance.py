@@ -5,8 +5,6 @@ Written to `outputs/<run>/manifest.json`, enough to rerun the study with the sam
 """
 from __future__ import annotations
 
-import lib
-
 import hashlib
 import importlib.metadata
 import os
@@ -16,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lib
 from lib import data, paths
 from lib.weights import resolve_weights
 

@@ -27,7 +27,7 @@ def stage_output_dir(output_dir: str, run_name: str, stage: str) -> Path:
 
 def now() -> str:
     """The current time, ISO 8601 with time zone, to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def weights_notice(weights: WeightsChoice):

@@ -150,7 +150,7 @@ def predict(model: keras.Model, inputs: np.ndarray, batch_size: int = 64) -> np.
 
 
 # One compiled forward function per model, dropped with the model.
-_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FORWARD_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _forward_batches(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int):

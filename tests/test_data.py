@@ -5,9 +5,8 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import make_dataset, write_image
+
 from lib import SuiteError, data
 
 

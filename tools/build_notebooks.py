@@ -443,7 +443,8 @@ gradients would otherwise flow into block 5 and erase what ImageNet taught it.
 ]
 
 
-def write(name: str, cells: list[dict]) -> None:
+def render(name: str, cells: list[dict]) -> str:
+    """The notebook file's text: cells without outputs, stable ids."""
     notebook = {
         "cells": cells,
         "metadata": {
@@ -455,11 +456,28 @@ def write(name: str, cells: list[dict]) -> None:
     }
     for index, cell in enumerate(cells):
         cell["id"] = f"{name.split('_')[0]}-{index:02d}"
-    (NOTEBOOKS / f"{name}.ipynb").write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
-                                             encoding="utf-8")
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def write(name: str, cells: list[dict]) -> None:
+    (NOTEBOOKS / f"{name}.ipynb").write_text(render(name, cells), encoding="utf-8")
+
+
+NOTEBOOK_CELLS = {"01_feature_extraction": STAGE1, "02_data_augmentation": STAGE2, "03_fine_tuning": STAGE3}
 
 
 if __name__ == "__main__":
-    write("01_feature_extraction", STAGE1)
-    write("02_data_augmentation", STAGE2)
-    write("03_fine_tuning", STAGE3)
+    import sys
+
+    if "--check" in sys.argv:  # `make lint`: the committed notebooks are exactly what this script writes.
+        stale = []
+        for name, cells in NOTEBOOK_CELLS.items():
+            expected = render(name, cells)
+            if (NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8") != expected:
+                stale.append(name)
+        if stale:
+            sys.exit(f"Notebooks differ from tools/build_notebooks.py: {', '.join(stale)} (run `make notebooks`).")
+        print("Notebooks match tools/build_notebooks.py and carry no outputs.")
+    else:
+        for name, cells in NOTEBOOK_CELLS.items():
+            write(name, cells)
