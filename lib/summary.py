@@ -71,7 +71,18 @@ def collect(run: str) -> dict[str, Any]:
             from lib import params
 
             profile["description"] = params.load_profile(profile["name"]).get("description", "")
-    return {"run": run, "profile": profile, "stages": stages,
+    records = [record for record in manifest.get("stages", {}).values() if record.get("status") == "complete"]
+    span = {}
+    if records and all(isinstance(record.get("started"), (int, float)) for record in records):
+        import datetime
+
+        def stamp(seconds: float) -> str:
+            return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+        span = {"stages_started": stamp(min(record["started"] for record in records)),
+                "stages_finished": stamp(max(record["finished"] for record in records)),
+                "stage_seconds_total": round(sum(record.get("seconds", 0) for record in records), 1)}
+    return {"run": run, "profile": profile, "stages": stages, **span,
             "random_weights": any(s.get("random_weights") for s in stages.values()),
             "started": manifest.get("started"), "finished": manifest.get("finished")}
 
@@ -91,6 +102,18 @@ def _figure_data_uri(summary: dict[str, Any]) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _span(summary: dict[str, Any]) -> str:
+    if not summary.get("stages_started"):
+        return ""
+    return (f"Stages ran from {html.escape(summary['stages_started'])} to {html.escape(summary['stages_finished'])}, "
+            f"{_duration(summary['stage_seconds_total'])} of stage time in all.")
+
+
 def _percent(value: Any) -> str:
     return "" if value is None else f"{value:.1%}"
 
@@ -98,15 +121,15 @@ def _percent(value: Any) -> str:
 def render(summary: dict[str, Any]) -> str:
     """The standalone HTML page."""
     profile = summary.get("profile") or {}
-    warnings = []
+    warnings, notes = [], []
     if summary["random_weights"]:
         warnings.append("RANDOM WEIGHTS: this run's conv base was not trained on ImageNet (weights=none). "
                         "Its accuracies only show that the pipeline runs.")
     if profile.get("name") and profile.get("name") != "full":
-        warnings.append(f"Reduced profile '{html.escape(str(profile.get('name')))}': "
-                        f"{html.escape(str(profile.get('description', '')))} Numbers are not the full reference schedule.")
+        notes.append(f"<b>Reduced profile '{html.escape(str(profile.get('name')))}'</b>, not the full reference "
+                     f"schedule: {html.escape(str(profile.get('description', '')))}")
     if profile.get("choice"):
-        warnings.append(html.escape(profile["choice"]))
+        notes.append(html.escape(profile["choice"]))
     rows = []
     for stage, values in summary["stages"].items():
         if values["status"] != "complete":
@@ -116,10 +139,11 @@ def render(summary: dict[str, Any]) -> str:
             f"<tr><td><a href='{values['report']}'>{STAGE_TITLES[stage]}</a></td>"
             f"<td><b>{_percent(values['val_accuracy'])}</b></td><td>{_percent(values['course_notes_val_accuracy'])}</td>"
             f"<td>{_percent(values['test_accuracy']) or 'no test split'}</td><td>{values['best_epoch']}</td>"
-            f"<td>{values['epochs_run']}</td><td>{values['seconds']:.0f} s</td>"
+            f"<td>{values['epochs_run']}</td><td>{_duration(values['seconds'])}</td>"
             f"<td>{html.escape(str(values.get('started_from') or ''))}</td></tr>")
     figure = _figure_data_uri(summary)
     warning_html = "".join(f"<p class='warning'>{text}</p>" for text in warnings)
+    warning_html += "".join(f"<p class='note'>{text}</p>" for text in notes)
     figure_html = f"<img alt='validation accuracy per epoch' src='{figure}'>" if figure else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Run {html.escape(summary['run'])}: VGG16 cats vs dogs</title>
@@ -127,12 +151,13 @@ def render(summary: dict[str, Any]) -> str:
 body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; padding: 0 1em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: .35em .7em; text-align: left; }}
 th {{ background: #f0f0f0; }} .warning {{ background: #b00020; color: white; padding: .6em; font-weight: bold; }}
+.note {{ background: #fff4d6; border-left: 4px solid #d9a400; padding: .5em .8em; }}
 img {{ max-width: 100%; }} .meta {{ color: #555; font-size: .9em; }}
 </style></head><body>
 <h1>VGG16 transfer learning on cats vs dogs: run <code>{html.escape(summary['run'])}</code></h1>
 {warning_html}
-<p class="meta">Profile: {html.escape(str(profile.get('name', 'unknown')))}. Started {html.escape(str(summary.get('started') or ''))},
-finished {html.escape(str(summary.get('finished') or ''))}. Details of the run: <a href="manifest.json">manifest.json</a>.</p>
+<p class="meta">Profile: {html.escape(str(profile.get('name', 'unknown')))}. {_span(summary)}
+Details of the run (parameters, versions, data and weights fingerprints): <a href="manifest.json">manifest.json</a>.</p>
 <table><thead><tr><th>stage</th><th>validation accuracy</th><th>course notes</th><th>test accuracy</th>
 <th>best epoch</th><th>epochs run</th><th>time</th><th>started from</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table>
