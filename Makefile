@@ -56,7 +56,7 @@ lint: setup ## Static checks: ruff over lib/, tests/, tools/; notebooks free of 
 	$(PYTHON) tools/build_notebooks.py --check
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
-	$(PYTHON) -c "from lib import data; root = data.resolve_data_dir(); print(root); [print(f'  {s}: {len(data.list_split(root, s).files)} images') for s in data.available_splits(root)]"
+	$(PYTHON) -m lib.data
 
 notebooks: setup ## Rewrite notebooks/*.ipynb from tools/build_notebooks.py (no outputs).
 	$(PYTHON) tools/build_notebooks.py

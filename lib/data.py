@@ -88,7 +88,8 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     return root
 
 
-def download_dataset(target: Path) -> Path:
+def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
+                     expected_counts: dict[str, int] | None = None) -> Path:
     """Download and unpack TensorFlow's public `cats_and_dogs_filtered.zip` into `target`.
 
     Tries each known address in turn; offline, stops with a message naming what was tried and how to
@@ -102,7 +103,7 @@ def download_dataset(target: Path) -> Path:
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)
     try:
-        for url in DATASET_URLS:
+        for url in urls:
             try:
                 archive = keras.utils.get_file(
                     "cats_and_dogs_filtered.zip", origin=url, cache_dir=str(target.parent),
@@ -125,7 +126,7 @@ def download_dataset(target: Path) -> Path:
         with zipfile.ZipFile(archive) as bundle:
             bundle.extractall(unpack_dir)
         unpacked = next(unpack_dir.glob("**/train")).parent
-        for split, expected in EXPECTED_COUNTS.items():
+        for split, expected in (expected_counts or EXPECTED_COUNTS).items():
             found = len(list_split(unpacked, split).files)
             if found != expected:
                 raise SuiteError(f"Downloaded dataset has {found} {split} images, expected {expected}.")
@@ -350,3 +351,22 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
     except OSError:  # Another process finished first; its copy is identical.
         shutil.rmtree(building, ignore_errors=True)
     return root
+
+
+def main() -> int:
+    """`make data`: find or download the dataset, check its layout, print the image count per split."""
+    try:
+        root = resolve_data_dir()
+        print(root)
+        for split in available_splits(root):
+            listing = list_split(root, split)
+            print(f"  {split}: {len(listing.files)} images ({int(listing.labels.sum())} dogs), "
+                  f"{len(listing.skipped)} other files skipped")
+    except SuiteError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -137,3 +137,20 @@ def test_offline_download_says_what_it_tried(tmp_path, monkeypatch):
     message = str(raised.value)
     assert all(url in message for url in data.DATASET_URLS) and "DATA_DIR" in message
     assert not (tmp_path / "cats_and_dogs_filtered").exists()
+
+
+def test_download_unpacks_checks_counts_and_renames_into_place(tmp_path):
+    import zipfile
+
+    source = make_dataset(tmp_path / "build" / "cats_and_dogs_filtered", per_class=2)
+    archive = tmp_path / "cats_and_dogs_filtered.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(source.rglob("*.jpg")):
+            bundle.write(path, path.relative_to(source.parent))
+    target = tmp_path / "data" / "cats_and_dogs_filtered"
+    urls = ("http://127.0.0.1:9/unreachable.zip", archive.as_uri())  # The first address fails, the second works.
+    with pytest.raises(SuiteError, match="has 4 train images, expected 2000"):
+        data.download_dataset(target, urls)
+    assert not target.exists() and not list(target.parent.glob(".unpack-*"))
+    data.download_dataset(target, urls, expected_counts={"train": 4, "validation": 4})
+    assert len(data.list_split(target, "train").files) == 4 and len(data.list_split(target, "validation").files) == 4

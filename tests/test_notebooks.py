@@ -189,3 +189,24 @@ def test_rerun_from_a_manifest_repeats_the_parameters(smoke_run):
     original = json.loads(manifest.read_text())["stages"]["01_feature_extraction"]["parameters"]
     repeated = json.loads((smoke_run / "repeated" / "manifest.json").read_text())["stages"]["01_feature_extraction"]["parameters"]
     assert repeated == original
+
+
+def test_notebook_runs_top_to_bottom_with_its_own_defaults(tmp_path, random_weights_file):
+    """"Run All" in Jupyter: no injected parameters; DATA_DIR and VGG16_WEIGHTS point at local copies."""
+    import nbformat
+    from conftest import make_dataset
+    from nbclient import NotebookClient
+
+    photos = make_dataset(tmp_path / "photos", per_class=3)
+    outputs = tmp_path / "outputs"
+    os.environ.update(DATA_DIR=str(photos), VGG16_WEIGHTS=str(random_weights_file), OUTPUTS_DIR=str(outputs))
+    try:
+        notebook = nbformat.read(ROOT / "notebooks" / "01_feature_extraction.ipynb", as_version=4)
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    finally:
+        for name in ("DATA_DIR", "VGG16_WEIGHTS"):
+            os.environ.pop(name, None)
+    metrics = json.loads((outputs / "interactive" / "01_feature_extraction" / "metrics.json").read_text())
+    assert metrics["profile"] == "notebook defaults" and metrics["epochs_run"] == 30
+    assert metrics["image_size"] == 150 and metrics["preprocessing"] == "vgg16" and metrics["weights_kind"] == "file"
