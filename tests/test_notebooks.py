@@ -129,6 +129,8 @@ def test_committed_notebooks_carry_no_outputs_and_no_code_definitions(notebook):
             assert cell["outputs"] == [] and cell["execution_count"] is None
             source = "".join(cell["source"])
             assert "\ndef " not in f"\n{source}" and "\nclass " not in f"\n{source}"
+        else:
+            assert "\\n" not in "".join(cell["source"]), "a literal backslash-n in a markdown cell"
     assert content["cells"][0]["cell_type"] == "markdown"
 
 

@@ -206,7 +206,7 @@ expect; and validates on features computed once, since unaugmented validation ph
 give the same features every epoch. Optionally it starts from stage 1's trained classifier.
 """),
     COLAB,
-    markdown("## Parameters\\nDefaults reproduce the reference run (50 epochs of 100 batches of 20 photos)."),
+    markdown("## Parameters\nDefaults reproduce the reference run (50 epochs of 100 batches of 20 photos)."),
     code(COMMON_PARAMETERS + """epochs: int = 50  # Passes of steps_per_epoch batches of augmented photos.
 steps_per_epoch: int = 100  # Batches per epoch (100 x 20 = the 2000 training photos); 0 means one pass over the training set.
 batch_size: int = 20  # Augmented photos per training step.
@@ -215,16 +215,16 @@ dropout: float = 0.6  # Dropout rate between the two dense layers.
 start_from: str = "scratch"  # "scratch": a new classifier (the reference); "previous": stage 1's trained classifier from this run; "auto": stage 1's when this run has it.
 """ + AUGMENTATION_PARAMETERS, tags=["parameters"]),
     IMPORTS,
-    markdown("## Data\\nPhotos are decoded once and kept in memory; augmentation happens later, inside the model, on training photos only."),
+    markdown("## Data\nPhotos are decoded once and kept in memory; augmentation happens later, inside the model, on training photos only."),
     code('STAGE = "02_data_augmentation"'),
     DATA_CELL,
-    markdown("## What augmentation does\\nEach row: a training photo and five random variants of it. The model almost never sees the same picture twice."),
+    markdown("## What augmentation does\nEach row: a training photo and five random variants of it. The model almost never sees the same picture twice."),
     code("""
 augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip, vertical_flip, seed=seed)
 figure = plots.augmented_examples(image_sets["train"].images[[0, 1, -1, -2]], augmentation, seed=seed)  # Two cats, two dogs.
 plots.save(figure, output_folder / "augmented_examples.png")
 """),
-    markdown("## The model: frozen conv base plus classifier\\nFreezing matters: without it, the large gradients from the new, randomly initialised classifier would wreck the pretrained features. The counts below show that only the classifier is trainable."),
+    markdown("## The model: frozen conv base plus classifier\nFreezing matters: without it, the large gradients from the new, randomly initialised classifier would wreck the pretrained features. The counts below show that only the classifier is trainable."),
     code("""
 weights_choice = lib.weights.resolve_weights(weights)
 display(reporting.weights_notice(weights_choice))
@@ -238,14 +238,14 @@ frozen_counts = models.count_parameters(model)
 print(f"Trainable parameters with the conv base unfrozen: {unfrozen_counts['trainable']:,}")
 print(f"Trainable parameters with the conv base frozen:   {frozen_counts['trainable']:,} (the classifier only)")
 """),
-    markdown("## Start from stage 1's classifier?\\nWith `start_from=auto` or `previous`, the classifier starts from the one stage 1 trained in this run (same layer shapes), so augmentation refines an already good classifier instead of starting from random weights."),
+    markdown("## Start from stage 1's classifier?\nWith `start_from=auto` or `previous`, the classifier starts from the one stage 1 trained in this run (same layer shapes), so augmentation refines an already good classifier instead of starting from random weights."),
     code("""
 start = handoff.find_previous(output_folder, "01_feature_extraction", start_from, weights_choice, image_size, preprocessing)
 if start.from_previous:
     classifier.set_weights(models.load_model(start.path).get_weights())
 print(f"Classifier starts {start.description}.")
 """),
-    markdown("## Validation features, computed once\\nThe conv base is frozen and validation photos are not augmented, so their conv features are the same every epoch. They are computed once (or taken from stage 1's cache) and each epoch only the classifier runs on them. The numbers are the same as a full-model evaluation."),
+    markdown("## Validation features, computed once\nThe conv base is frozen and validation photos are not augmented, so their conv features are the same every epoch. They are computed once (or taken from stage 1's cache) and each epoch only the classifier runs on them. The numbers are the same as a full-model evaluation."),
     code("""
 split_model = models.split_base(conv_base, classifier, preprocessing)
 extracted = {split: features.cached_features(split_model.frozen, image_sets[split], weights_choice, image_size, preprocessing, split_model.cut_layer)
@@ -254,7 +254,7 @@ feature_arrays = {split: result[0] for split, result in extracted.items()}
 extraction_seconds = sum(result[1] for result in extracted.values())
 {split: array.shape for split, array in feature_arrays.items()}
 """),
-    markdown("## Train on augmented photos\\nThe weights of the epoch with the highest validation accuracy (ties: lowest validation loss) are restored at the end."),
+    markdown("## Train on augmented photos\nThe weights of the epoch with the highest validation accuracy (ties: lowest validation loss) are restored at the end."),
     code("""
 models.compile_binary(model, learning_rate)
 train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size, shuffle=True, seed=seed)
@@ -270,7 +270,7 @@ history_rows = training.history_rows(history.history)
 training.write_history_csv(output_folder / "history.csv", history_rows)
 models.save_model(model, output_folder / "model.keras")
 """),
-    markdown("## Learning curves\\nWith augmentation, training accuracy no longer runs away from validation accuracy: the model overfits far less."),
+    markdown("## Learning curves\nWith augmentation, training accuracy no longer runs away from validation accuracy: the model overfits far less."),
     code("""
 figure = plots.learning_curves(history_rows, title="Stage 2: frozen VGG16 + classifier on augmented photos")
 plots.save(figure, output_folder / "learning_curves.png")
@@ -319,7 +319,7 @@ As in stage 2, validation photos are not augmented and blocks 1-4 stay frozen, s
 computed once and each epoch only block 5 and the classifier run on it.
 """),
     COLAB,
-    markdown("## Parameters\\nDefaults follow the course notes."),
+    markdown("## Parameters\nDefaults follow the course notes."),
     code(COMMON_PARAMETERS + """start_from: str = "auto"  # "auto": stage 2's model from this run when it exists, else steps 1-3 here; "previous": require stage 2's model; "scratch": always do steps 1-3 here.
 classifier_epochs: int = 30  # Steps 1-3 (classifier on the frozen base), when not starting from stage 2.
 epochs: int = 100  # Fine-tuning epochs (steps 4-5).
@@ -334,7 +334,7 @@ unfreeze_layers: list = ["block5_conv1", "block5_conv2", "block5_conv3"]  # Conv
     markdown("## Data"),
     code('STAGE = "03_fine_tuning"'),
     DATA_CELL,
-    markdown("## Steps 1-2: a classifier on the frozen conv base\\nTaken from stage 2 of this run when it completed with the same weights, image size and preprocessing; otherwise built here."),
+    markdown("## Steps 1-2: a classifier on the frozen conv base\nTaken from stage 2 of this run when it completed with the same weights, image size and preprocessing; otherwise built here."),
     code("""
 weights_choice = lib.weights.resolve_weights(weights)
 display(reporting.weights_notice(weights_choice))
@@ -352,7 +352,7 @@ train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["tra
 train_input = train_dataset.repeat() if steps_per_epoch else train_dataset
 print(f"Starting {start.description}.")
 """),
-    markdown("## Step 3: train the classifier (only when not starting from stage 2)\\nValidation runs on conv-base features computed once, as in stage 2."),
+    markdown("## Step 3: train the classifier (only when not starting from stage 2)\nValidation runs on conv-base features computed once, as in stage 2."),
     code("""
 phase_rows, best_epochs, extraction_seconds, training_seconds = [], {}, 0.0, 0.0
 if not start.from_previous:
@@ -369,7 +369,7 @@ if not start.from_previous:
     phase_rows += training.history_rows(history.history, phase="classifier")
     best_epochs["classifier"] = best_classifier_epoch.best_epoch
 """),
-    markdown("## Step 4: unfreeze the top block, and compile again\\nKeras collects the trainable weights when a model is compiled: changing `trainable` without compiling again would silently keep training the old set."),
+    markdown("## Step 4: unfreeze the top block, and compile again\nKeras collects the trainable weights when a model is compiled: changing `trainable` without compiling again would silently keep training the old set."),
     code("""
 models.unfreeze(conv_base, unfreeze_layers)
 models.compile_binary(model, fine_tune_learning_rate)
@@ -378,7 +378,7 @@ display(reporting.table_html(layer_table, title="Layers with weights: which ones
 counts = models.count_parameters(model)
 print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']:,}")
 """),
-    markdown("## Validation features at the cut, computed once\\nEverything up to the last frozen layer is fixed, so validation (and test) photos go through it once; each epoch only the unfrozen layers and the classifier run."),
+    markdown("## Validation features at the cut, computed once\nEverything up to the last frozen layer is fixed, so validation (and test) photos go through it once; each epoch only the unfrozen layers and the classifier run."),
     code("""
 split_model = models.split_base(conv_base, classifier, preprocessing)
 extracted = {split: features.cached_features(split_model.frozen, image_sets[split], weights_choice, image_size, preprocessing, split_model.cut_layer)
@@ -399,7 +399,7 @@ history_rows = phase_rows + fine_tune_rows
 training.write_history_csv(output_folder / "history.csv", history_rows)
 models.save_model(model, output_folder / "model.keras")
 """),
-    markdown("## Learning curves across both phases\\nThe classifier phase (stage 2's epochs when this run started from stage 2, else steps 1-3 above), then fine tuning after the dashed line."),
+    markdown("## Learning curves across both phases\nThe classifier phase (stage 2's epochs when this run started from stage 2, else steps 1-3 above), then fine tuning after the dashed line."),
     code("""
 earlier_rows = training.read_history_csv(output_folder.parent / "02_data_augmentation" / "history.csv", phase="classifier (stage 2)") if start.from_previous else []
 plot_rows = training.concatenate_histories(earlier_rows, phase_rows, fine_tune_rows)
