@@ -8,7 +8,7 @@ import numpy as np
 import lib
 
 
-def conv_base_rate(image_size: int, mixed_precision: bool = False, batch_size: int = 16, batches: int = 2
+def conv_base_rate(image_size: int, mixed_precision: bool = False, batch_size: int = 32, batches: int = 2
                    ) -> float:
     """Images per second of a VGG16 conv base forward pass at `image_size` (random weights and images),
     in the precision the stages will use."""
@@ -39,8 +39,9 @@ def conv_base_rate(image_size: int, mixed_precision: bool = False, batch_size: i
 def stage_seconds(stage: str, values: dict, image_counts: dict[str, int], rate: float) -> float:
     """Forecast seconds of one stage from its parameters, the image counts and the forward rate.
 
-    Training images cost about 1.3 forward passes (stage 2) or 1.6 (stage 3, block 5 trained too);
-    extraction one pass; everything else is small next to the conv base.
+    Training images cost about 1.2 forward passes (stage 2: augmentation, classifier) or 1.4 (stage 3,
+    block 5 trained too), as measured on a 2-core CPU; extraction one pass; everything else is small next
+    to the conv base.
     """
     train = image_counts.get("train", 0)
     others = sum(count for split, count in image_counts.items() if split != "train")
@@ -49,8 +50,8 @@ def stage_seconds(stage: str, values: dict, image_counts: dict[str, int], rate: 
     steps = values.get("steps_per_epoch", 100)
     per_epoch = (steps * values.get("batch_size", 20)) if steps else train
     if stage == "02_data_augmentation":
-        return others / rate + values.get("epochs", 50) * per_epoch * 1.3 / rate
-    seconds = others / rate + values.get("epochs", 100) * per_epoch * 1.6 / rate
+        return others / rate + values.get("epochs", 50) * per_epoch * 1.2 / rate
+    seconds = others / rate + values.get("epochs", 100) * per_epoch * 1.4 / rate
     if values.get("start_from", "auto") == "scratch":
-        seconds += values.get("classifier_epochs", 30) * per_epoch * 1.3 / rate
+        seconds += values.get("classifier_epochs", 30) * per_epoch * 1.2 / rate
     return seconds
