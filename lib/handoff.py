@@ -1,8 +1,8 @@
 """What one stage hands the next inside a run folder: stage 1's classifier, stage 2's whole model.
 
 A later stage only starts from an earlier one's result when that result is complete (its
-`metrics.json` exists) and was made from the same weights file, image size and preprocessing; otherwise
-`auto` starts from scratch and says why, and `previous` stops with an error.
+`metrics.json` exists) and was made from the same weights file, image size, preprocessing and compute
+precision; otherwise `auto` starts from scratch and says why, and `previous` stops with an error.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class Start:
 
 
 def find_previous(output_folder: Path, previous_stage: str, start_from: str, weights: WeightsChoice,
-                  image_size: int, preprocessing: str) -> Start:
+                  image_size: int, preprocessing: str, precision: str | None = None) -> Start:
     """Decide the start of a stage from `start_from` (`auto`, `previous` or `scratch`)."""
     if start_from == "scratch":
         return Start(None, "from scratch (start_from=scratch)")
@@ -40,9 +40,11 @@ def find_previous(output_folder: Path, previous_stage: str, start_from: str, wei
         reason = f"{previous_stage} has not completed in this run ({folder})"
     else:
         metrics = storage.read_json(metrics_file)
-        for key, value in (("weights_sha256", weights.sha256), ("image_size", image_size),
-                           ("preprocessing", preprocessing)):
-            if metrics.get(key) != value:
+        checks = [("weights_sha256", weights.sha256), ("image_size", image_size), ("preprocessing", preprocessing)]
+        if precision is not None:
+            checks.append(("precision", precision))
+        for key, value in checks:
+            if metrics.get(key, value if key == "precision" else None) != value:
                 reason = f"{previous_stage} used {key}={metrics.get(key)!r}, this stage {value!r}"
                 break
     if reason is None:

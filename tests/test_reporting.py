@@ -67,3 +67,11 @@ def test_summary_marks_missing_stages():
     collected = summary.collect("partial")
     assert collected["stages"]["03_fine_tuning"]["status"] == "not run or incomplete"
     assert "not run or incomplete" in summary.render(collected)
+
+
+def test_start_from_auto_skips_a_previous_stage_of_another_precision():
+    _complete_stage("precision", "01_feature_extraction", precision="mixed_bfloat16")
+    folder = paths.stage_dir("precision", "02_data_augmentation")
+    start = handoff.find_previous(folder, "01_feature_extraction", "auto", WEIGHTS, 150, "vgg16", "float32")
+    assert not start.from_previous and "precision='mixed_bfloat16'" in start.description
+    assert handoff.find_previous(folder, "01_feature_extraction", "auto", WEIGHTS, 150, "vgg16", "mixed_bfloat16").from_previous

@@ -154,7 +154,7 @@ metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, validation=validation, test=test, best_epoch=best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
-    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
     features_from_cache={split: result[2] for split, result in extracted.items()},
 )
 reporting.write_metrics(output_folder, metrics)
@@ -240,7 +240,7 @@ print(f"Trainable parameters with the conv base frozen:   {frozen_counts['traina
 """),
     markdown("## Start from stage 1's classifier?\nWith `start_from=auto` or `previous`, the classifier starts from the one stage 1 trained in this run (same layer shapes), so augmentation refines an already good classifier instead of starting from random weights."),
     code("""
-start = handoff.find_previous(output_folder, "01_feature_extraction", start_from, weights_choice, image_size, preprocessing)
+start = handoff.find_previous(output_folder, "01_feature_extraction", start_from, weights_choice, image_size, preprocessing, precision)
 if start.from_previous:
     classifier.set_weights(models.load_model(start.path).get_weights())
 print(f"Classifier starts {start.description}.")
@@ -287,7 +287,7 @@ metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, validation=validation, test=test, best_epoch=best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
-    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
     started_from=start.description, trainable_parameters=frozen_counts["trainable"], frozen_parameters=frozen_counts["frozen"],
     features_from_cache={split: result[2] for split, result in extracted.items()},
 )
@@ -338,7 +338,7 @@ unfreeze_layers: list = ["block5_conv1", "block5_conv2", "block5_conv3"]  # Conv
     code("""
 weights_choice = lib.weights.resolve_weights(weights)
 display(reporting.weights_notice(weights_choice))
-start = handoff.find_previous(output_folder, "02_data_augmentation", start_from, weights_choice, image_size, preprocessing)
+start = handoff.find_previous(output_folder, "02_data_augmentation", start_from, weights_choice, image_size, preprocessing, precision)
 if start.from_previous:
     previous_model = models.load_model(start.path)
     conv_base, classifier = previous_model.get_layer("vgg16"), previous_model.get_layer("classifier")
@@ -423,7 +423,7 @@ metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, validation=validation, test=test, best_epoch=len(phase_rows) + best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
-    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
     started_from=start.description, unfrozen_layers=unfreeze_layers, cached_at=split_model.cut_layer,
     fine_tuning_epochs=len(fine_tune_rows), classifier_phase_epochs=len(phase_rows),
     trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
