@@ -144,11 +144,6 @@ def evaluate(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_s
             "probabilities": probabilities}
 
 
-def predict(model: keras.Model, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """P(dog) for each input."""
-    return _forward_batches(model, inputs, np.zeros(len(inputs), dtype="float32"), batch_size)[0]
-
-
 # One compiled forward function per model, dropped with the model.
 _FORWARD_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
