@@ -6,6 +6,7 @@ other classifier settings therefore extracts nothing; a changed photo or weights
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import weakref
@@ -89,3 +90,22 @@ def cached_features(extractor, image_set: ImageSet, weights: WeightsChoice, imag
     seconds = time.perf_counter() - started
     storage.write_arrays(path, features=features)
     return features, seconds, False
+
+
+@dataclasses.dataclass
+class SplitFeatures:
+    """Features of several splits at one cut: arrays by split, seconds spent extracting, cache hits."""
+
+    arrays: dict[str, np.ndarray]
+    seconds: float
+    from_cache: dict[str, bool]
+
+
+def cached_splits(split_model, image_sets: dict, splits, weights: WeightsChoice, image_size: int,
+                  preprocessing: str) -> SplitFeatures:
+    """`cached_features` for each of `splits`, through the frozen part of a `models.SplitBase`."""
+    results = {split: cached_features(split_model.frozen, image_sets[split], weights, image_size, preprocessing,
+                                      split_model.cut_layer) for split in splits}
+    return SplitFeatures({split: result[0] for split, result in results.items()},
+                         sum(result[1] for result in results.values()),
+                         {split: result[2] for split, result in results.items()})

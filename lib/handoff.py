@@ -53,3 +53,25 @@ def find_previous(output_folder: Path, previous_stage: str, start_from: str, wei
         raise SuiteError(f"start_from=previous, but {reason}. Run {previous_stage} first in the same run, "
                          "or set start_from to auto or scratch.")
     return Start(None, f"from scratch ({reason})")
+
+
+def warm_start_classifier(classifier, start: Start) -> None:
+    """Copy the weights of the earlier stage's classifier into `classifier` when `start` says so."""
+    if start.from_previous:
+        from lib import models
+
+        classifier.set_weights(models.load_model(start.path).get_weights())
+
+
+def conv_base_and_classifier(start: Start, weights: WeightsChoice, image_size: int, dropout: float):
+    """The earlier stage's trained conv base and classifier, or new ones; the conv base frozen either way."""
+    from lib import models
+
+    if start.from_previous:
+        previous = models.load_model(start.path)
+        conv_base, classifier = previous.get_layer("vgg16"), previous.get_layer("classifier")
+    else:
+        conv_base = models.build_conv_base(weights, image_size)
+        classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
+    conv_base.trainable = False
+    return conv_base, classifier

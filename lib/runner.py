@@ -100,8 +100,6 @@ def run_stage(stage: str, profile: dict[str, Any], run: str, values: dict[str, A
     except PapermillExecutionError as error:
         failure = (f"{stage} failed in cell [{error.exec_count}]: {error.ename}: "
                    f"{str(error.evalue).splitlines()[0] if error.evalue else ''}")
-    except KeyboardInterrupt:
-        raise
     if partial.exists():
         os.replace(partial, executed)
         render_html(executed, folder / f"{stage}.html")
@@ -109,10 +107,11 @@ def run_stage(stage: str, profile: dict[str, Any], run: str, values: dict[str, A
         raise SuiteError(failure + f" (see {executed})")
     if not (folder / reporting.METRICS_FILE).is_file():
         raise SuiteError(f"{stage} finished without writing {folder / reporting.METRICS_FILE}.")
+    finished = time.time()
     record = {
         "stage": stage, "status": "complete", "run": run, "profile": profile["name"],
         "profile_path": profile["path"], "parameters": values, "parameters_hash": parameters_hash(values),
-        "started": started, "finished": time.time(), "seconds": round(time.time() - started, 1),
+        "started": started, "finished": finished, "seconds": round(finished - started, 1),
         "notebook": executed.name, "report": f"{stage}.html",
         "inputs": inputs or {}, "inputs_hash": (inputs or {}).get("hash"),
     }
@@ -258,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_manifest(run, manifest, fingerprints)
                 continue
             if not forecast_done:
-                forecast([s for s in stages[number - 1:]], resolved, fingerprints)
+                forecast(stages[number - 1:], resolved, fingerprints)
                 forecast_done = True
             print(f"\n=== [{number}/{len(stages)}]", end="", flush=True)
             manifest["stages"][stage] = {"status": "running", "parameters": values}

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
 import random
+import time
 import weakref
 from pathlib import Path
 
@@ -127,6 +129,34 @@ class BestEpoch(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
             print(f"Restored the weights of epoch {self.best_epoch} (best validation accuracy "
                   f"{self.best_score[0]:.4f}, loss {-self.best_score[1]:.4f}).", flush=True)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a training phase leaves: its history rows, best epoch (1-based, within it) and duration."""
+
+    rows: list[dict]
+    best_epoch: int | None
+    seconds: float
+
+
+def fit_with_cached_validation(model: keras.Model, train_dataset, steps_per_epoch: int, epochs: int,
+                               top: keras.Model, validation_features: np.ndarray, validation_labels: np.ndarray,
+                               verbose: int = 2, phase: str | None = None, first_epoch: int = 1) -> FitResult:
+    """Train a compiled end-to-end model, validating each epoch on cached features, best epoch restored.
+
+    `steps_per_epoch` 0 means one pass over `train_dataset`; otherwise the dataset repeats and each epoch
+    takes that many batches. The dataset reshuffles itself, so Keras is told not to.
+    """
+    best = BestEpoch()
+    started = time.perf_counter()
+    history = model.fit(
+        train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None,
+        epochs=epochs, verbose=verbose, shuffle=False,
+        callbacks=[CachedValidation(top, validation_features, validation_labels), best],
+    )
+    return FitResult(history_rows(history.history, phase, first_epoch), best.best_epoch,
+                     time.perf_counter() - started)
 
 
 def evaluate(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:

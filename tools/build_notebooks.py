@@ -116,10 +116,8 @@ print(f"Conv base output: {conv_base.output_shape[1:]}, {conv_base.count_params(
 '''),
     markdown("## Extract the features once\nEach split goes through the conv base a single time. The result is cached on disk, keyed by the images, the weights, the image size and the preprocessing, so a rerun with other classifier settings extracts nothing."),
     code('''
-extracted = {split: features.cached_features(split_model.frozen, image_set, weights_choice, image_size, preprocessing, split_model.cut_layer)
-             for split, image_set in image_sets.items()}
-feature_arrays = {split: result[0] for split, result in extracted.items()}
-extraction_seconds = sum(result[1] for result in extracted.values())
+extracted = features.cached_splits(split_model, image_sets, list(image_sets), weights_choice, image_size, preprocessing)
+feature_arrays, extraction_seconds = extracted.arrays, extracted.seconds
 {split: array.shape for split, array in feature_arrays.items()}
 '''),
     markdown("## Train the classifier on the features\nFlatten, Dense(256, relu), Dropout, Dense(1, sigmoid). The weights of the epoch with the highest validation accuracy (ties: lowest validation loss) are restored at the end."),
@@ -155,7 +153,7 @@ metrics = reporting.build_metrics(
     image_size=image_size, validation=validation, test=test, best_epoch=best_epoch.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
     image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
-    features_from_cache={split: result[2] for split, result in extracted.items()},
+    features_from_cache=extracted.from_cache,
 )
 reporting.write_metrics(output_folder, metrics)
 print(reporting.summary_sentence(metrics))
@@ -241,32 +239,22 @@ print(f"Trainable parameters with the conv base frozen:   {frozen_counts['traina
     markdown("## Start from stage 1's classifier?\nWith `start_from=auto` or `previous`, the classifier starts from the one stage 1 trained in this run (same layer shapes), so augmentation refines an already good classifier instead of starting from random weights."),
     code("""
 start = handoff.find_previous(output_folder, "01_feature_extraction", start_from, weights_choice, image_size, preprocessing, precision)
-if start.from_previous:
-    classifier.set_weights(models.load_model(start.path).get_weights())
+handoff.warm_start_classifier(classifier, start)
 print(f"Classifier starts {start.description}.")
 """),
     markdown("## Validation features, computed once\nThe conv base is frozen and validation photos are not augmented, so their conv features are the same every epoch. They are computed once (or taken from stage 1's cache) and each epoch only the classifier runs on them. The numbers are the same as a full-model evaluation."),
     code("""
 split_model = models.split_base(conv_base, classifier, preprocessing)
-extracted = {split: features.cached_features(split_model.frozen, image_sets[split], weights_choice, image_size, preprocessing, split_model.cut_layer)
-             for split in evaluation_splits}
-feature_arrays = {split: result[0] for split, result in extracted.items()}
-extraction_seconds = sum(result[1] for result in extracted.values())
+extracted = features.cached_splits(split_model, image_sets, evaluation_splits, weights_choice, image_size, preprocessing)
+feature_arrays, extraction_seconds = extracted.arrays, extracted.seconds
 {split: array.shape for split, array in feature_arrays.items()}
 """),
     markdown("## Train on augmented photos\nThe weights of the epoch with the highest validation accuracy (ties: lowest validation loss) are restored at the end."),
     code("""
 models.compile_binary(model, learning_rate)
 train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size, shuffle=True, seed=seed)
-best_epoch = training.BestEpoch()
-fit_started = time.perf_counter()
-history = model.fit(
-    train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None, epochs=epochs, shuffle=False,
-    callbacks=[training.CachedValidation(split_model.top, feature_arrays["validation"], image_sets["validation"].labels), best_epoch],
-    verbose=verbose,
-)
-training_seconds = time.perf_counter() - fit_started
-history_rows = training.history_rows(history.history)
+fitted = training.fit_with_cached_validation(model, train_dataset, steps_per_epoch, epochs, split_model.top, feature_arrays["validation"], image_sets["validation"].labels, verbose)
+history_rows, training_seconds = fitted.rows, fitted.seconds
 training.write_history_csv(output_folder / "history.csv", history_rows)
 models.save_model(model, output_folder / "model.keras")
 """),
@@ -285,11 +273,11 @@ figures = plots.evaluation_figures(output_folder, image_sets["validation"], vali
     code("""
 metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
-    image_size=image_size, validation=validation, test=test, best_epoch=best_epoch.best_epoch,
+    image_size=image_size, validation=validation, test=test, best_epoch=fitted.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
     image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
     started_from=start.description, trainable_parameters=frozen_counts["trainable"], frozen_parameters=frozen_counts["frozen"],
-    features_from_cache={split: result[2] for split, result in extracted.items()},
+    features_from_cache=extracted.from_cache,
 )
 reporting.write_metrics(output_folder, metrics)
 print(reporting.summary_sentence(metrics))
@@ -339,35 +327,21 @@ unfreeze_layers: list = ["block5_conv1", "block5_conv2", "block5_conv3"]  # Conv
 weights_choice = lib.weights.resolve_weights(weights)
 display(reporting.weights_notice(weights_choice))
 start = handoff.find_previous(output_folder, "02_data_augmentation", start_from, weights_choice, image_size, preprocessing, precision)
-if start.from_previous:
-    previous_model = models.load_model(start.path)
-    conv_base, classifier = previous_model.get_layer("vgg16"), previous_model.get_layer("classifier")
-else:
-    conv_base = models.build_conv_base(weights_choice, image_size)
-    classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
-conv_base.trainable = False
+conv_base, classifier = handoff.conv_base_and_classifier(start, weights_choice, image_size, dropout)
 augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip, vertical_flip, seed=seed)
 model = models.build_end_to_end(conv_base, classifier, preprocessing, augmentation)
 train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size, shuffle=True, seed=seed)
-train_input = train_dataset.repeat() if steps_per_epoch else train_dataset
 print(f"Starting {start.description}.")
 """),
     markdown("## Step 3: train the classifier (only when not starting from stage 2)\nValidation runs on conv-base features computed once, as in stage 2."),
     code("""
-phase_rows, best_epochs, extraction_seconds, training_seconds = [], {}, 0.0, 0.0
+phase_rows, extraction_seconds, training_seconds = [], 0.0, 0.0
 if not start.from_previous:
     split_model = models.split_base(conv_base, classifier, preprocessing)
-    frozen_features = {split: features.cached_features(split_model.frozen, image_sets[split], weights_choice, image_size, preprocessing, split_model.cut_layer)
-                       for split in evaluation_splits}
-    extraction_seconds += sum(result[1] for result in frozen_features.values())
+    frozen_features = features.cached_splits(split_model, image_sets, ["validation"], weights_choice, image_size, preprocessing)
     models.compile_binary(model, learning_rate)
-    best_classifier_epoch = training.BestEpoch()
-    fit_started = time.perf_counter()
-    history = model.fit(train_input, steps_per_epoch=steps_per_epoch or None, epochs=classifier_epochs, verbose=verbose, shuffle=False,
-                        callbacks=[training.CachedValidation(split_model.top, frozen_features["validation"][0], image_sets["validation"].labels), best_classifier_epoch])
-    training_seconds += time.perf_counter() - fit_started
-    phase_rows += training.history_rows(history.history, phase="classifier")
-    best_epochs["classifier"] = best_classifier_epoch.best_epoch
+    fitted = training.fit_with_cached_validation(model, train_dataset, steps_per_epoch, classifier_epochs, split_model.top, frozen_features.arrays["validation"], image_sets["validation"].labels, verbose, phase="classifier")
+    phase_rows, extraction_seconds, training_seconds = fitted.rows, frozen_features.seconds, fitted.seconds
 """),
     markdown("## Step 4: unfreeze the top block, and compile again\nKeras collects the trainable weights when a model is compiled: changing `trainable` without compiling again would silently keep training the old set."),
     code("""
@@ -381,20 +355,15 @@ print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']
     markdown("## Validation features at the cut, computed once\nEverything up to the last frozen layer is fixed, so validation (and test) photos go through it once; each epoch only the unfrozen layers and the classifier run."),
     code("""
 split_model = models.split_base(conv_base, classifier, preprocessing)
-extracted = {split: features.cached_features(split_model.frozen, image_sets[split], weights_choice, image_size, preprocessing, split_model.cut_layer)
-             for split in evaluation_splits}
-feature_arrays = {split: result[0] for split, result in extracted.items()}
-extraction_seconds += sum(result[1] for result in extracted.values())
+extracted = features.cached_splits(split_model, image_sets, evaluation_splits, weights_choice, image_size, preprocessing)
+feature_arrays, extraction_seconds = extracted.arrays, extraction_seconds + extracted.seconds
 print(f"Cached at {split_model.cut_layer}: " + ", ".join(f"{split} {array.shape}" for split, array in feature_arrays.items()))
 """),
     markdown("## Step 5: train the top block and the classifier together"),
     code("""
-best_epoch = training.BestEpoch()
-fit_started = time.perf_counter()
-history = model.fit(train_input, steps_per_epoch=steps_per_epoch or None, epochs=epochs, verbose=verbose, shuffle=False,
-                    callbacks=[training.CachedValidation(split_model.top, feature_arrays["validation"], image_sets["validation"].labels), best_epoch])
-training_seconds += time.perf_counter() - fit_started
-fine_tune_rows = training.history_rows(history.history, phase="fine_tuning", first_epoch=len(phase_rows) + 1)
+fitted = training.fit_with_cached_validation(model, train_dataset, steps_per_epoch, epochs, split_model.top, feature_arrays["validation"], image_sets["validation"].labels, verbose,
+                                             phase="fine_tuning", first_epoch=len(phase_rows) + 1)
+fine_tune_rows, training_seconds = fitted.rows, training_seconds + fitted.seconds
 history_rows = phase_rows + fine_tune_rows
 training.write_history_csv(output_folder / "history.csv", history_rows)
 models.save_model(model, output_folder / "model.keras")
@@ -421,13 +390,13 @@ display(reporting.table_html(comparison, title="Validation accuracy by stage (th
     code("""
 metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
-    image_size=image_size, validation=validation, test=test, best_epoch=len(phase_rows) + best_epoch.best_epoch,
+    image_size=image_size, validation=validation, test=test, best_epoch=len(phase_rows) + fitted.best_epoch,
     epochs_run=len(history_rows), extraction_seconds=extraction_seconds, training_seconds=training_seconds,
     image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
     started_from=start.description, unfrozen_layers=unfreeze_layers, cached_at=split_model.cut_layer,
     fine_tuning_epochs=len(fine_tune_rows), classifier_phase_epochs=len(phase_rows),
     trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
-    features_from_cache={split: result[2] for split, result in extracted.items()},
+    features_from_cache=extracted.from_cache,
     best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across this notebook's phases",
 )
 reporting.write_metrics(output_folder, metrics)
