@@ -9,8 +9,11 @@ RUN ?=
 SET ?=
 FORCE ?=
 FROM ?=
+CELL_TIMEOUT ?=
+BUDGET_MINUTES ?=
 RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) $(foreach item,$(SET),--set $(item)) \
-	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(FROM),--from $(FROM))
+	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(FROM),--from $(FROM)) \
+	$(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all report bench test lint clean notebooks
@@ -18,13 +21,18 @@ RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: PROFILE=$(PROFILE) (auto|full|cpu|smoke|path/to.yaml), RUN=<name>, SET='key=value ...',"
-	@echo "             FORCE=1 (redo up-to-date stages), FROM=outputs/<run>/manifest.json, DATA_DIR, VGG16_WEIGHTS"
+	@echo "             FORCE=1 (redo up-to-date stages), FROM=outputs/<run>/manifest.json, DATA_DIR, VGG16_WEIGHTS,"
+	@echo "             BUDGET_MINUTES=30 (PROFILE=auto on a CPU), CELL_TIMEOUT=<seconds> (stop a cell running longer)"
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "Need $(PYTHON_BASE) (or set PYTHON_BASE=python3.x)."; exit 1; }
 	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements.txt
+	@# Strip notebook outputs from what git commits (working copies keep theirs): a filter in .git/config.
+	@# --keep-id: cell ids stay as `make notebooks` keeps them, so commits show only real changes.
+	@if git rev-parse --git-dir >/dev/null 2>&1; then $(PYTHON) -m nbstripout --install && \
+		git config filter.nbstripout.clean '"$(abspath $(PYTHON))" -m nbstripout --keep-id'; fi
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the pinned requirements (done automatically on first use).
@@ -48,18 +56,18 @@ report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's 
 bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/bench/bench.json (BENCH_IMAGES=400).
 	$(PYTHON) -m lib.bench --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)
 
-test: setup ## Unit tests and smoke-profile notebook execution checks.
+test: setup ## Unit tests and smoke-profile notebook execution checks (`pytest -m "not slow"`: the fast ones).
 	$(PYTHON) -m pytest -q tests
 
-lint: setup ## Static checks: ruff over lib/, tests/, tools/; notebooks free of outputs and of code definitions.
+lint: setup ## ruff over everything (notebook sources too); notebooks match their .py twins and commit no outputs.
 	$(PYTHON) -m ruff check .
-	$(PYTHON) tools/build_notebooks.py --check
+	$(PYTHON) -m lib.pairing check
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
 	$(PYTHON) -m lib.data
 
-notebooks: setup ## Rewrite notebooks/*.ipynb from tools/build_notebooks.py (no outputs).
-	$(PYTHON) tools/build_notebooks.py
+notebooks: setup ## Sync each notebook with its paired .py (the side you edited wins) and the Colab links.
+	$(PYTHON) -m lib.pairing sync
 
 clean: ## Delete outputs/ (runs and caches) but keep .venv.
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lib  # noqa: F401  (oneDNN on before TensorFlow)
 
@@ -158,22 +160,142 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=400, help="training photos per epoch and for extraction")
-    parser.add_argument("--validation-images", type=int, default=200, help="validation photos per epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each way")
-    parser.add_argument("--image-size", type=int, default=150)
-    parser.add_argument("--precision", choices=("profile", "float32"), default="profile",
-                        help="the suite's compute precision: as the cpu profile (bfloat16 where the CPU has it) "
-                             "or float32; the course-notes way always runs in float32")
-    parser.add_argument("--output", default=str(paths.outputs_root() / "bench" / "bench.json"))
-    arguments = parser.parse_args(argv)
+@dataclasses.dataclass
+class Setup:
+    """What every measurement shares: the photos, the weights, the sizes and the suite's precision."""
 
-    tf = lib.load_tensorflow()
+    root: Path
+    photos: str
+    weights: Any
+    image_size: int
+    counts: dict[str, int]
+    repeats: int
+    suite_policy: str
+    gflop: float = 0.0
+    image_sets: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return self.counts["train"] // BATCH
+
+
+def alternate(ways: dict[str, Any], repeats: int) -> dict[str, list[float]]:
+    """Time each way once to warm up, then `repeats` times in turn, so machine noise hits every way alike."""
+    for way in ways.values():
+        way()
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, way in ways.items():
+            times[name].append(timed(way))
+    return times
+
+
+def measure_extraction(setup: Setup, course_base, suite_extractor) -> dict:
+    """Feature extraction: ImageDataGenerator + predict per batch of 20 against decode-once + one compiled function."""
+    from lib import features
+
+    def course_way():
+        generator = course_generator(setup.root / "train", setup.image_size, augment=False, shuffle=False)
+        for index in range(len(generator)):
+            batch, _ = generator[index]
+            course_base.predict(batch, verbose=0)
+
+    forward_seconds = []
+
+    def suite_way():
+        image_set = data.load_split(setup.root, "train", setup.image_size, use_cache=False)
+        started = time.perf_counter()
+        features.extract(suite_extractor, image_set.images, label="bench")
+        forward_seconds.append(time.perf_counter() - started)
+
+    times = alternate({"course": course_way, "suite": suite_way}, setup.repeats)
+    n = setup.counts["train"]
+    return {"unit": "images/s", "course": summary([n / t for t in times["course"]]),
+            "suite": summary([n / t for t in times["suite"]]),
+            "suite_forward": summary([n / t for t in forward_seconds[1:]])}  # [0] was the warm-up.
+
+
+def build_epoch_model(setup: Setup, unfreeze: bool, course: bool):
+    """The stage-2 (or, with `unfreeze`, stage-3) model the course notes' way or the suite's way."""
     import keras
 
-    size, repeats = arguments.image_size, arguments.repeats
+    keras.utils.set_random_seed(0)
+    with dtype_policy("float32" if course else setup.suite_policy):
+        base = models.build_conv_base(setup.weights, setup.image_size)
+        classifier = models.build_classifier(base.output_shape[1:], 0.5)
+        if course:  # The course notes: rescaled pixels straight into the base; augmentation in Python.
+            model = keras.Sequential([keras.Input((setup.image_size, setup.image_size, 3)), base, classifier])
+        else:
+            model = models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation(seed=0))
+        if unfreeze:
+            models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
+        models.compile_binary(model, 1e-5 if unfreeze else 2e-5)
+    return model, base, classifier
+
+
+def measure_epochs(setup: Setup, stage: str, unfreeze: bool) -> dict[str, dict]:
+    """One training epoch of a stage: course-notes way against the suite's (cached validation), and the
+    suite's epoch validated through the full model; validation alone both ways."""
+    from lib import features
+
+    images, validation = setup.image_sets["train"], setup.image_sets["validation"]
+    course_model, _, _ = build_epoch_model(setup, unfreeze, course=True)
+    suite_model, suite_base, suite_classifier = build_epoch_model(setup, unfreeze, course=False)
+    one_time = time.perf_counter()
+    with dtype_policy(setup.suite_policy):
+        cut = models.cut_base(suite_base, suite_classifier, "vgg16")
+    validation_features = features.extract(cut.frozen, validation.images, label=f"{stage} validation")
+    one_time = time.perf_counter() - one_time
+    train_generator = course_generator(setup.root / "train", setup.image_size, augment=True, shuffle=True)
+    validation_generator = course_generator(setup.root / "validation", setup.image_size, augment=False, shuffle=False)
+    train_dataset = data.make_tf_dataset(images.images, images.labels, BATCH, shuffle=True, seed=0).repeat()
+    validation_dataset = data.make_tf_dataset(validation.images, validation.labels, BATCH)
+    callback = training.CachedValidation(cut.top, validation_features, validation.labels)
+    plain_epoch = functools.partial(suite_model.fit, train_dataset, steps_per_epoch=setup.steps, epochs=1,
+                                    verbose=0, shuffle=False)
+    full_validation = functools.partial(suite_model.evaluate, validation_dataset, verbose=0)
+    times = alternate({
+        "course": functools.partial(course_model.fit, train_generator, steps_per_epoch=setup.steps, epochs=1,
+                                    verbose=0, validation_data=validation_generator,
+                                    validation_steps=len(validation_generator)),
+        "suite": functools.partial(plain_epoch, callbacks=[callback]),
+        "suite_full_validation": lambda: (plain_epoch(), full_validation()),
+        "full_validation": full_validation,
+        "cached_validation": functools.partial(training.evaluate, cut.top, validation_features, validation.labels),
+    }, setup.repeats)
+    print(f"{stage}: course {statistics.median(times['course']):.1f} s/epoch, suite "
+          f"{statistics.median(times['suite']):.1f} s/epoch", flush=True)
+    return {
+        f"{stage}_epoch": {"unit": "s/epoch", "course": summary(times["course"]), "suite": summary(times["suite"]),
+                           "suite_one_time_seconds": one_time},
+        f"{stage}_validation": {"unit": "s/epoch", "course": summary(times["full_validation"]),
+                                "suite": summary(times["cached_validation"])},
+        # Same training, validation through the full model ("course" column) or on cached features.
+        f"{stage}_cached_validation_epoch": {"unit": "s/epoch", "course": summary(times["suite_full_validation"]),
+                                             "suite": summary(times["suite"])},
+    }
+
+
+def measure_efficiency(setup: Setup, suite_forward_rates: list[float]) -> dict:
+    """The conv base's GFLOP/s against the best matrix product in the same precision (TensorFlow, NumPy)."""
+    tensorflow_peak = matmul_gflops()
+    numpy_peak = numpy_matmul_gflops()
+    peaks = {"float32": max(tensorflow_peak, numpy_peak or 0.0)}
+    if setup.suite_policy in {"mixed_bfloat16", "mixed_float16"}:
+        peaks[setup.suite_policy] = matmul_gflops(dtype=setup.suite_policy.removeprefix("mixed_"))
+    float32_conv = forward_rate(setup.image_size, "float32") * setup.gflop
+    rates = [rate * setup.gflop for rate in suite_forward_rates]
+    return {"conv_base_gflop_per_image": setup.gflop, "matmul_gflops": peaks[setup.suite_policy],
+            "matmul_gflops_tensorflow": tensorflow_peak, "matmul_gflops_numpy": numpy_peak,
+            "matmul_gflops_by_precision": peaks, "conv_base_gflops_float32": float32_conv,
+            "conv_base_efficiency_float32": float32_conv / peaks["float32"], "conv_base_gflops": summary(rates),
+            "conv_base_efficiency": statistics.median(rates) / peaks[setup.suite_policy]}
+
+
+def prepare(arguments: argparse.Namespace) -> Setup:
+    """The photos (DATA_DIR's first N, else synthetic), the weights (VGG16_WEIGHTS, else random), the precision."""
+    from lib import devices
+
     counts = {"train": arguments.images, "validation": arguments.validation_images}
     source = os.environ.get("DATA_DIR")
     if source:
@@ -183,160 +305,66 @@ def main(argv: list[str] | None = None) -> int:
     else:
         root = data.make_synthetic_dataset(paths.cache_root() / f"bench-synthetic-{counts['train']}", counts, size=360)
         photos = "synthetic 360x360 JPEGs (set DATA_DIR for real photos)"
-    weights = resolve_weights(os.environ.get("VGG16_WEIGHTS", "none"))
-    steps = counts["train"] // BATCH
-    print(f"Benchmark on {photos}; {repeats} alternating repeats; TF {tf.__version__}, "
-          f"oneDNN={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, {os.cpu_count()} CPUs.", flush=True)
+    policy = devices.compute_policy(arguments.precision == "profile", devices.gpu_names())
+    return Setup(root, photos, resolve_weights(os.environ.get("VGG16_WEIGHTS", "none")), arguments.image_size,
+                 counts, arguments.repeats, policy)
 
-    suite_policy = "float32"
-    if arguments.precision == "profile":
-        from lib import training as suite_training
 
-        suite_policy = "mixed_bfloat16" if suite_training.cpu_has_bfloat16() else "float32"
-        if tf.config.list_physical_devices("GPU"):
-            suite_policy = "mixed_float16"
-    print(f"Suite precision: {suite_policy}; course-notes way: float32.", flush=True)
-    keras.utils.set_random_seed(0)
-    conv_base = models.build_conv_base(weights, size)  # The course notes' base, float32.
-    gflop = conv_base_gflop(conv_base)
-    with dtype_policy(suite_policy):
-        suite_base = models.build_conv_base(weights, size)
-        frozen_split = models.split_base(suite_base, models.build_classifier(suite_base.output_shape[1:]), "vgg16")
-    from lib import features
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lib.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=400, help="training photos per epoch and for extraction")
+    parser.add_argument("--validation-images", type=int, default=200, help="validation photos per epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each way")
+    parser.add_argument("--image-size", type=int, default=150)
+    parser.add_argument("--precision", choices=("profile", "float32"), default="profile",
+                        help="the suite's compute precision: as the cpu profile (16-bit where native here) "
+                             "or float32; the course-notes way always runs in float32")
+    parser.add_argument("--output", default=str(paths.outputs_root() / "bench" / "bench.json"))
+    return parser.parse_args(argv)
 
-    results: dict[str, dict] = {}
 
-    # --- Feature extraction -------------------------------------------------------------------------
-    def course_extraction():
-        generator = course_generator(root / "train", size, augment=False, shuffle=False)
-        for index in range(len(generator)):
-            batch, _ = generator[index]
-            conv_base.predict(batch, verbose=0)
+def main(argv: list[str] | None = None) -> int:
+    from lib import devices
 
-    suite_forward_seconds = []
-
-    def suite_extraction():
-        image_set = data.load_split(root, "train", size, use_cache=False)
-        started = time.perf_counter()
-        features.extract(frozen_split.frozen, image_set.images, label="bench")
-        suite_forward_seconds.append(time.perf_counter() - started)
-
-    course_extraction(), suite_extraction()  # Warm-up: traces, caches, lazy imports.
-    suite_forward_seconds.clear()
-    course_times, suite_times = [], []
-    for _ in range(repeats):
-        course_times.append(timed(course_extraction))
-        suite_times.append(timed(suite_extraction))
-    n = counts["train"]
-    results["extraction"] = {
-        "unit": "images/s", "course": summary([n / t for t in course_times]),
-        "suite": summary([n / t for t in suite_times]),
-    }
-
-    # --- Stage 2 and 3 epochs -------------------------------------------------------------------------
-    image_sets = {split: data.load_split(root, split, size) for split in counts}
-
-    def build(unfreeze: bool, course: bool):
-        keras.utils.set_random_seed(0)
-        with dtype_policy("float32" if course else suite_policy):
-            base = models.build_conv_base(weights, size)
-            classifier = models.build_classifier(base.output_shape[1:], 0.5)
-            if course:  # The course notes: rescaled pixels straight into the base; augmentation in Python.
-                model = keras.Sequential([keras.Input((size, size, 3)), base, classifier])
-            else:
-                model = models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation(seed=0))
-            if unfreeze:
-                models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
-            models.compile_binary(model, 1e-5 if unfreeze else 2e-5)
-        return model, base, classifier
-
+    arguments = parse_arguments(argv)
+    tf = lib.load_tensorflow()
+    setup = prepare(arguments)
+    print(f"Benchmark on {setup.photos}; {setup.repeats} alternating repeats; TF {tf.__version__}, "
+          f"oneDNN={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}; {devices.describe_cpu()}.", flush=True)
+    print(f"Suite precision: {setup.suite_policy}; course-notes way: float32.", flush=True)
+    course_base = models.build_conv_base(setup.weights, setup.image_size)  # The course notes' base, float32.
+    setup.gflop = conv_base_gflop(course_base)
+    with dtype_policy(setup.suite_policy):
+        suite_base = models.build_conv_base(setup.weights, setup.image_size)
+        suite_extractor = models.cut_base(suite_base, models.build_classifier(suite_base.output_shape[1:]),
+                                          "vgg16").frozen
+    results = {"extraction": measure_extraction(setup, course_base, suite_extractor)}
+    setup.image_sets = {split: data.load_split(setup.root, split, setup.image_size) for split in setup.counts}
     for stage, unfreeze in (("stage2", False), ("stage3", True)):
-        course_model, _, _ = build(unfreeze, course=True)
-        suite_model, suite_base, suite_classifier = build(unfreeze, course=False)
-        one_time = time.perf_counter()
-        with dtype_policy(suite_policy):
-            split = models.split_base(suite_base, suite_classifier, "vgg16")
-        validation_features = features.extract(split.frozen, image_sets["validation"].images, label=f"{stage} validation")
-        one_time = time.perf_counter() - one_time
-        train_generator = course_generator(root / "train", size, augment=True, shuffle=True)
-        validation_generator = course_generator(root / "validation", size, augment=False, shuffle=False)
-        train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, BATCH,
-                                             shuffle=True, seed=0).repeat()
-        callback = training.CachedValidation(split.top, validation_features, image_sets["validation"].labels)
-
-        course_epoch = functools.partial(
-            course_model.fit, train_generator, steps_per_epoch=steps, epochs=1, verbose=0,
-            validation_data=validation_generator, validation_steps=len(validation_generator))
-        suite_epoch = functools.partial(suite_model.fit, train_dataset, steps_per_epoch=steps, epochs=1,
-                                        callbacks=[callback], verbose=0, shuffle=False)
-        validation_dataset = data.make_tf_dataset(image_sets["validation"].images, image_sets["validation"].labels,
-                                                  BATCH)
-        full_validation = functools.partial(suite_model.evaluate, validation_dataset, verbose=0)
-        cached_validation = functools.partial(training.evaluate, split.top, validation_features,
-                                              image_sets["validation"].labels)
-        plain_epoch = functools.partial(suite_model.fit, train_dataset, steps_per_epoch=steps, epochs=1, verbose=0,
-                                        shuffle=False)
-
-        def full_validation_epoch(train=plain_epoch, validate=full_validation):
-            """The suite's epoch, but validated through the full model (what caching saves)."""
-            train()
-            validate()
-
-        for warm_up in (course_epoch, suite_epoch, full_validation, cached_validation, plain_epoch):
-            warm_up()
-        course_times, suite_times, full_times, cached_times, full_epoch_times = [], [], [], [], []
-        for _ in range(repeats):
-            course_times.append(timed(course_epoch))
-            suite_times.append(timed(suite_epoch))
-            full_epoch_times.append(timed(full_validation_epoch))
-            full_times.append(timed(full_validation))
-            cached_times.append(timed(cached_validation))
-        results[f"{stage}_epoch"] = {"unit": "s/epoch", "course": summary(course_times), "suite": summary(suite_times),
-                                     "suite_one_time_seconds": one_time}
-        results[f"{stage}_validation"] = {"unit": "s/epoch", "course": summary(full_times),
-                                          "suite": summary(cached_times)}
-        # Same training, validation through the full model ("course" column) or on cached features.
-        results[f"{stage}_cached_validation_epoch"] = {"unit": "s/epoch", "course": summary(full_epoch_times),
-                                                       "suite": summary(suite_times)}
-        print(f"{stage}: course {statistics.median(course_times):.1f} s/epoch, suite "
-              f"{statistics.median(suite_times):.1f} s/epoch", flush=True)
-
-    # --- Efficiency ---------------------------------------------------------------------------------------
-    tensorflow_peak = matmul_gflops()
-    numpy_peak = numpy_matmul_gflops()
-    float32_peak = max(tensorflow_peak, numpy_peak or 0.0)
-    float32_conv = forward_rate(size, "float32") * gflop
-    peaks = {"float32": float32_peak}
-    if suite_policy == "mixed_bfloat16":
-        peaks["mixed_bfloat16"] = matmul_gflops(dtype="bfloat16")
-    elif suite_policy == "mixed_float16":
-        peaks["mixed_float16"] = matmul_gflops(dtype="float16")
-    peak = peaks[suite_policy]
-    forward_rates = [n * gflop / t for t in suite_forward_seconds]
-    report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "photos": photos, "images": counts, "repeats": repeats, "image_size": size,
-        "tensorflow": tf.__version__, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-        "conv_base_gflop_per_image": gflop, "matmul_gflops": peak,
-        "matmul_gflops_tensorflow": tensorflow_peak, "matmul_gflops_numpy": numpy_peak,
-        "matmul_gflops_by_precision": peaks, "suite_precision": suite_policy,
-        "conv_base_gflops_float32": float32_conv, "conv_base_efficiency_float32": float32_conv / float32_peak,
-        "conv_base_gflops": summary(forward_rates),
-        "results": results,
-    }
-    report["extraction_ratio"] = results["extraction"]["suite"]["median"] / results["extraction"]["course"]["median"]
-    for key in ("stage2_epoch", "stage3_epoch", "stage2_validation", "stage3_validation",
-                "stage2_cached_validation_epoch", "stage3_cached_validation_epoch"):
-        report[f"{key}_ratio"] = results[key]["course"]["median"] / results[key]["suite"]["median"]
-        report[f"{key}_ratio_range"] = [results[key]["course"]["min"] / results[key]["suite"]["max"],
-                                        results[key]["course"]["max"] / results[key]["suite"]["min"]]
-    report["extraction_ratio_range"] = [results["extraction"]["suite"]["min"] / results["extraction"]["course"]["max"],
-                                        results["extraction"]["suite"]["max"] / results["extraction"]["course"]["min"]]
-    report["conv_base_efficiency"] = statistics.median(forward_rates) / peak
+        results.update(measure_epochs(setup, stage, unfreeze))
+    report = {"machine": f"{devices.describe_cpu()}, {platform.platform()}", "photos": setup.photos,
+              "images": setup.counts, "repeats": setup.repeats, "image_size": setup.image_size,
+              "tensorflow": tf.__version__, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+              "suite_precision": setup.suite_policy, "results": results,
+              **measure_efficiency(setup, results["extraction"]["suite_forward"]["all"]), **ratios(results)}
     storage.write_json(arguments.output, report)
     print(format_table(report))
     print(f"Written to {arguments.output}")
     return 0
+
+
+def ratios(results: dict[str, dict]) -> dict[str, Any]:
+    """Suite speed / course speed per measurement, median and the range pairing each way's extremes."""
+    found: dict[str, Any] = {}
+    for key, result in results.items():
+        course, suite = result["course"], result["suite"]
+        if result["unit"] == "images/s":  # Higher is faster.
+            found[f"{key}_ratio"] = suite["median"] / course["median"]
+            found[f"{key}_ratio_range"] = [suite["min"] / course["max"], suite["max"] / course["min"]]
+        else:  # Seconds: lower is faster.
+            found[f"{key}_ratio"] = course["median"] / suite["median"]
+            found[f"{key}_ratio_range"] = [course["min"] / suite["max"], course["max"] / suite["min"]]
+    return found
 
 
 def format_table(report: dict) -> str:

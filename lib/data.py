@@ -70,7 +70,9 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     Empty means the project's own download folder, fetched from the public address when it is missing.
     A path that does not exist is an error (it is never silently replaced by a download).
     """
-    chosen = os.environ.get("DATA_DIR") or data_dir
+    from lib import params
+
+    chosen = params.overridden("data_dir", data_dir)
     if chosen == SYNTHETIC_VALUE:
         return make_synthetic_dataset(paths.synthetic_data_dir())
     if not chosen:
@@ -130,6 +132,7 @@ def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
             found = len(list_split(unpacked, split).files)
             if found != expected:
                 raise SuiteError(f"Downloaded dataset has {found} {split} images, expected {expected}.")
+        storage.apply_umask(unpacked, folder=True)  # mkdtemp made 0700 what may be the unpacked root.
         os.replace(unpacked, target)
     finally:
         shutil.rmtree(unpack_dir, ignore_errors=True)
@@ -196,7 +199,7 @@ def fingerprint_files(files: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(root)).encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(storage.file_sha256(path)))
     return digest.hexdigest()
 
 
@@ -237,18 +240,32 @@ def load_split(
     fingerprint = fingerprint_files(files, root)
     key = hashlib.sha256(f"{fingerprint}|{image_size}|{_DECODER_VERSION}".encode()).hexdigest()[:24]
     cache_file = paths.cache_root() / "images" / f"{split}-{image_size}px-{key}.npz"
-    skipped = list(listing.skipped)
-    if use_cache and cache_file.is_file():
-        try:
-            with np.load(cache_file) as cached:
-                keep_mask = cached["ok"]
-                images = cached["images"]
-            skipped += [(str(f), "could not be decoded") for f, ok in zip(files, keep_mask) if not ok]
-            _report_skipped(split, skipped)
-            return ImageSet(split, images, labels[keep_mask],
-                            [str(f) for f, ok in zip(files, keep_mask) if ok], skipped, fingerprint)
-        except Exception:  # A cache from another version or a damaged one: decode again.
-            storage.remove(cache_file)
+    errors: dict[str, str] = {}
+
+    def decode() -> dict[str, np.ndarray]:
+        images, ok = decode_files(files, image_size, errors, label=split)
+        if not ok.any():
+            raise SuiteError(f"No image in {root / split} could be decoded: check that they are photos.")
+        return {"images": images[ok], "ok": ok}
+
+    if use_cache:
+        arrays, _ = storage.cached_arrays(cache_file, decode, usable=lambda arrays: len(arrays["ok"]) == len(files))
+    else:
+        arrays = decode()
+    ok = arrays["ok"]
+    skipped = list(listing.skipped) + [(str(path), errors.get(str(path), "could not be decoded"))
+                                       for path, good in zip(files, ok) if not good]
+    _report_skipped(split, skipped)
+    return ImageSet(split, arrays["images"], labels[ok], [str(path) for path, good in zip(files, ok) if good],
+                    skipped, fingerprint)
+
+
+def decode_files(files: list[Path], image_size: int, errors: dict[str, str], label: str = "images"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and resize `files` on a few threads: uint8 images and a mask of the files that decoded.
+
+    Why a file failed goes into `errors` (path: reason); progress is printed every 500 images.
+    """
     started = time.perf_counter()
     images = np.zeros((len(files), image_size, image_size, 3), dtype=np.uint8)
     ok = np.ones(len(files), dtype=bool)
@@ -258,23 +275,15 @@ def load_split(
             images[index] = _decode(files[index], image_size)
         except Exception as error:
             ok[index] = False
-            skipped.append((str(files[index]), f"could not be decoded ({type(error).__name__}: {error})"))
+            errors[str(files[index])] = f"could not be decoded ({type(error).__name__}: {error})"
 
-    workers = min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         for done, _ in enumerate(pool.map(decode_one, range(len(files))), start=1):
             if done % 500 == 0:
-                _print(f"  decoding {split}: {done}/{len(files)} images")
-    images = images[ok]
-    _print(f"Decoded {len(images)} {split} images to {image_size}x{image_size} in "
+                _print(f"  decoding {label}: {done}/{len(files)} images")
+    _print(f"Decoded {int(ok.sum())} {label} images to {image_size}x{image_size} in "
            f"{time.perf_counter() - started:.1f} s.")
-    if not ok.any():
-        raise SuiteError(f"No image in {root / split} could be decoded: check that they are photos.")
-    if use_cache:
-        storage.write_arrays(cache_file, images=images, ok=ok)
-    _report_skipped(split, skipped)
-    return ImageSet(split, images, labels[ok], [str(f) for f, good in zip(files, ok) if good], skipped,
-                    fingerprint)
+    return images, ok
 
 
 def _report_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
@@ -292,6 +301,12 @@ def load_dataset(
     """Load every available split (train, validation, and test when present)."""
     return {split: load_split(root, split, image_size, max_images_per_class)
             for split in available_splits(Path(root))}
+
+
+def describe(image_sets: dict[str, ImageSet]) -> dict[str, str]:
+    """Photos per split, for display: `{"train": "2000 images (1000 dogs)", ...}`."""
+    return {split: f"{len(image_set)} images ({int(image_set.labels.sum())} dogs)"
+            for split, image_set in image_sets.items()}
 
 
 def make_tf_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
@@ -346,6 +361,7 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
                         draw.rectangle([x, 0, x + extent // 3, size], fill=(20, 40, 90))
                 image.save(folder / f"{name[:-1]}.{index}.jpg", quality=90)
     (building / "done").write_text("complete\n")
+    storage.apply_umask(building, folder=True)  # mkdtemp made it 0700.
     try:
         os.replace(building, root)
     except OSError:  # Another process finished first; its copy is identical.

@@ -9,17 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-import weakref
 
 import numpy as np
 
-from lib import paths, storage
+from lib import models, paths, storage
 from lib.data import ImageSet
 from lib.weights import WeightsChoice
 
 EXTRACTION_BATCH_SIZE = 32
-# One compiled forward function per extractor model, dropped with the model: repeated calls do not retrace.
-_FORWARD_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FEATURE_FORMAT = "features-1"
 
 
@@ -42,10 +39,7 @@ def extract(extractor, images: np.ndarray, label: str = "images",
     """
     import tensorflow as tf
 
-    forward = _FORWARD_FUNCTIONS.get(extractor)
-    if forward is None:
-        forward = tf.function(lambda batch: extractor(batch, training=False), reduce_retracing=True)
-        _FORWARD_FUNCTIONS[extractor] = forward
+    forward = models.compiled(extractor, "forward", lambda: lambda batch: extractor(batch, training=False))
     outputs = []
     started = time.perf_counter()
     next_report = started + 10.0
@@ -74,38 +68,30 @@ def cached_features(extractor, image_set: ImageSet, weights: WeightsChoice, imag
     """
     key = cache_key(image_set, weights, image_size, preprocessing, cut_layer)
     path = paths.cache_root() / "features" / f"{image_set.split}-{cut_layer}-{preprocessing}-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as cached:
-                features = cached["features"]
-            if len(features) == len(image_set):
-                print(f"Loaded cached {image_set.split} features {features.shape} from {path.name}.",
-                      flush=True)
-                return features, 0.0, True
-        except Exception:  # Damaged or from an older format: extract again.
-            pass
-        storage.remove(path)
     started = time.perf_counter()
-    features = extract(extractor, image_set.images, label=image_set.split)
-    seconds = time.perf_counter() - started
-    storage.write_arrays(path, features=features)
-    return features, seconds, False
+    arrays, from_cache = storage.cached_arrays(
+        path, lambda: {"features": extract(extractor, image_set.images, label=image_set.split)},
+        usable=lambda arrays: len(arrays["features"]) == len(image_set))
+    if from_cache:
+        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} from {path.name}.", flush=True)
+        return arrays["features"], 0.0, True
+    return arrays["features"], time.perf_counter() - started, False
 
 
 @dataclasses.dataclass
 class SplitFeatures:
-    """Features of several splits at one cut: arrays by split, seconds spent extracting, cache hits."""
+    """Features of several data splits at one cut: arrays by split, seconds spent extracting, cache hits."""
 
     arrays: dict[str, np.ndarray]
     seconds: float
     from_cache: dict[str, bool]
 
 
-def cached_splits(split_model, image_sets: dict, splits, weights: WeightsChoice, image_size: int,
-                  preprocessing: str) -> SplitFeatures:
-    """`cached_features` for each of `splits`, through the frozen part of a `models.SplitBase`."""
-    results = {split: cached_features(split_model.frozen, image_sets[split], weights, image_size, preprocessing,
-                                      split_model.cut_layer) for split in splits}
+def at_cut(cut: models.CutBase, image_sets: dict, splits, weights: WeightsChoice, image_size: int,
+           preprocessing: str) -> SplitFeatures:
+    """`cached_features` for each of the data `splits`, through the frozen part of a `models.CutBase`."""
+    results = {split: cached_features(cut.frozen, image_sets[split], weights, image_size, preprocessing,
+                                      cut.cut_layer) for split in splits}
     return SplitFeatures({split: result[0] for split, result in results.items()},
                          sum(result[1] for result in results.values()),
                          {split: result[2] for split, result in results.items()})

@@ -9,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lib import SuiteError, reporting, storage
+from lib import SuiteError, reporting, stages, storage
 from lib.weights import WeightsChoice
-
-ARTIFACTS = {"01_feature_extraction": "classifier.keras", "02_data_augmentation": "model.keras"}
 
 
 @dataclasses.dataclass
@@ -27,17 +25,19 @@ class Start:
         return self.path is not None
 
 
-def find_previous(output_folder: Path, previous_stage: str, start_from: str, weights: WeightsChoice,
-                  image_size: int, preprocessing: str, precision: str | None = None) -> Start:
-    """Decide the start of a stage from `start_from` (`auto`, `previous` or `scratch`)."""
+def find_start(stage: str, output_folder: Path, start_from: str, weights: WeightsChoice, image_size: int,
+               preprocessing: str, precision: str | None = None) -> Start:
+    """Decide where `stage` starts from `start_from` (`auto`, `previous` or `scratch`): the result of the
+    stage before it in the same run folder, when that is complete and made the same way, or scratch."""
     if start_from == "scratch":
         return Start(None, "from scratch (start_from=scratch)")
-    folder = Path(output_folder).parent / previous_stage
-    artifact = folder / ARTIFACTS[previous_stage]
+    previous = stages.get(stages.get(stage).previous)
+    folder = Path(output_folder).parent / previous.stem
+    artifact = folder / previous.artifact
     metrics_file = folder / reporting.METRICS_FILE
     reason = None
     if not (artifact.is_file() and metrics_file.is_file()):
-        reason = f"{previous_stage} has not completed in this run ({folder})"
+        reason = f"{previous.stem} has not completed in this run ({folder})"
     else:
         metrics = storage.read_json(metrics_file)
         checks = [("weights_sha256", weights.sha256), ("image_size", image_size), ("preprocessing", preprocessing)]
@@ -45,14 +45,30 @@ def find_previous(output_folder: Path, previous_stage: str, start_from: str, wei
             checks.append(("precision", precision))
         for key, value in checks:
             if metrics.get(key, value if key == "precision" else None) != value:
-                reason = f"{previous_stage} used {key}={metrics.get(key)!r}, this stage {value!r}"
+                reason = f"{previous.stem} used {key}={metrics.get(key)!r}, this stage {value!r}"
                 break
     if reason is None:
-        return Start(artifact, f"from {previous_stage}'s trained {'classifier' if previous_stage.startswith('01') else 'model'}")
+        return Start(artifact, f"from {previous.stem}'s trained {Path(previous.artifact).stem}")
     if start_from == "previous":
-        raise SuiteError(f"start_from=previous, but {reason}. Run {previous_stage} first in the same run, "
+        raise SuiteError(f"start_from=previous, but {reason}. Run {previous.stem} first in the same run, "
                          "or set start_from to auto or scratch.")
     return Start(None, f"from scratch ({reason})")
+
+
+def save(stage: str, output_folder: Path, model) -> Path:
+    """Save the model a stage hands on (its registry `artifact`: stage 1's classifier, later the whole model)."""
+    from lib import models
+
+    path = Path(output_folder) / stages.get(stage).artifact
+    models.save_model(model, path)
+    return path
+
+
+def previous_history(stage: str, output_folder: Path) -> list[dict]:
+    """The history rows of the stage before `stage` in the same run, labelled as its classifier phase."""
+    previous = stages.get(stages.get(stage).previous)
+    return reporting.read_history_csv(Path(output_folder).parent / previous.stem / reporting.HISTORY_FILE,
+                                      phase=f"classifier (stage {previous.number})")
 
 
 def warm_start_classifier(classifier, start: Start) -> None:

@@ -1,13 +1,15 @@
 """The models: VGG16 conv base, the classifier head, augmentation, and the ways they are put together.
 
 The conv base is a plain chain of layers (`block1_conv1` ... `block5_pool`). Where the frozen part ends,
-its output never changes for an unaugmented image, so `split_base` cuts the base there: validation and
+its output never changes for an unaugmented image, so `cut_base` cuts the base there: validation and
 test images go through the frozen part once, and each epoch only the trainable top (nothing in stage 2,
 block5 in stage 3) and the classifier run on the cached result.
 """
 from __future__ import annotations
 
 import dataclasses
+import weakref
+from collections.abc import Callable
 
 import keras
 from keras import layers, ops
@@ -186,7 +188,7 @@ def count_parameters(model: keras.Model) -> dict[str, int]:
 
 
 @dataclasses.dataclass
-class SplitBase:
+class CutBase:
     """A conv base cut where its frozen part ends.
 
     `frozen`: raw pixels -> preprocessing -> frozen layers (its output is cacheable); `top`: the
@@ -199,8 +201,8 @@ class SplitBase:
     cut_layer: str
 
 
-def split_base(conv_base: keras.Model, classifier: keras.Model, preprocessing: str) -> SplitBase:
-    """Cut `conv_base` before its first trainable layer (see `SplitBase`)."""
+def last_frozen_layer(conv_base: keras.Model) -> str:
+    """The name of the layer before the conv base's first trainable layer (`block5_pool` when all frozen)."""
     chain = conv_base.layers[1:]  # layers[0] is the InputLayer.
     first_trainable = next(
         (i for i, layer in enumerate(chain) if conv_base.trainable and layer.trainable and layer.weights),
@@ -208,18 +210,53 @@ def split_base(conv_base: keras.Model, classifier: keras.Model, preprocessing: s
     )
     if first_trainable == 0:
         raise SuiteError("Nothing of the conv base is frozen, so there is nothing to cache.")
-    cut = chain[first_trainable - 1]
-    pixels = keras.Input(shape=conv_base.input_shape[1:], name="image")
-    x = Preprocess(preprocessing, name="preprocess")(pixels)
-    for layer in chain[:first_trainable]:
+    return chain[first_trainable - 1].name
+
+
+def conv_segment(conv_base: keras.Model, end: str, start: str | None = None, preprocessing: str = "vgg16",
+                 classifier: keras.Model | None = None) -> keras.Model:
+    """The conv base's layers after `start` up to and including `end`, as a model sharing their weights.
+
+    Without `start` the segment takes raw pixels and begins with `preprocessing`; with it, the segment
+    takes `start`'s output. `end` may be None (to the last layer); a `classifier` is appended when given.
+    """
+    names = [layer.name for layer in conv_base.layers]
+    first = names.index(start) + 1 if start else 1
+    last = names.index(end) + 1 if end else len(names)
+    if start:
+        inputs = keras.Input(shape=tuple(conv_base.get_layer(start).output.shape[1:]), name=f"{start}_features")
+        x = inputs
+    else:
+        inputs = keras.Input(shape=conv_base.input_shape[1:], name="image")
+        x = Preprocess(preprocessing, name="preprocess")(inputs)
+    for layer in conv_base.layers[first:last]:
         x = layer(x)
-    frozen = keras.Model(pixels, x, name=f"frozen_to_{cut.name}")
-    features = keras.Input(shape=tuple(cut.output.shape[1:]), name=f"{cut.name}_features")
-    y = features
-    for layer in chain[first_trainable:]:
-        y = layer(y)
-    top = keras.Model(features, classifier(y), name=f"top_after_{cut.name}")
-    return SplitBase(frozen, top, cut.name)
+    if classifier is not None:
+        x = classifier(x)
+    name = f"{'top_after_' + start if start else 'frozen_to_' + str(end)}"
+    return keras.Model(inputs, x, name=name)
+
+
+def cut_base(conv_base: keras.Model, classifier: keras.Model, preprocessing: str) -> CutBase:
+    """Cut `conv_base` before its first trainable layer (see `CutBase`)."""
+    cut = last_frozen_layer(conv_base)
+    frozen = conv_segment(conv_base, cut, preprocessing=preprocessing)
+    top = conv_segment(conv_base, None, start=cut, classifier=classifier)
+    return CutBase(frozen, top, cut)
+
+
+# Compiled functions per model and purpose, dropped with the model: repeated calls do not retrace.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled(model: keras.Model, purpose: str, make: Callable[[], Callable]) -> Callable:
+    """The `tf.function` of `make()` for `model` and `purpose`, built once and kept while the model lives."""
+    import tensorflow as tf
+
+    functions = _COMPILED.setdefault(model, {})
+    if purpose not in functions:
+        functions[purpose] = tf.function(make(), reduce_retracing=True)
+    return functions[purpose]
 
 
 def save_model(model: keras.Model, path) -> None:

@@ -27,17 +27,12 @@ from typing import Any
 
 import yaml
 
-from lib import SuiteError, paths
+from lib import SuiteError, paths, stages
 
-SECTIONS = {
-    "feature_extraction": "01_feature_extraction",
-    "data_augmentation": "02_data_augmentation",
-    "fine_tuning": "03_fine_tuning",
-}
 # Filled in by the runner, never by a profile.
 RUNNER_KEYS = ("run_name", "output_dir", "profile_name")
-# Environment variables that override a parameter, for running offline against local copies.
-ENVIRONMENT_OVERRIDES = {"DATA_DIR": "data_dir", "VGG16_WEIGHTS": "weights"}
+# Parameters that an environment variable overrides, for running offline against local copies.
+ENVIRONMENT_OVERRIDES = {"data_dir": "DATA_DIR", "weights": "VGG16_WEIGHTS"}
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
 
@@ -88,8 +83,13 @@ def read_parameters(notebook_path: str | os.PathLike) -> dict[str, Parameter]:
 
 
 def notebook_path(stage: str) -> Path:
-    """Path of a stage's notebook from its stem (`01_feature_extraction`)."""
-    return paths.NOTEBOOKS_DIR / f"{stage}.ipynb"
+    """Path of a stage's notebook from any of its names (`01_feature_extraction`, `feature_extraction`)."""
+    return stages.get(stage).notebook
+
+
+def declared(stage: str) -> dict[str, Parameter]:
+    """The parameters a stage's notebook declares."""
+    return read_parameters(notebook_path(stage))
 
 
 def resolve_profile_path(profile: str) -> Path:
@@ -120,7 +120,7 @@ def load_profile(profile: str) -> dict[str, Any]:
         raise SuiteError(f"Profile {path} is not valid YAML ({error}). Fix the file and run again.") from None
     if not isinstance(content, dict):
         raise SuiteError(f"Profile {path} must be a mapping of sections, not {type(content).__name__}.")
-    allowed = {"description", "common", *SECTIONS}
+    allowed = {"description", "common", *(stage.section for stage in stages.STAGES)}
     for key, value in content.items():
         if key not in allowed:
             raise SuiteError(
@@ -133,17 +133,21 @@ def load_profile(profile: str) -> dict[str, Any]:
 
 def stage_values(profile: dict[str, Any], stage: str) -> dict[str, Any]:
     """Merge a profile's `common` section with the section of `stage` (stage wins)."""
-    section = {value: key for key, value in SECTIONS.items()}[stage]
+    section = stages.get(stage).section
     return {**(profile.get("common") or {}), **(profile.get(section) or {})}
 
 
+def overridden(name: str, value: Any) -> Any:
+    """`value`, unless the environment variable that overrides parameter `name` is set (`DATA_DIR` for
+    `data_dir`, `VGG16_WEIGHTS` for `weights`): the one place that applies these overrides."""
+    variable = ENVIRONMENT_OVERRIDES.get(name)
+    return os.environ.get(variable) or value if variable else value
+
+
 def environment_overrides(parameters: dict[str, Parameter]) -> dict[str, str]:
-    """Values taken from `DATA_DIR` and `VGG16_WEIGHTS` when they are set."""
-    return {
-        name: os.environ[variable]
-        for variable, name in ENVIRONMENT_OVERRIDES.items()
-        if os.environ.get(variable) and name in parameters
-    }
+    """The parameters among `parameters` that an environment variable overrides now, with its value."""
+    return {name: overridden(name, None) for name in ENVIRONMENT_OVERRIDES
+            if name in parameters and overridden(name, None)}
 
 
 def _check_type(name: str, value: Any, parameter: Parameter, where: str) -> Any:
@@ -204,22 +208,22 @@ def resolve(stage: str, values: dict[str, Any], where: str = "profile") -> dict[
 
     Unknown keys, wrong types and out-of-range values raise a `SuiteError` naming the key and the fix.
     """
-    declared = read_parameters(notebook_path(stage))
+    known = declared(stage)
     resolved: dict[str, Any] = {}
     for name, value in values.items():
-        if name not in declared or name in RUNNER_KEYS:
-            candidates = ", ".join(sorted(set(declared) - set(RUNNER_KEYS)))
+        if name not in known or name in RUNNER_KEYS:
+            candidates = ", ".join(sorted(set(known) - set(RUNNER_KEYS)))
             raise SuiteError(
                 f"{where}: unknown parameter {name!r} for {stage}. Known parameters: {candidates}."
             )
-        resolved[name] = _check_type(name, value, declared[name], where)
+        resolved[name] = _check_type(name, value, known[name], where)
         check_value(name, resolved[name])
     return resolved
 
 
 def check_defaults(stage: str) -> None:
     """Check a notebook's own defaults against the ranges (used by tests and the runner)."""
-    for parameter in read_parameters(notebook_path(stage)).values():
+    for parameter in declared(stage).values():
         check_value(parameter.name, parameter.default)
 
 

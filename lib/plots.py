@@ -39,11 +39,7 @@ def learning_curves(rows: list[dict], title: str = "", phase_boundaries: list[in
 
 def confusion_matrix(labels: np.ndarray, probabilities: np.ndarray, title: str = "Validation") -> Figure:
     """2x2 confusion matrix (rows: true class, columns: predicted class) with counts and shares."""
-    labels = np.asarray(labels).astype(int).reshape(-1)
-    predicted = (np.asarray(probabilities).reshape(-1) > 0.5).astype(int)
-    matrix = np.zeros((2, 2), dtype=int)
-    for truth, guess in zip(labels, predicted):
-        matrix[truth, guess] += 1
+    matrix = np.array(confusion_counts(labels, probabilities))
     figure, axis = plt.subplots(figsize=(4.2, 3.8))
     axis.imshow(matrix, cmap="Blues")
     for row in range(2):

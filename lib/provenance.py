@@ -7,25 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
-import platform
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-import lib
 from lib import data, paths
 from lib.weights import resolve_weights
 
 PACKAGES = ("tensorflow", "keras", "numpy", "h5py", "pillow", "matplotlib", "papermill", "nbconvert",
-            "nbclient", "ipykernel", "pyyaml")
+            "nbclient", "ipykernel", "pyyaml", "jupytext", "jinja2")
 
 
-def versions() -> dict[str, str]:
-    """Python and the installed versions of the packages the suite uses."""
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Python and the installed versions of `packages` (default: those the suite uses)."""
     found = {"python": sys.version.split()[0]}
-    for package in PACKAGES:
+    for package in packages:
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -47,31 +43,6 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit or None, "dirty": dirty if commit else None}
 
 
-def cpu_description() -> str:
-    """CPU model and the number of CPUs this process may use."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {usable} CPUs"
-
-
-def gpu_descriptions() -> list[str]:
-    """GPUs TensorFlow sees (imports TensorFlow)."""
-    tf = lib.load_tensorflow()
-
-    descriptions = []
-    for device in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(device)
-        descriptions.append(details.get("device_name", device.name))
-    return descriptions
-
-
 def dataset_fingerprint(data_dir: str) -> dict[str, Any]:
     """File lists and content hashes of every split of the dataset a stage will read."""
     root = data.resolve_data_dir(data_dir)
@@ -91,8 +62,3 @@ def weights_fingerprint(weights: str) -> dict[str, Any]:
     choice = resolve_weights(weights)
     return {"kind": choice.kind, "path": str(choice.path) if choice.path else None, "sha256": choice.sha256,
             "description": choice.describe()}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a (small) file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

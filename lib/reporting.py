@@ -1,21 +1,18 @@
 """What a stage leaves behind: its output folder, `metrics.json`, and the notices shown in the notebook."""
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import platform
 from pathlib import Path
 from typing import Any
 
-from lib import paths, storage
+from lib import paths, stages, storage
 from lib.weights import WeightsChoice
 
-# Validation accuracy the original course notes reached, per stage, for comparison in reports.
-COURSE_NOTES_VAL_ACCURACY = {
-    "01_feature_extraction": 0.90,
-    "02_data_augmentation": 0.88,
-    "03_fine_tuning": 0.91,
-}
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
 
 
 def stage_output_dir(output_dir: str, run_name: str, stage: str) -> Path:
@@ -51,13 +48,17 @@ def parameter_values(stage: str, namespace: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: WeightsChoice,
-                  preprocessing: str, image_size: int, validation: dict, test: dict | None,
+                  preprocessing: str, image_size: int, evaluations: dict[str, dict],
                   best_epoch: int | None, epochs_run: int, extraction_seconds: float,
                   training_seconds: float, image_sets: dict, started: str,
                   parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The metrics every stage writes, with the same keys in every stage (stage-specific ones in extra)."""
+    """The metrics every stage writes, with the same keys in every stage (stage-specific ones in extra).
+
+    `evaluations` holds `training.evaluate` results by split: `validation`, and `test` when there is one.
+    """
     from lib import plots
 
+    validation, test = evaluations["validation"], evaluations.get("test")
     counts = {split: len(image_set) for split, image_set in image_sets.items()}
     skipped = [item for image_set in image_sets.values() for item in image_set.skipped]
     metrics = {
@@ -82,7 +83,7 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
         "skipped": [{"file": path, "reason": reason} for path, reason in skipped],
         "extraction_seconds": round(extraction_seconds, 2),
         "training_seconds": round(training_seconds, 2),
-        "course_notes_val_accuracy": COURSE_NOTES_VAL_ACCURACY.get(stage),
+        "course_notes_val_accuracy": stages.get(stage).course_notes_val_accuracy,
         "started": started,
         "finished": now(),
         "host": platform.node(),
@@ -144,10 +145,45 @@ def _format(value: Any) -> str:
 def stage_comparison(output_folder: Path, current: dict[str, float]) -> list[dict]:
     """Validation accuracy of each stage of the run (from their metrics, or `current`) and the course notes."""
     rows = []
-    for stage, reference in COURSE_NOTES_VAL_ACCURACY.items():
-        metrics_file = Path(output_folder).parent / stage / METRICS_FILE
-        value = current.get(stage)
+    for stage in stages.STAGES:
+        metrics_file = Path(output_folder).parent / stage.stem / METRICS_FILE
+        value = current.get(stage.stem)
         if value is None and metrics_file.is_file():
             value = storage.read_json(metrics_file).get("val_accuracy")
-        rows.append({"stage": stage, "this run": value, "course notes": reference})
+        rows.append({"stage": stage.stem, "this run": value, "course notes": stage.course_notes_val_accuracy})
     return rows
+
+
+def concatenate_histories(*parts: list[dict]) -> list[dict]:
+    """History rows of consecutive phases as one list, epochs renumbered from 1."""
+    rows = [dict(row) for part in parts for row in part]
+    for number, row in enumerate(rows, start=1):
+        row["epoch"] = number
+    return rows
+
+
+def read_history_csv(path: str | Path, phase: str | None = None) -> list[dict]:
+    """History rows from a CSV written by `write_history_csv` (empty when the file is missing); empty cells
+    are left out of their row, numbers are floats."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = [{key: (value if key == "phase" else float(value)) for key, value in row.items() if value != ""}
+                for row in csv.DictReader(handle)]
+    if phase:
+        for row in rows:
+            row["phase"] = phase
+    return rows
+
+
+def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Write history rows as CSV, atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return storage.write_text(path, buffer.getvalue())

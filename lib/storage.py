@@ -3,15 +3,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# The process's umask, read once: temporary files are created 0600, and a renamed file keeps that mode unless
+# it is given the mode a plain `open(path, "w")` would have given it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def apply_umask(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give `path` the permissions a normal write (or `mkdir`) would have: 0666 (0777) less the umask."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_UMASK)
 
 
 @contextlib.contextmanager
@@ -32,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        apply_umask(temporary)
         os.replace(temporary, path)
     finally:
         if temporary.exists():
@@ -94,6 +106,39 @@ def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
                              "some space, or set CACHE_DIR or OUTPUTS_DIR to a larger disk.") from None
         raise
     return path
+
+
+def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.ndarray]],
+                  usable: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True
+                  ) -> tuple[dict[str, np.ndarray], bool]:
+    """The arrays stored at `path` when it holds usable ones, else `compute()`'s, written there atomically.
+
+    Returns `(arrays, whether they came from the file)`. A damaged file, or one from another format that
+    `usable` rejects, is removed and computed again; two processes computing the same entry at once both
+    end with a whole file.
+    """
+    path = Path(path)
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            if usable(arrays):
+                return arrays, True
+        except Exception:  # Damaged, or written by another version: compute again.
+            pass
+        remove(path)
+    arrays = compute()
+    write_arrays(path, **arrays)
+    return arrays, False
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove(path: str | os.PathLike) -> None:

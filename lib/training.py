@@ -1,20 +1,14 @@
 """Training helpers: seeding, keeping the best epoch, validation on cached features, history."""
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 import random
 import time
-import weakref
-from pathlib import Path
 
 import keras
 import numpy as np
-
-from lib import storage
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -33,46 +27,26 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def check_gpu(require_gpu: bool) -> list[str]:
-    """The GPUs TensorFlow sees; with `require_gpu`, a `SuiteError` when there are none."""
-    import tensorflow as tf
+def prepare(*, seed: int, deterministic: bool = False, mixed_precision: bool = False,
+            require_gpu: bool = False) -> str:
+    """A stage's start: seed everything, check the devices (a `SuiteError` when a GPU is required and
+    missing) and set the compute precision; returns the precision's policy name."""
+    from lib import devices
 
-    from lib import SuiteError
-
-    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
-    if require_gpu and not gpus:
-        raise SuiteError("This run asks for a GPU (require_gpu=True) but TensorFlow sees none. Use the cpu "
-                         "profile, or set require_gpu=False to run on the CPU anyway (much slower).")
-    print(f"Devices: {', '.join(gpus) if gpus else 'CPU only (no GPU visible to TensorFlow)'}.", flush=True)
-    return gpus
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), which makes it about twice as fast
-    as float32 for VGG16 through oneDNN; without it bfloat16 is emulated and slower."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    seed_everything(seed, deterministic)
+    return configure_precision(mixed_precision, devices.check(require_gpu))
 
 
 def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
-    """Set Keras's global dtype policy and return its name (part of the feature-cache key).
+    """Set Keras's global dtype policy (`devices.compute_policy`) and return its name (part of cache keys).
 
-    With `mixed_precision`, layers compute in 16 bits and keep float32 weights: `mixed_float16` on a GPU,
-    `mixed_bfloat16` on a CPU with native bfloat16 (measured here: VGG16 forward about 2x faster), and
-    float32 where neither helps. The classifier's output layer always computes in float32.
+    With `mixed_precision`, layers compute in 16 bits and keep float32 weights where that is native here;
+    elsewhere float32. The classifier's output layer always computes in float32.
     """
-    if not mixed_precision:
-        policy = "float32"
-    elif gpus:
-        policy = "mixed_float16"
-    elif cpu_has_bfloat16():
-        policy = "mixed_bfloat16"
-    else:
-        policy = "float32"
+    from lib import devices
+
+    policy = devices.compute_policy(mixed_precision, gpus)
+    if mixed_precision and policy == "float32":
         print("mixed_precision=True: this CPU has no native bfloat16 and no GPU is visible; computing in "
               "float32.", flush=True)
     keras.mixed_precision.set_global_policy(policy)
@@ -140,20 +114,22 @@ class FitResult:
     seconds: float
 
 
-def fit_with_cached_validation(model: keras.Model, train_dataset, steps_per_epoch: int, epochs: int,
-                               top: keras.Model, validation_features: np.ndarray, validation_labels: np.ndarray,
-                               verbose: int = 2, phase: str | None = None, first_epoch: int = 1) -> FitResult:
-    """Train a compiled end-to-end model, validating each epoch on cached features, best epoch restored.
+def fit(model: keras.Model, train_dataset, *, epochs: int, validation_data: tuple[np.ndarray, np.ndarray],
+        validation_model: keras.Model | None = None, steps_per_epoch: int = 0, verbose: int = 2,
+        phase: str | None = None, first_epoch: int = 1) -> FitResult:
+    """`model.fit` with the suite's validation and best-epoch rule: returns the history rows and duration.
 
-    `steps_per_epoch` 0 means one pass over `train_dataset`; otherwise the dataset repeats and each epoch
-    takes that many batches. The dataset reshuffles itself, so Keras is told not to.
+    `validation_data` is `(inputs, labels)` for `validation_model` (default: `model`): features cached at
+    the cut when the model trains on photos. `steps_per_epoch` 0 means one pass over `train_dataset`;
+    otherwise the dataset repeats and each epoch takes that many batches. The dataset reshuffles itself,
+    so Keras is told not to. The weights of the best epoch are restored at the end.
     """
     best = BestEpoch()
     started = time.perf_counter()
+    validation = CachedValidation(validation_model or model, *validation_data)
     history = model.fit(
         train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None,
-        epochs=epochs, verbose=verbose, shuffle=False,
-        callbacks=[CachedValidation(top, validation_features, validation_labels), best],
+        epochs=epochs, verbose=verbose, shuffle=False, callbacks=[validation, best],
     )
     return FitResult(history_rows(history.history, phase, first_epoch), best.best_epoch,
                      time.perf_counter() - started)
@@ -174,23 +150,20 @@ def evaluate(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_s
             "probabilities": probabilities}
 
 
-# One compiled forward function per model, dropped with the model.
-_FORWARD_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _forward_batches(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int):
     """Probabilities and per-example losses, batch by batch through one compiled function."""
     import tensorflow as tf
 
-    forward = _FORWARD_FUNCTIONS.get(model)
-    if forward is None:
+    from lib import models
+
+    def make():
         def forward_function(batch, batch_labels):
             probabilities = model(batch, training=False)
             losses = keras.losses.binary_crossentropy(batch_labels[:, None], probabilities)
             return tf.reshape(tf.cast(probabilities, tf.float32), [-1]), tf.cast(losses, tf.float32)
+        return forward_function
 
-        forward = tf.function(forward_function, reduce_retracing=True)
-        _FORWARD_FUNCTIONS[model] = forward
+    forward = models.compiled(model, "evaluate", make)
     probabilities, losses = [], []
     for start in range(0, len(inputs), batch_size):
         batch_probabilities, batch_losses = forward(tf.constant(inputs[start:start + batch_size]),
@@ -215,37 +188,3 @@ def history_rows(history: dict[str, list[float]], phase: str | None = None, firs
         row.update({key: float(history[key][index]) for key in keys})
         rows.append(row)
     return rows
-
-
-def concatenate_histories(*parts: list[dict]) -> list[dict]:
-    """History rows of consecutive phases as one list, epochs renumbered from 1."""
-    rows = [dict(row) for part in parts for row in part]
-    for number, row in enumerate(rows, start=1):
-        row["epoch"] = number
-    return rows
-
-
-def read_history_csv(path: str | Path, phase: str | None = None) -> list[dict]:
-    """History rows from a CSV written by `write_history_csv` (empty when the file is missing)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        rows = [{key: (value if key == "phase" else float(value)) for key, value in row.items() if value != ""}
-                for row in csv.DictReader(handle)]
-    if phase:
-        for row in rows:
-            row["phase"] = phase
-    return rows
-
-
-def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
-    """Write history rows as CSV, atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return storage.write_text(path, buffer.getvalue())

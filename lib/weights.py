@@ -6,12 +6,11 @@ only: every metrics file and report says so). The `VGG16_WEIGHTS` environment va
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import socket
 from pathlib import Path
 
-from lib import SuiteError
+from lib import SuiteError, storage
 
 FILE_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 DOWNLOAD_URL = (
@@ -38,15 +37,6 @@ class WeightsChoice:
         if self.is_random:
             return RANDOM_WARNING
         return f"ImageNet VGG16 notop ({self.kind}: {self.path}, sha256 {self.sha256[:12]}...)"
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _offline_message(error: Exception) -> str:
@@ -93,7 +83,9 @@ def check_weights_file(path: Path) -> None:
 
 def resolve_weights(weights: str = "imagenet") -> WeightsChoice:
     """Turn the `weights` parameter (or `VGG16_WEIGHTS`) into a checked `WeightsChoice`."""
-    chosen = os.environ.get("VGG16_WEIGHTS") or weights or "imagenet"
+    from lib import params
+
+    chosen = params.overridden("weights", weights) or "imagenet"
     if chosen.lower() == "none":
         return WeightsChoice("none", None, None)
     if chosen.lower() == "imagenet":
@@ -103,4 +95,4 @@ def resolve_weights(weights: str = "imagenet") -> WeightsChoice:
         path = Path(chosen).expanduser().resolve()
         kind = "file"
     check_weights_file(path)
-    return WeightsChoice(kind, path, sha256_of(path))
+    return WeightsChoice(kind, path, storage.file_sha256(path))

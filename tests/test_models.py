@@ -111,7 +111,8 @@ def test_trainable_table_shows_effective_flags():
     assert sum(name.startswith("classifier/") for name in rows) == 2
 
 
-@pytest.mark.parametrize("unfrozen, cut", [([], "block5_pool"), (["block5_conv1", "block5_conv2", "block5_conv3"], "block4_pool")])
+@pytest.mark.parametrize("unfrozen, cut", [([], "block5_pool"),
+                                            (["block5_conv1", "block5_conv2", "block5_conv3"], "block4_pool")])
 def test_cached_evaluation_equals_full_model_evaluation(unfrozen, cut):
     keras.utils.set_random_seed(2)
     base = models.build_conv_base(RANDOM, 32)
@@ -119,7 +120,7 @@ def test_cached_evaluation_equals_full_model_evaluation(unfrozen, cut):
     model = models.compile_binary(models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation()), 1e-3)
     if unfrozen:
         models.unfreeze(base, unfrozen)
-    split = models.split_base(base, classifier, "vgg16")
+    split = models.cut_base(base, classifier, "vgg16")
     assert split.cut_layer == cut
     images = np.random.default_rng(3).uniform(0, 255, (10, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1] * 5, dtype="float32")
@@ -128,12 +129,14 @@ def test_cached_evaluation_equals_full_model_evaluation(unfrozen, cut):
     full_loss, full_accuracy = model.evaluate(images, labels, batch_size=4, verbose=0)
     assert cached["loss"] == pytest.approx(full_loss, rel=1e-4, abs=1e-5)
     assert cached["accuracy"] == pytest.approx(full_accuracy)
-    np.testing.assert_allclose(cached["probabilities"], np.asarray(model.predict(images, verbose=0)).reshape(-1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cached["probabilities"], np.asarray(model.predict(images, verbose=0)).reshape(-1),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_save_and_load_keeps_preprocessing_and_weights(tmp_path):
     base = models.build_conv_base(RANDOM, 32)
-    model = models.build_end_to_end(base, models.build_classifier(base.output_shape[1:]), "rescale", models.build_augmentation())
+    model = models.build_end_to_end(base, models.build_classifier(base.output_shape[1:]), "rescale",
+                                    models.build_augmentation())
     models.save_model(model, tmp_path / "model.keras")
     loaded = models.load_model(tmp_path / "model.keras")
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import paths
+from lib import stages
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_KEYS = {"val_accuracy", "val_loss", "test_accuracy", "best_epoch", "epochs_run", "weights", "preprocessing",
@@ -32,7 +32,7 @@ def smoke_run(tmp_path_factory):
     return outputs
 
 
-@pytest.mark.parametrize("stage", paths.STAGES)
+@pytest.mark.parametrize("stage", stages.STEMS)
 def test_smoke_run_writes_every_artifact(smoke_run, stage):
     folder = smoke_run / "smoke-test" / stage
     for name in (f"{stage}.ipynb", f"{stage}.html", "metrics.json", "stage.json", "history.csv",
@@ -90,7 +90,8 @@ def test_same_seed_gives_identical_metrics(smoke_run):
         result = run_suite(smoke_run, "feature_extraction", "--profile", "smoke", "--run", run)
         assert result.returncode == 0, result.stderr[-2000:]
         metrics = json.loads((smoke_run / run / "01_feature_extraction" / "metrics.json").read_text())
-        numbers.append({key: metrics[key] for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch")})
+        numbers.append({key: metrics[key]
+                        for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "best_epoch")})
     assert numbers[0] == numbers[1]
 
 
@@ -136,30 +137,39 @@ def test_committed_notebooks_carry_no_outputs_and_no_code_definitions(notebook):
 
 def test_make_help_lists_every_target():
     result = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True)
-    for target in ("setup", "run-feature-extraction", "run-data-augmentation", "run-fine-tuning", "run-all", "test", "clean"):
+    for target in ("setup", "run-feature-extraction", "run-data-augmentation", "run-fine-tuning", "run-all", "test",
+                   "clean", "notebooks", "lint"):
         assert target in result.stdout
 
 
 def test_identical_rerun_skips_every_stage(smoke_run):
     result = run_suite(smoke_run, "all", "--profile", "smoke", "--run", "smoke-test")
     assert result.returncode == 0, result.stderr[-2000:]
-    for stage in paths.STAGES:
-        assert f"{stage}: skipped, complete with the same parameters and inputs" in result.stdout
+    for stage in stages.STEMS:
+        assert f"{stage}: skipped, complete with the same parameters, photos, weights, notebook, lib/ code" \
+            in result.stdout
     assert "forecast" not in result.stdout  # Nothing to run, nothing measured.
 
 
 def test_changed_stage_is_rerun_with_the_stages_after_it(smoke_run, tmp_path):
     profile = tmp_path / "changed.yaml"
-    profile.write_text((ROOT / "params" / "smoke.yaml").read_text().replace("data_augmentation:\n  epochs: 2", "data_augmentation:\n  epochs: 1"))
-    before = {stage: json.loads((smoke_run / "smoke-test" / stage / "stage.json").read_text())["finished"] for stage in paths.STAGES}
+    profile.write_text((ROOT / "params" / "smoke.yaml").read_text().replace("data_augmentation:\n  epochs: 2",
+                                                                              "data_augmentation:\n  epochs: 1"))
+
+    def finished_times():
+        return {stage: json.loads((smoke_run / "smoke-test" / stage / "stage.json").read_text())["finished"]
+                for stage in stages.STEMS}
+
+    before = finished_times()
     result = run_suite(smoke_run, "all", "--profile", str(profile), "--run", "smoke-test", "--no-forecast")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "01_feature_extraction: skipped" in result.stdout
-    after = {stage: json.loads((smoke_run / "smoke-test" / stage / "stage.json").read_text())["finished"] for stage in paths.STAGES}
+    after = finished_times()
     assert after["01_feature_extraction"] == before["01_feature_extraction"]
     assert after["02_data_augmentation"] > before["02_data_augmentation"]
     assert after["03_fine_tuning"] > before["03_fine_tuning"]  # Starts from stage 2's new model, so redone.
-    forced = run_suite(smoke_run, "feature_extraction", "--profile", str(profile), "--run", "smoke-test", "--force", "--no-forecast")
+    forced = run_suite(smoke_run, "feature_extraction", "--profile", str(profile), "--run", "smoke-test", "--force",
+                       "--no-forecast")
     assert forced.returncode == 0 and "skipped" not in forced.stdout
 
 
@@ -168,8 +178,8 @@ def test_summary_page_and_manifest(smoke_run):
     page = (folder / "index.html").read_text()
     summary = json.loads((folder / "summary.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
-    for stage in paths.STAGES:
-        assert f"href='{stage}/{stage}.html'" in page
+    for stage in stages.STEMS:
+        assert f'href="{stage}/{stage}.html"' in page
         metrics = json.loads((folder / stage / "metrics.json").read_text())
         assert summary["stages"][stage]["val_accuracy"] == metrics["val_accuracy"]
         assert manifest["stages"][stage]["parameters"]["seed"] == 42
@@ -189,7 +199,8 @@ def test_rerun_from_a_manifest_repeats_the_parameters(smoke_run):
     result = run_suite(smoke_run, "feature_extraction", "--from", str(manifest), "--run", "repeated", "--no-forecast")
     assert result.returncode == 0, result.stderr[-2000:]
     original = json.loads(manifest.read_text())["stages"]["01_feature_extraction"]["parameters"]
-    repeated = json.loads((smoke_run / "repeated" / "manifest.json").read_text())["stages"]["01_feature_extraction"]["parameters"]
+    repeated = json.loads((smoke_run / "repeated" / "manifest.json").read_text())["stages"]
+    repeated = repeated["01_feature_extraction"]["parameters"]
     assert repeated == original
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from lib import SuiteError, params, paths, runner
+from lib import SuiteError, params, paths, runner, stages
 
 
-@pytest.mark.parametrize("stage", paths.STAGES)
+@pytest.mark.parametrize("stage", stages.STEMS)
 def test_parameters_cell_is_annotated_literals_with_help(stage):
     declared = params.read_parameters(params.notebook_path(stage))
     assert {"data_dir", "weights", "image_size", "preprocessing", "seed", "run_name", "output_dir"} <= set(declared)
@@ -20,7 +20,7 @@ def test_parameters_cell_is_annotated_literals_with_help(stage):
 def test_every_profile_key_exists_in_the_notebooks(profile_path):
     profile = params.load_profile(str(profile_path))
     assert profile.get("description")
-    for stage in paths.STAGES:
+    for stage in stages.STEMS:
         declared = params.read_parameters(params.notebook_path(stage))
         values = params.stage_values(profile, stage)
         assert set(values) <= set(declared), f"{profile_path.name}: {set(values) - set(declared)} unknown to {stage}"

@@ -77,7 +77,8 @@ def test_two_runs_at_once_share_the_cache_without_harm(tmp_path):
     for process in processes:
         process.wait(timeout=600)
         assert process.returncode == 0, process.stdout.read()[-3000:]
-    results = [json.loads((outputs / name / "01_feature_extraction" / "metrics.json").read_text()) for name in ("one", "two")]
+    results = [json.loads((outputs / name / "01_feature_extraction" / "metrics.json").read_text())
+               for name in ("one", "two")]
     assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
     for cached in (outputs / "cache").rglob("*.npz"):
         with np.load(cached) as content:

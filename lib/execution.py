@@ -1,0 +1,153 @@
+"""Executing one stage notebook with papermill and rendering its HTML report, whatever way it ends.
+
+The notebook runs into `.<stem>.running.ipynb` beside its final name and is renamed once the kernel is
+done with it, finished or not, so the report always shows how far it got. Every way a stage can end
+becomes one exception with a one-line message naming the stage, what happened and what to do:
+a cell error, the kernel dying (killed for memory, a crash in a native library), a cell running past the
+cell timeout, the kernel failing to start, Ctrl-C and SIGTERM. The kernel is shut down in every case; a
+runner killed outright (SIGKILL) leaves a kernel that stops itself within a second (ipykernel polls its
+parent), which the tests check.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lib import SuiteError, paths, stages, storage
+
+# A cell running longer than this is stopped: generous, since the longest cells train for hours on a CPU.
+DEFAULT_CELL_TIMEOUT = 12 * 3600
+KERNEL_START_TIMEOUT = 120
+
+
+class StageFailed(SuiteError):
+    """A stage ended without completing; `status` is `failed` or `interrupted`."""
+
+    def __init__(self, message: str, status: str = "failed"):
+        super().__init__(message)
+        self.status = status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that the stage ends cleanly and the run is marked interrupted."""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in this process (the runner), so cleanup runs as for Ctrl-C."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def render_html(notebook_file: Path, html_file: Path, banner: str | None = None) -> Path:
+    """Render an executed notebook to a standalone HTML report (images embedded), atomically.
+
+    `banner` (plain text) is shown first, for a stage that did not finish.
+    """
+    import nbconvert
+    import nbformat
+
+    notebook = nbformat.read(notebook_file, as_version=4)
+    if banner:
+        notebook.cells.insert(0, nbformat.v4.new_markdown_cell(
+            '<div style="background:#b00020;color:white;padding:10px;font-weight:bold">'
+            f"{banner}</div>"))
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
+    return storage.write_text(html_file, body)
+
+
+def _running_cell(notebook_file: Path) -> str:
+    """`[N]` of the cell papermill marked as running (or the last one that started), or `?`."""
+    try:
+        cells = storage.read_json(notebook_file)["cells"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+    started = [cell for cell in cells if cell.get("metadata", {}).get("papermill", {}).get("status")
+               in {"running", "failed"}]
+    if not started:
+        return "?"
+    cell = started[-1]
+    return str(cell.get("execution_count") or f"cell {cells.index(cell) + 1}")
+
+
+def _failure(error: BaseException, stem: str, partial: Path, cell_timeout: int) -> StageFailed:
+    """The one-line message for each way a stage can end early."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError):
+        first_line = str(error.evalue).splitlines()[0] if error.evalue else ""
+        return StageFailed(f"{stem} failed in cell [{error.exec_count}]: {error.ename}: {first_line}")
+    cell = _running_cell(partial)
+    if isinstance(error, Terminated):
+        return StageFailed(f"{stem} was stopped by SIGTERM in cell [{cell}]; it is left incomplete and will be "
+                           "redone by the same command.", "interrupted")
+    if isinstance(error, KeyboardInterrupt):
+        return StageFailed(f"{stem} was interrupted (Ctrl-C) in cell [{cell}]; it is left incomplete and will be "
+                           "redone by the same command.", "interrupted")
+    if isinstance(error, CellTimeoutError):
+        return StageFailed(f"{stem}: cell [{cell}] ran longer than the cell timeout ({cell_timeout} s) and was "
+                           "stopped. If it was still working, run again with a larger CELL_TIMEOUT=<seconds>.")
+    if isinstance(error, DeadKernelError):
+        return StageFailed(f"{stem}: the kernel died in cell [{cell}] (killed for lack of memory, or a crash in a "
+                           "native library). Check free memory (a smaller augmentation_pool or "
+                           "max_images_per_class needs less), then run the same command again.")
+    return StageFailed(f"{stem}: the notebook's kernel did not start ({type(error).__name__}: {error}). "
+                       "Check that `make setup` completed (.venv has ipykernel), then run again.")
+
+
+def _kernel_manager():
+    """A kernel manager that talks to its kernel over local IPC sockets rather than TCP, in a folder of its
+    own (runners working at the same time must not share socket names)."""
+    from jupyter_client.manager import KernelManager
+
+    sockets = tempfile.mkdtemp(prefix="vgg16-kernel-")
+    return KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+
+
+def _stop_kernel(kernel_manager) -> None:
+    try:
+        if kernel_manager.has_kernel and kernel_manager.is_alive():
+            kernel_manager.shutdown_kernel(now=True)
+    except Exception:  # Already gone: nothing to stop.
+        pass
+    try:
+        kernel_manager.cleanup_resources()
+    except Exception:
+        pass
+    shutil.rmtree(os.path.dirname(kernel_manager.ip), ignore_errors=True)
+
+
+def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: int = DEFAULT_CELL_TIMEOUT
+            ) -> float:
+    """Run the stage notebook `stem` with `parameters` into `folder/<stem>.ipynb` and render
+    `<stem>.html`; return the seconds it took. Raises `StageFailed` however it ends early."""
+    import papermill
+
+    executed, partial = folder / f"{stem}.ipynb", folder / f".{stem}.running.ipynb"
+    kernel_manager = _kernel_manager()
+    started = time.time()
+    failure = None
+    try:
+        papermill.execute_notebook(
+            str(stages.get(stem).notebook), str(partial), parameters=parameters, kernel_name="python3",
+            cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False, km=kernel_manager,
+            execution_timeout=cell_timeout, start_timeout=KERNEL_START_TIMEOUT,
+        )
+    except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
+        failure = _failure(error, stem, partial, cell_timeout)
+    finally:
+        _stop_kernel(kernel_manager)
+        if partial.exists():
+            os.replace(partial, executed)
+            storage.apply_umask(executed)
+            render_html(executed, folder / f"{stem}.html", banner=str(failure) if failure else None)
+    if failure:
+        raise StageFailed(f"{failure} (see {folder / (stem + '.html')})", failure.status)
+    return time.time() - started

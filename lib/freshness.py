@@ -1,0 +1,148 @@
+"""Whether a stage of a run is up to date, and if not, what changed since it ran.
+
+A complete stage is skipped when everything that shapes its results is as it was: its parameters, the
+photos, the weights file, its notebook, the `lib/` modules the notebook imports (directly or through other
+`lib/` modules; a change to the benchmark or the summary page redoes nothing), the library versions and
+compute precision that change numbers, and the results of the stages before it in the same run.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lib import paths, reporting, stages, storage
+
+STAGE_FILE = "stage.json"
+LIB_DIR = paths.PROJECT_ROOT / "lib"
+# Libraries whose version changes the numbers a stage computes.
+RESULT_PACKAGES = ("tensorflow", "keras", "numpy")
+
+
+def short_hash(values: Any) -> str:
+    """A short stable hash of JSON-able values."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _lib_imports(source: str) -> set[str]:
+    """Names of the `lib` modules that Python source imports anywhere (functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module == "lib":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("lib."))
+    return {name for name in found if (LIB_DIR / f"{name}.py").is_file()}
+
+
+def notebook_code(notebook: Path) -> str:
+    """The code cells of a notebook as one Python source (IPython magics and shell lines left out)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    lines = []
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            lines += [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    return "\n".join(lines)
+
+
+def code_files(notebook: Path) -> list[Path]:
+    """The `lib/` files a notebook runs: `lib/__init__.py`, the modules it imports and theirs, and the page
+    templates when a page is rendered."""
+    pending, seen = _lib_imports(notebook_code(notebook)) | {"__init__"}, set()
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        pending |= _lib_imports((LIB_DIR / f"{name}.py").read_text(encoding="utf-8")) - seen
+    files = [LIB_DIR / f"{name}.py" for name in sorted(seen)]
+    if "pages" in seen:
+        files += sorted((LIB_DIR / "templates").glob("*"))
+    return files
+
+
+def environment(mixed_precision: bool) -> dict[str, str]:
+    """Python, the result-changing library versions, and the precision the stage's kernel will compute in.
+
+    Whether a GPU is there decides the precision only when 16-bit compute is asked for; TensorFlow is only
+    imported to find out when the machine has an NVIDIA device at all.
+    """
+    from lib import devices, provenance
+
+    found = provenance.versions(RESULT_PACKAGES)
+    gpus = devices.gpu_names() if mixed_precision and os.path.exists("/dev/nvidiactl") else []
+    found["precision"] = devices.compute_policy(mixed_precision, gpus)
+    return found
+
+
+def stage_inputs(stage: str, values: dict[str, Any], run: str, fingerprints: dict[Any, Any]) -> dict[str, Any]:
+    """What a stage reads besides its parameters, fingerprinted: data, weights, notebook, code, environment,
+    earlier stages' results. `fingerprints` memoises the data and weights hashes across stages."""
+    from lib import provenance
+
+    key = (values.get("data_dir", ""), values.get("weights", "imagenet"))
+    if key not in fingerprints:
+        fingerprints[key] = (provenance.dataset_fingerprint(key[0]), provenance.weights_fingerprint(key[1]))
+    dataset, weights = fingerprints[key]
+    earlier = {}
+    for previous in stages.earlier(stage):
+        metrics_file = paths.stage_dir(run, previous.stem) / reporting.METRICS_FILE
+        earlier[previous.stem] = storage.file_sha256(metrics_file) if metrics_file.is_file() else None
+    notebook = stages.get(stage).notebook
+    inputs = {"dataset_sha256": dataset["sha256"], "weights_sha256": weights["sha256"],
+              "notebook_sha256": storage.file_sha256(notebook),
+              "code": {str(path.relative_to(paths.PROJECT_ROOT)): storage.file_sha256(path)
+                       for path in code_files(notebook)},
+              "environment": environment(bool(values.get("mixed_precision"))), "earlier_stages": earlier}
+    inputs["hash"] = short_hash(inputs)
+    return inputs
+
+
+def changes(record: dict[str, Any], values: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """What differs between a stage's `stage.json` record and the parameters and inputs of now."""
+    found = []
+    before = record.get("parameters", {})
+    changed = sorted(key for key in set(before) | set(values) if before.get(key) != values.get(key))
+    if changed:
+        found.append("parameters changed: " + ", ".join(f"{key} {before.get(key)!r} -> {values.get(key)!r}"
+                                                        for key in changed))
+    old = record.get("inputs") or {}
+    for key, what in (("dataset_sha256", "photos changed"), ("weights_sha256", "weights file changed"),
+                      ("notebook_sha256", "notebook changed")):
+        if old.get(key) != inputs.get(key):
+            found.append(what)
+    old_code, new_code = old.get("code") or {}, inputs["code"]
+    code = sorted(name for name in set(old_code) | set(new_code) if old_code.get(name) != new_code.get(name))
+    if code:
+        found.append("lib/ changed (" + ", ".join(Path(name).name for name in code) + ")")
+    old_environment = old.get("environment") or {}
+    for key, value in inputs["environment"].items():
+        if old_environment.get(key) != value:
+            found.append(f"{key} {old_environment.get(key, 'unknown')} -> {value}")
+    for stem, digest in inputs["earlier_stages"].items():
+        if (old.get("earlier_stages") or {}).get(stem) != digest:
+            found.append(f"{stem} was redone")
+    return found
+
+
+def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]) -> tuple[bool, str]:
+    """`(up to date, why)`: up to date when complete, with every artifact, and nothing changed."""
+    folder = paths.stage_dir(run, stage)
+    record_file = folder / STAGE_FILE
+    if not record_file.is_file():
+        return False, "not complete in this run"
+    record = storage.read_json(record_file)
+    missing = [name for name in (reporting.METRICS_FILE, f"{stage}.ipynb", f"{stage}.html")
+               if not (folder / name).is_file()]
+    if record.get("status") != "complete" or missing:
+        return False, "incomplete" + (f" ({', '.join(missing)} missing)" if missing else "")
+    found = changes(record, values, inputs)
+    if record.get("inputs_hash") == inputs["hash"] and record.get("parameters_hash") == short_hash(values):
+        return True, ("same parameters, photos, weights, notebook, lib/ code, "
+                      + ", ".join(f"{key} {value}" for key, value in inputs["environment"].items())
+                      + " and earlier stages")
+    return False, "; ".join(found) or "inputs changed"

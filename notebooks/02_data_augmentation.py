@@ -1,0 +1,209 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Stage 2: data augmentation, the frozen conv base trained end to end
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab]
+#
+# Stage 1's classifier saw each training photo exactly once, as a fixed feature vector, and overfitted. Data
+# augmentation shows the model a new random variant of every photo each epoch: rotated, shifted, zoomed,
+# flipped. That means the photos must go through the conv base every time, so here the **frozen** VGG16 base
+# sits inside one model with the classifier and the whole model is trained end to end (only the classifier's
+# weights change).
+#
+# Compared with the course notes (`ImageDataGenerator`, about 88% validation accuracy) this notebook augments
+# inside the TensorFlow graph with Keras preprocessing layers, preprocesses as the ImageNet weights expect,
+# and validates on features computed once, since unaugmented validation photos through a frozen base give
+# the same features every epoch. Optionally it starts from stage 1's trained classifier.
+#
+# [colab]: https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs/blob/main/notebooks/02_data_augmentation.ipynb
+
+# %% [markdown]
+# ## Parameters
+# The defaults reproduce the reference run (50 epochs of 100 batches of 20 augmented photos).
+# `make run-data-augmentation PROFILE=...` (or `SET='epochs=10'`) overrides them; `papermill --help-notebook`
+# lists them with this help.
+
+# %% tags=["parameters"]
+epochs: int = 50  # Passes of steps_per_epoch batches of augmented photos.
+steps_per_epoch: int = 100  # Batches per epoch (100 x 20 = the 2000 training photos); 0: one pass over them.
+batch_size: int = 20  # Augmented photos per training step.
+learning_rate: float = 2e-5  # RMSprop learning rate.
+dropout: float = 0.6  # Dropout rate between the two dense layers.
+start_from: str = "scratch"  # "scratch": a new classifier; "auto": stage 1's from this run if any; "previous": must.
+rotation_degrees: float = 40.0  # Random rotation by up to this many degrees either way.
+width_shift: float = 0.1  # Random horizontal shift, as a fraction of the width.
+height_shift: float = 0.1  # Random vertical shift, as a fraction of the height.
+zoom: float = 0.2  # Random zoom of each axis by a factor from 1 - zoom to 1 + zoom.
+horizontal_flip: bool = True  # Randomly mirror photos left to right.
+vertical_flip: bool = True  # Randomly flip photos upside down (as the course notes do).
+# Common to every stage:
+data_dir: str = ""  # Photos: train/ and validation/ (cats/, dogs/ inside); "" downloads them. DATA_DIR overrides.
+weights: str = "imagenet"  # "imagenet", a path to the VGG16 notop .h5 file, or "none". VGG16_WEIGHTS overrides.
+image_size: int = 150  # Side of the square input images in pixels (VGG16 needs at least 32).
+preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, as the weights expect; "rescale": pixels / 255.
+max_images_per_class: int = 0  # Use at most this many photos per class in each split; 0 uses them all.
+seed: int = 42  # Seeds Python, NumPy and TensorFlow.
+mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
+require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
+deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact GPU reruns).
+verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
+# Set by the runner:
+run_name: str = "interactive"  # Run folder under outputs/.
+output_dir: str = ""  # This stage's folder; "" means outputs/<run_name>/<notebook name>.
+profile_name: str = "notebook defaults"  # Where the parameter values came from.
+
+# %% [markdown]
+# ## Setup
+# In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
+# elsewhere it does nothing. The second imports the suite's modules.
+
+# %%
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/colab.py.
+if "google.colab" in sys.modules and not os.path.isdir("../lib"):
+    folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
+    if not os.path.isdir(folder):
+        repository = os.environ.get("SUITE_REPOSITORY", REPOSITORY)
+        subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
+    os.chdir(os.path.join(folder, "notebooks"))
+    sys.path.insert(0, folder)
+    from lib import colab
+
+    colab.prepare(data_dir)
+
+# %%
+from pathlib import Path
+
+from IPython.display import display
+
+sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
+import lib  # Before TensorFlow: turns on its oneDNN kernels.
+
+tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+import lib.weights
+from lib import data, features, handoff, models, plots, reporting, training
+
+# %% [markdown]
+# ## Data
+# Photos are decoded once and kept in memory; augmentation happens later, inside the model, on training
+# photos only.
+
+# %%
+STAGE = "02_data_augmentation"
+precision = training.prepare(seed=seed, deterministic=deterministic, mixed_precision=mixed_precision,
+                             require_gpu=require_gpu)
+started = reporting.now()
+output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
+image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class)
+evaluation_splits = [split for split in image_sets if split != "train"]
+data.describe(image_sets)
+
+# %% [markdown]
+# ## What augmentation does
+# Each row: a training photo and five random variants of it. The model almost never sees the same picture
+# twice.
+
+# %%
+augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip,
+                                         vertical_flip, seed=seed)
+examples = image_sets["train"].images[[0, 1, -1, -2]]  # Two cats, two dogs.
+plots.save(plots.augmented_examples(examples, augmentation, seed=seed), output_folder / "augmented_examples.png")
+
+# %% [markdown]
+# ## The model: frozen conv base plus classifier
+# Freezing matters: without it, the large gradients from the new, randomly initialised classifier would wreck
+# the pretrained features. The counts below show that only the classifier is trainable.
+
+# %%
+weights_choice = lib.weights.resolve_weights(weights)
+display(reporting.weights_notice(weights_choice))
+conv_base = models.build_conv_base(weights_choice, image_size)
+classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
+model = models.build_end_to_end(conv_base, classifier, preprocessing, augmentation)
+counts = models.count_parameters(model)
+print(f"Trainable parameters with the conv base frozen: {counts['trainable']:,} (the classifier only); "
+      f"frozen: {counts['frozen']:,}.")
+
+# %% [markdown]
+# ## Start from stage 1's classifier?
+# With `start_from=auto` or `previous`, the classifier starts from the one stage 1 trained in this run (same
+# layer shapes), so augmentation refines an already good classifier instead of starting from random weights.
+
+# %%
+start = handoff.find_start(STAGE, output_folder, start_from, weights_choice, image_size, preprocessing, precision)
+handoff.warm_start_classifier(classifier, start)
+print(f"Classifier starts {start.description}.")
+
+# %% [markdown]
+# ## Validation features, computed once
+# The conv base is frozen and validation photos are not augmented, so their conv features are the same every
+# epoch. They are computed once (or taken from stage 1's cache) and each epoch only the classifier runs on
+# them. The numbers are the same as a full-model evaluation.
+
+# %%
+cut = models.cut_base(conv_base, classifier, preprocessing)
+extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice, image_size, preprocessing)
+{split: array.shape for split, array in extracted.arrays.items()}
+
+# %% [markdown]
+# ## Train on augmented photos
+# The weights of the epoch with the highest validation accuracy (ties: lowest validation loss) are restored at
+# the end.
+
+# %%
+models.compile_binary(model, learning_rate)
+train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size,
+                                     shuffle=True, seed=seed)
+fitted = training.fit(model, train_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
+                      validation_model=cut.top, verbose=verbose)
+reporting.write_history_csv(output_folder / reporting.HISTORY_FILE, fitted.rows)
+handoff.save(STAGE, output_folder, model)
+
+# %% [markdown]
+# ## Learning curves
+# With augmentation, training accuracy no longer runs away from validation accuracy: the model overfits far
+# less.
+
+# %%
+figure = plots.learning_curves(fitted.rows, title="Stage 2: frozen VGG16 + classifier on augmented photos")
+plots.save(figure, output_folder / "learning_curves.png")
+
+# %% [markdown]
+# ## Where it goes wrong
+
+# %%
+evaluations = {split: training.evaluate(cut.top, extracted.arrays[split], image_sets[split].labels)
+               for split in evaluation_splits}
+figures = plots.evaluation_figures(output_folder, image_sets["validation"],
+                                   evaluations["validation"]["probabilities"])
+
+# %% [markdown]
+# ## Result
+
+# %%
+metrics = reporting.build_metrics(
+    STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
+    image_size=image_size, evaluations=evaluations, best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
+    extraction_seconds=extracted.seconds, training_seconds=fitted.seconds, image_sets=image_sets,
+    started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
+    started_from=start.description, trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
+    features_from_cache=extracted.from_cache,
+)
+reporting.write_metrics(output_folder, metrics)
+print(reporting.summary_sentence(metrics))
+
+# %% [markdown]
+# ## Conclusion
+# Augmentation lets the classifier learn from many more distinct images than the 2000 on disk, so it overfits
+# less. The conv base itself is still the ImageNet one; the next stage adapts its top block to cats and dogs.

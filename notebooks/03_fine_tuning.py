@@ -1,0 +1,232 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Stage 3: fine tuning the top of the conv base
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab]
+#
+# The conv base's first blocks detect generic edges and textures; its last block encodes more abstract,
+# ImageNet-specific parts. Fine tuning unfreezes that last block (`block5_conv1..3`) and trains it together
+# with the classifier at a low learning rate, so the abstract features adapt to cats and dogs without being
+# destroyed. The course notes' five steps:
+#
+# 1. add a classifier on top of a trained conv base; 2. freeze the base; 3. train the classifier;
+# 4. unfreeze the top block; 5. train block and classifier together (RMSprop 1e-5).
+#
+# Steps 1-3 are stage 2's result when this run has it; opened on its own, this notebook does them itself
+# first. As in stage 2, validation photos are not augmented and blocks 1-4 stay frozen, so their block4
+# output is computed once and each epoch only block 5 and the classifier run on it.
+#
+# [colab]: https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs/blob/main/notebooks/03_fine_tuning.ipynb
+
+# %% [markdown]
+# ## Parameters
+# The defaults follow the course notes. `make run-fine-tuning PROFILE=...` (or `SET='epochs=10'`) overrides
+# them; `papermill --help-notebook` lists them with this help.
+
+# %% tags=["parameters"]
+start_from: str = "auto"  # "auto": stage 2's model from this run if any, else steps 1-3 here; "previous": must.
+classifier_epochs: int = 30  # Steps 1-3 (the classifier on the frozen base) when not starting from stage 2.
+epochs: int = 100  # Fine-tuning epochs (steps 4-5).
+steps_per_epoch: int = 100  # Batches per epoch (100 x 20 = the 2000 training photos); 0: one pass over them.
+batch_size: int = 20  # Augmented photos per training step.
+learning_rate: float = 2e-5  # RMSprop learning rate of steps 1-3.
+fine_tune_learning_rate: float = 1e-5  # RMSprop learning rate of steps 4-5: adjusts block 5, not overwrites it.
+dropout: float = 0.5  # Dropout rate of the classifier when it is built here.
+unfreeze_layers: list = ["block5_conv1", "block5_conv2", "block5_conv3"]  # Conv-base layers trained in steps 4-5.
+rotation_degrees: float = 40.0  # Random rotation by up to this many degrees either way.
+width_shift: float = 0.1  # Random horizontal shift, as a fraction of the width.
+height_shift: float = 0.1  # Random vertical shift, as a fraction of the height.
+zoom: float = 0.2  # Random zoom of each axis by a factor from 1 - zoom to 1 + zoom.
+horizontal_flip: bool = True  # Randomly mirror photos left to right.
+vertical_flip: bool = True  # Randomly flip photos upside down (as the course notes do).
+# Common to every stage:
+data_dir: str = ""  # Photos: train/ and validation/ (cats/, dogs/ inside); "" downloads them. DATA_DIR overrides.
+weights: str = "imagenet"  # "imagenet", a path to the VGG16 notop .h5 file, or "none". VGG16_WEIGHTS overrides.
+image_size: int = 150  # Side of the square input images in pixels (VGG16 needs at least 32).
+preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, as the weights expect; "rescale": pixels / 255.
+max_images_per_class: int = 0  # Use at most this many photos per class in each split; 0 uses them all.
+seed: int = 42  # Seeds Python, NumPy and TensorFlow.
+mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
+require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
+deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact GPU reruns).
+verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
+# Set by the runner:
+run_name: str = "interactive"  # Run folder under outputs/.
+output_dir: str = ""  # This stage's folder; "" means outputs/<run_name>/<notebook name>.
+profile_name: str = "notebook defaults"  # Where the parameter values came from.
+
+# %% [markdown]
+# ## Setup
+# In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
+# elsewhere it does nothing. The second imports the suite's modules.
+
+# %%
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/colab.py.
+if "google.colab" in sys.modules and not os.path.isdir("../lib"):
+    folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
+    if not os.path.isdir(folder):
+        repository = os.environ.get("SUITE_REPOSITORY", REPOSITORY)
+        subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
+    os.chdir(os.path.join(folder, "notebooks"))
+    sys.path.insert(0, folder)
+    from lib import colab
+
+    colab.prepare(data_dir)
+
+# %%
+from pathlib import Path
+
+from IPython.display import display
+
+sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
+import lib  # Before TensorFlow: turns on its oneDNN kernels.
+
+tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+import lib.weights
+from lib import data, features, handoff, models, plots, reporting, training
+
+# %% [markdown]
+# ## Data
+
+# %%
+STAGE = "03_fine_tuning"
+precision = training.prepare(seed=seed, deterministic=deterministic, mixed_precision=mixed_precision,
+                             require_gpu=require_gpu)
+started = reporting.now()
+output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
+image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class)
+evaluation_splits = [split for split in image_sets if split != "train"]
+data.describe(image_sets)
+
+# %% [markdown]
+# ## Steps 1-2: a classifier on the frozen conv base
+# Taken from stage 2 of this run when it completed with the same weights, image size and preprocessing;
+# otherwise built here.
+
+# %%
+weights_choice = lib.weights.resolve_weights(weights)
+display(reporting.weights_notice(weights_choice))
+start = handoff.find_start(STAGE, output_folder, start_from, weights_choice, image_size, preprocessing, precision)
+conv_base, classifier = handoff.conv_base_and_classifier(start, weights_choice, image_size, dropout)
+augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip,
+                                         vertical_flip, seed=seed)
+model = models.build_end_to_end(conv_base, classifier, preprocessing, augmentation)
+train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size,
+                                     shuffle=True, seed=seed)
+print(f"Starting {start.description}.")
+
+# %% [markdown]
+# ## Step 3: train the classifier (only when not starting from stage 2)
+# Validation runs on conv-base features computed once, as in stage 2.
+
+# %%
+classifier_phase = training.FitResult(rows=[], best_epoch=None, seconds=0.0)
+extraction_seconds = 0.0
+if not start.from_previous:
+    cut = models.cut_base(conv_base, classifier, preprocessing)
+    frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice, image_size, preprocessing)
+    models.compile_binary(model, learning_rate)
+    classifier_phase = training.fit(model, train_dataset, epochs=classifier_epochs, steps_per_epoch=steps_per_epoch,
+                                    validation_data=(frozen.arrays["validation"], image_sets["validation"].labels),
+                                    validation_model=cut.top, verbose=verbose, phase="classifier")
+    extraction_seconds = frozen.seconds
+
+# %% [markdown]
+# ## Step 4: unfreeze the top block, and compile again
+# Keras collects the trainable weights when a model is compiled: changing `trainable` without compiling again
+# would silently keep training the old set.
+
+# %%
+models.unfreeze(conv_base, unfreeze_layers)
+models.compile_binary(model, fine_tune_learning_rate)
+display(reporting.table_html(models.trainable_table(model), title="Layers with weights: which train in steps 4-5"))
+counts = models.count_parameters(model)
+print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']:,}")
+
+# %% [markdown]
+# ## Validation features at the cut, computed once
+# Everything up to the last frozen layer is fixed, so validation (and test) photos go through it once; each
+# epoch only the unfrozen layers and the classifier run.
+
+# %%
+cut = models.cut_base(conv_base, classifier, preprocessing)
+extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice, image_size, preprocessing)
+print(f"Cached at {cut.cut_layer}: " + ", ".join(f"{split} {array.shape}" for split, array in extracted.arrays.items()))
+
+# %% [markdown]
+# ## Step 5: train the top block and the classifier together
+
+# %%
+fine_tuning = training.fit(model, train_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                           validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
+                           validation_model=cut.top, verbose=verbose, phase="fine_tuning",
+                           first_epoch=len(classifier_phase.rows) + 1)
+history_rows = classifier_phase.rows + fine_tuning.rows
+reporting.write_history_csv(output_folder / reporting.HISTORY_FILE, history_rows)
+handoff.save(STAGE, output_folder, model)
+
+# %% [markdown]
+# ## Learning curves across both phases
+# The classifier phase (stage 2's epochs when this run started from stage 2, else steps 1-3 above), then fine
+# tuning after the dashed line.
+
+# %%
+earlier_rows = handoff.previous_history(STAGE, output_folder) if start.from_previous else []
+plot_rows = reporting.concatenate_histories(earlier_rows, classifier_phase.rows, fine_tuning.rows)
+boundary = len(earlier_rows) + len(classifier_phase.rows)
+figure = plots.learning_curves(plot_rows, title="Stage 3: classifier, then fine tuning of block 5",
+                               phase_boundaries=[boundary] if boundary else None)
+plots.save(figure, output_folder / "learning_curves.png")
+
+# %% [markdown]
+# ## Where it goes wrong
+
+# %%
+evaluations = {split: training.evaluate(cut.top, extracted.arrays[split], image_sets[split].labels)
+               for split in evaluation_splits}
+figures = plots.evaluation_figures(output_folder, image_sets["validation"],
+                                   evaluations["validation"]["probabilities"])
+
+# %% [markdown]
+# ## Compared with the earlier stages of this run
+
+# %%
+comparison = reporting.stage_comparison(output_folder, {STAGE: evaluations["validation"]["accuracy"]})
+display(reporting.table_html(comparison, title="Validation accuracy by stage (this run and the course notes)"))
+
+# %% [markdown]
+# ## Result
+
+# %%
+metrics = reporting.build_metrics(
+    STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
+    image_size=image_size, evaluations=evaluations, best_epoch=len(classifier_phase.rows) + fine_tuning.best_epoch,
+    epochs_run=len(history_rows), extraction_seconds=extraction_seconds + extracted.seconds,
+    training_seconds=classifier_phase.seconds + fine_tuning.seconds, image_sets=image_sets, started=started,
+    parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
+    started_from=start.description, unfrozen_layers=unfreeze_layers, cached_at=cut.cut_layer,
+    fine_tuning_epochs=len(fine_tuning.rows), classifier_phase_epochs=len(classifier_phase.rows),
+    trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
+    features_from_cache=extracted.from_cache,
+    best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across "
+                    "this notebook's phases",
+)
+reporting.write_metrics(output_folder, metrics)
+print(reporting.summary_sentence(metrics))
+
+# %% [markdown]
+# ## Conclusion
+# Adapting the most abstract block of the conv base to the task adds the last points of accuracy. The low
+# learning rate and the classifier trained first are what make this safe: a random classifier's large
+# gradients would otherwise flow into block 5 and erase what ImageNet taught it.
