@@ -16,7 +16,8 @@ RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) 
 	$(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all report bench test lint clean notebooks
+.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all report predict compare \
+	bench test lint clean notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +53,14 @@ run-all: setup ## All three stages in order into one run folder outputs/<RUN>/.
 report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's results (RUN=... required).
 	@test -n "$(RUN)" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }
 	$(PYTHON) -m lib.summary $(RUN)
+
+predict: setup ## Classify new photos with a run's model -> outputs/<RUN>/predictions/ (RUN=, IMAGES=, STAGE= optional).
+	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "Give the run and the photos: make predict RUN=<name> IMAGES=<file or folder>"; exit 2; }
+	$(PYTHON) -m lib.predict --run $(RUN) --images "$(IMAGES)" $(if $(STAGE),--stage $(STAGE))
+
+compare: setup ## One page comparing runs -> outputs/compare.html (RUNS="run-a run-b ...").
+	@test -n "$(RUNS)" || { echo "Give the runs: make compare RUNS=\"run-a run-b\""; exit 2; }
+	$(PYTHON) -m lib.compare $(RUNS)
 
 bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/bench/bench.json (BENCH_IMAGES=400).
 	$(PYTHON) -m lib.bench --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)

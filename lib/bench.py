@@ -233,9 +233,33 @@ def build_epoch_model(setup: Setup, unfreeze: bool, course: bool):
     return model, base, classifier
 
 
+BENCH_POOL = 4  # Variants per photo in the pooled epochs measured.
+
+
+def pooled_way(setup: Setup, cut, stage: str, validation_features):
+    """One epoch of the suite on an augmentation pool (the top above the cut trains), and the one-time
+    seconds of computing one pool variant."""
+    from lib import pool
+
+    settings = dict(rotation_degrees=40.0, width_shift=0.1, height_shift=0.1, zoom=0.2, horizontal_flip=True,
+                    vertical_flip=False)
+    with dtype_policy(setup.suite_policy):
+        started = time.perf_counter()
+        pool.compute_variant(cut, "block4_pool", setup.image_sets["train"], settings, 0, 0)
+        variant_seconds = time.perf_counter() - started
+        array, _ = pool.build(cut, setup.image_sets["train"], setup.weights, settings, 0, BENCH_POOL)
+        models.compile_binary(cut.top, 1e-5 if stage == "stage3" else 2e-5)
+    dataset = pool.pooled_dataset(array, setup.image_sets["train"].labels, BATCH, 0)
+    validation = setup.image_sets["validation"]
+    callback = training.CachedValidation(cut.top, validation_features, validation.labels)
+    return functools.partial(cut.top.fit, dataset, steps_per_epoch=setup.steps, epochs=1, verbose=0,
+                             callbacks=[callback]), variant_seconds
+
+
 def measure_epochs(setup: Setup, stage: str, unfreeze: bool) -> dict[str, dict]:
-    """One training epoch of a stage: course-notes way against the suite's (cached validation), and the
-    suite's epoch validated through the full model; validation alone both ways."""
+    """One training epoch of a stage: the course notes' way, the suite's online epoch (cached validation),
+    the suite's epoch on an augmentation pool, and the online epoch validated through the full model;
+    validation alone both ways."""
     from lib import features
 
     images, validation = setup.image_sets["train"], setup.image_sets["validation"]
@@ -246,6 +270,7 @@ def measure_epochs(setup: Setup, stage: str, unfreeze: bool) -> dict[str, dict]:
         cut = models.cut_base(suite_base, suite_classifier, "vgg16")
     validation_features = features.extract(cut.frozen, validation.images, label=f"{stage} validation")
     one_time = time.perf_counter() - one_time
+    pooled_epoch, variant_seconds = pooled_way(setup, cut, stage, validation_features)
     train_generator = course_generator(setup.root / "train", setup.image_size, augment=True, shuffle=True)
     validation_generator = course_generator(setup.root / "validation", setup.image_size, augment=False, shuffle=False)
     train_dataset = data.make_tf_dataset(images.images, images.labels, BATCH, shuffle=True, seed=0).repeat()
@@ -259,15 +284,21 @@ def measure_epochs(setup: Setup, stage: str, unfreeze: bool) -> dict[str, dict]:
                                     verbose=0, validation_data=validation_generator,
                                     validation_steps=len(validation_generator)),
         "suite": functools.partial(plain_epoch, callbacks=[callback]),
+        "pooled": pooled_epoch,
         "suite_full_validation": lambda: (plain_epoch(), full_validation()),
         "full_validation": full_validation,
         "cached_validation": functools.partial(training.evaluate, cut.top, validation_features, validation.labels),
     }, setup.repeats)
-    print(f"{stage}: course {statistics.median(times['course']):.1f} s/epoch, suite "
-          f"{statistics.median(times['suite']):.1f} s/epoch", flush=True)
+    print(f"{stage}: course {statistics.median(times['course']):.1f} s/epoch, suite online "
+          f"{statistics.median(times['suite']):.1f} s/epoch, suite pooled {statistics.median(times['pooled']):.2f} "
+          f"s/epoch", flush=True)
     return {
         f"{stage}_epoch": {"unit": "s/epoch", "course": summary(times["course"]), "suite": summary(times["suite"]),
                            "suite_one_time_seconds": one_time},
+        f"{stage}_pooled_epoch": {"unit": "s/epoch", "course": summary(times["course"]),
+                                  "suite": summary(times["pooled"]), "pool_variant_seconds": variant_seconds},
+        f"{stage}_pooled_vs_online_epoch": {"unit": "s/epoch", "course": summary(times["suite"]),
+                                            "suite": summary(times["pooled"])},
         f"{stage}_validation": {"unit": "s/epoch", "course": summary(times["full_validation"]),
                                 "suite": summary(times["cached_validation"])},
         # Same training, validation through the full model ("course" column) or on cached features.
@@ -372,6 +403,10 @@ def format_table(report: dict) -> str:
     lines = ["| measurement | course notes way | this suite | ratio (suite speed / course speed) |",
              "| --- | --- | --- | --- |"]
     names = {"extraction": "feature extraction", "stage2_epoch": "stage-2 epoch", "stage3_epoch": "stage-3 epoch",
+             "stage2_pooled_epoch": "stage-2 epoch, suite on a pool",
+             "stage3_pooled_epoch": "stage-3 epoch, suite on a pool",
+             "stage2_pooled_vs_online_epoch": "stage-2 epoch, suite: online vs pool",
+             "stage3_pooled_vs_online_epoch": "stage-3 epoch, suite: online vs pool",
              "stage2_validation": "stage-2 validation only", "stage3_validation": "stage-3 validation only",
              "stage2_cached_validation_epoch": "stage-2 epoch, suite: full-model vs cached validation",
              "stage3_cached_validation_epoch": "stage-3 epoch, suite: full-model vs cached validation"}

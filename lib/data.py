@@ -222,6 +222,12 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+def image_cache_file(split: str, fingerprint: str, image_size: int) -> Path:
+    """Where the decoded images of a split (by its files' fingerprint) are cached at `image_size`."""
+    key = hashlib.sha256(f"{fingerprint}|{image_size}|{_DECODER_VERSION}".encode()).hexdigest()[:24]
+    return paths.cache_root() / "images" / f"{split}-{image_size}px-{key}.npz"
+
+
 def load_split(
     root: str | os.PathLike, split: str, image_size: int, max_images_per_class: int = 0,
     use_cache: bool = True,
@@ -238,8 +244,7 @@ def load_split(
         keep = np.concatenate([np.flatnonzero(labels == label)[:max_images_per_class] for label in (0, 1)])
         files, labels = [files[i] for i in keep], labels[keep]
     fingerprint = fingerprint_files(files, root)
-    key = hashlib.sha256(f"{fingerprint}|{image_size}|{_DECODER_VERSION}".encode()).hexdigest()[:24]
-    cache_file = paths.cache_root() / "images" / f"{split}-{image_size}px-{key}.npz"
+    cache_file = image_cache_file(split, fingerprint, image_size)
     errors: dict[str, str] = {}
 
     def decode() -> dict[str, np.ndarray]:

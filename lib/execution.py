@@ -104,23 +104,29 @@ def _failure(error: BaseException, stem: str, partial: Path, cell_timeout: int) 
 
 def _kernel_manager():
     """A kernel manager that talks to its kernel over local IPC sockets rather than TCP, in a folder of its
-    own (runners working at the same time must not share socket names)."""
-    from jupyter_client.manager import KernelManager
+    own (runners working at the same time must not share socket names). Asynchronous, as nbclient's own: with
+    a blocking client, waiting for a reply would never notice a dead kernel."""
+    from jupyter_client.manager import AsyncKernelManager
 
     sockets = tempfile.mkdtemp(prefix="vgg16-kernel-")
-    return KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+    return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
 
 
 def _stop_kernel(kernel_manager) -> None:
-    try:
-        if kernel_manager.has_kernel and kernel_manager.is_alive():
-            kernel_manager.shutdown_kernel(now=True)
-    except Exception:  # Already gone: nothing to stop.
-        pass
-    try:
-        kernel_manager.cleanup_resources()
-    except Exception:
-        pass
+    """Kill the kernel's process group if it still runs, and remove its connection file and sockets.
+
+    Plain process calls, no event loop: after Ctrl-C or SIGTERM, nbclient's interrupted coroutine is still
+    pending in its loop and would block any call that runs the loop (waiting for a reply from the kernel).
+    """
+    process = getattr(getattr(kernel_manager, "provisioner", None), "process", None)
+    if process is not None and process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # The kernel runs in a session of its own.
+        except (ProcessLookupError, PermissionError):
+            process.kill()
+        process.wait(timeout=30)
+    if kernel_manager.connection_file:
+        storage.remove(kernel_manager.connection_file)
     shutil.rmtree(os.path.dirname(kernel_manager.ip), ignore_errors=True)
 
 

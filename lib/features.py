@@ -1,14 +1,20 @@
 """Running the frozen part of the conv base once per image, with an on-disk cache.
 
 The cache key holds everything that changes the output: the split's image contents (fingerprint), the
-weights file (sha256), image size, preprocessing, and the layer where the frozen part ends. A rerun with
-other classifier settings therefore extracts nothing; a changed photo or weights file extracts again.
+weights file (sha256), image size, preprocessing, the layer where the frozen part ends, and the precision.
+A rerun with other classifier settings therefore extracts nothing; a changed photo or weights file
+extracts again.
+
+Blocks 1-4 are 91% of VGG16's work at 150x150 and frozen in every stage, so their output (`SHARED_CUT`) is
+computed once per photo for the whole run: stage 1's features and stage 2's validation features are
+block 5 run over it, and stage 3 trains on top of it.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -17,35 +23,64 @@ from lib.data import ImageSet
 from lib.weights import WeightsChoice
 
 EXTRACTION_BATCH_SIZE = 32
+# The cut that every stage's frozen part reaches: cached once, and the others derived from it.
+SHARED_CUT = "block4_pool"
 _FEATURE_FORMAT = "features-1"
 
 
-def cache_key(image_set: ImageSet, weights: WeightsChoice, image_size: int, preprocessing: str,
-              cut_layer: str) -> str:
-    """Key of a feature cache entry (see module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class CacheKey:
+    """Everything that decides a cached conv output of one data split (see the module docstring)."""
+
+    split: str
+    fingerprint: str
+    weights_sha256: str | None
+    image_size: int
+    preprocessing: str
+    policy: str
+
+    def path(self, cut_layer: str, folder: str = "features", *extra: str) -> Path:
+        """The cache file of the output at `cut_layer` (with `extra` key parts, e.g. a pool variant's)."""
+        parts = [_FEATURE_FORMAT, self.fingerprint, self.weights_sha256 or "random-init", str(self.image_size),
+                 self.preprocessing, cut_layer, keras_version(), self.policy, *extra]
+        key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+        label = "-".join([self.split, cut_layer, *([extra[0]] if extra else [self.preprocessing])])
+        return paths.cache_root() / folder / f"{label}-{key}.npz"
+
+
+def keras_version() -> str:
+    """The installed Keras version (without importing Keras)."""
+    import importlib.metadata
+
+    return importlib.metadata.version("keras")
+
+
+def cache_key_of(image_set: ImageSet, weights: WeightsChoice, cut: models.CutBase) -> CacheKey:
+    """The cache key of a data split's outputs through a cut conv base, in the current precision."""
     import keras
 
-    parts = [_FEATURE_FORMAT, image_set.fingerprint, weights.sha256 or "random-init", str(image_size),
-             preprocessing, cut_layer, keras.__version__, keras.mixed_precision.global_policy().name]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+    return CacheKey(image_set.split, image_set.fingerprint, weights.sha256, cut.conv_base.input_shape[1],
+                    cut.preprocessing, keras.mixed_precision.global_policy().name)
 
 
-def extract(extractor, images: np.ndarray, label: str = "images",
-            batch_size: int = EXTRACTION_BATCH_SIZE) -> np.ndarray:
+def extract(extractor, images: np.ndarray, label: str = "images", batch_size: int = EXTRACTION_BATCH_SIZE,
+            training: bool = False, dtype: str = "float32") -> np.ndarray:
     """Run `extractor` over `images` in batches, printing progress with images/s and time left.
 
     NumPy batches go straight into one compiled function: no tf.data pipeline to plan, nothing to
-    autotune, and the last smaller batch costs one extra trace only.
+    autotune, and the last smaller batch costs one extra trace only. `training=True` runs random layers
+    (augmentation) as in training; the result is stored in `dtype`.
     """
     import tensorflow as tf
 
-    forward = models.compiled(extractor, "forward", lambda: lambda batch: extractor(batch, training=False))
+    forward = models.compiled(extractor, f"forward-{training}",
+                              lambda: lambda batch: extractor(batch, training=training))
     outputs = []
     started = time.perf_counter()
     next_report = started + 10.0
     for start in range(0, len(images), batch_size):
-        # float32 on disk whatever the compute precision (bfloat16 arrays do not round-trip through .npz).
-        outputs.append(forward(tf.constant(images[start:start + batch_size])).numpy().astype("float32"))
+        # float32 (or float16) on disk whatever the compute precision: bfloat16 does not round-trip through .npz.
+        outputs.append(forward(tf.constant(images[start:start + batch_size])).numpy().astype(dtype))
         done = min(start + batch_size, len(images))
         now = time.perf_counter()
         if now >= next_report and done < len(images):
@@ -56,24 +91,39 @@ def extract(extractor, images: np.ndarray, label: str = "images",
     elapsed = time.perf_counter() - started
     print(f"Extracted {label}: {len(images)} images in {elapsed:.1f} s "
           f"({len(images) / max(elapsed, 1e-9):.1f} images/s).", flush=True)
-    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=dtype)
 
 
-def cached_features(extractor, image_set: ImageSet, weights: WeightsChoice, image_size: int,
-                    preprocessing: str, cut_layer: str) -> tuple[np.ndarray, float, bool]:
-    """Features of `image_set` from the cache, or extracted and cached now.
+def after_shared_cut(conv_base, cut_layer: str) -> bool:
+    """Whether `cut_layer` lies beyond `SHARED_CUT`, so that its features derive from the shared cache."""
+    names = models.layer_names(conv_base)
+    return SHARED_CUT in names and names.index(cut_layer) > names.index(SHARED_CUT)
 
-    Returns `(features, seconds spent extracting, whether they came from the cache)`. Cache entries are
-    written atomically, so two processes extracting the same split at once both end with a whole file.
+
+def frozen_features(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice,
+                    cut_layer: str | None = None) -> tuple[np.ndarray, float, bool]:
+    """Features of `image_set` at `cut_layer` (default: the cut's) from the cache, or computed and cached now.
+
+    Beyond the shared cut they are computed from the cached block-4 output (itself computed first if
+    needed). Returns `(features, seconds spent computing, whether they came from the cache)`. Cache
+    entries are written atomically, so two processes computing the same split at once both end whole.
     """
-    key = cache_key(image_set, weights, image_size, preprocessing, cut_layer)
-    path = paths.cache_root() / "features" / f"{image_set.split}-{cut_layer}-{preprocessing}-{key}.npz"
+    cut_layer = cut_layer or cut.cut_layer
+    path = cache_key_of(image_set, weights, cut).path(cut_layer)
     started = time.perf_counter()
-    arrays, from_cache = storage.cached_arrays(
-        path, lambda: {"features": extract(extractor, image_set.images, label=image_set.split)},
-        usable=lambda arrays: len(arrays["features"]) == len(image_set))
+
+    def compute() -> dict[str, np.ndarray]:
+        if after_shared_cut(cut.conv_base, cut_layer):
+            shared, _, _ = frozen_features(cut, image_set, weights, SHARED_CUT)
+            segment = models.conv_segment(cut.conv_base, cut_layer, start=SHARED_CUT)
+            return {"features": extract(segment, shared, label=f"{image_set.split} ({SHARED_CUT} to {cut_layer})")}
+        segment = models.conv_segment(cut.conv_base, cut_layer, preprocessing=cut.preprocessing)
+        return {"features": extract(segment, image_set.images, label=image_set.split)}
+
+    arrays, from_cache = storage.cached_arrays(path, compute,
+                                               usable=lambda arrays: len(arrays["features"]) == len(image_set))
     if from_cache:
-        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} from {path.name}.", flush=True)
+        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} at {cut_layer}.", flush=True)
         return arrays["features"], 0.0, True
     return arrays["features"], time.perf_counter() - started, False
 
@@ -87,11 +137,9 @@ class SplitFeatures:
     from_cache: dict[str, bool]
 
 
-def at_cut(cut: models.CutBase, image_sets: dict, splits, weights: WeightsChoice, image_size: int,
-           preprocessing: str) -> SplitFeatures:
-    """`cached_features` for each of the data `splits`, through the frozen part of a `models.CutBase`."""
-    results = {split: cached_features(cut.frozen, image_sets[split], weights, image_size, preprocessing,
-                                      cut.cut_layer) for split in splits}
+def at_cut(cut: models.CutBase, image_sets: dict, splits, weights: WeightsChoice) -> SplitFeatures:
+    """`frozen_features` for each of the data `splits`, at the cut of a `models.CutBase`."""
+    results = {split: frozen_features(cut, image_sets[split], weights) for split in splits}
     return SplitFeatures({split: result[0] for split, result in results.items()},
                          sum(result[1] for result in results.values()),
                          {split: result[2] for split, result in results.items()})

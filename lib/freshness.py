@@ -84,10 +84,7 @@ def stage_inputs(stage: str, values: dict[str, Any], run: str, fingerprints: dic
     earlier stages' results. `fingerprints` memoises the data and weights hashes across stages."""
     from lib import provenance
 
-    key = (values.get("data_dir", ""), values.get("weights", "imagenet"))
-    if key not in fingerprints:
-        fingerprints[key] = (provenance.dataset_fingerprint(key[0]), provenance.weights_fingerprint(key[1]))
-    dataset, weights = fingerprints[key]
+    dataset, weights = provenance.inputs_of(values, fingerprints)
     earlier = {}
     for previous in stages.earlier(stage):
         metrics_file = paths.stage_dir(run, previous.stem) / reporting.METRICS_FILE
@@ -127,6 +124,11 @@ def changes(record: dict[str, Any], values: dict[str, Any], inputs: dict[str, An
         if (old.get("earlier_stages") or {}).get(stem) != digest:
             found.append(f"{stem} was redone")
     return found
+
+
+def completed(run: str, stems) -> set[str]:
+    """The stages among `stems` whose results (metrics.json) are in the run folder."""
+    return {stem for stem in stems if (paths.stage_dir(run, stem) / reporting.METRICS_FILE).is_file()}
 
 
 def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]) -> tuple[bool, str]:

@@ -55,13 +55,13 @@ def find_start(stage: str, output_folder: Path, start_from: str, weights: Weight
     return Start(None, f"from scratch ({reason})")
 
 
-def save(stage: str, output_folder: Path, model) -> Path:
+def save(stage: str, output_folder: Path, model) -> None:
     """Save the model a stage hands on (its registry `artifact`: stage 1's classifier, later the whole model)."""
     from lib import models
 
     path = Path(output_folder) / stages.get(stage).artifact
     models.save_model(model, path)
-    return path
+    print(f"Saved {path.name} for the next stage and for predictions.", flush=True)
 
 
 def previous_history(stage: str, output_folder: Path) -> list[dict]:

@@ -199,6 +199,13 @@ class CutBase:
     frozen: keras.Model
     top: keras.Model
     cut_layer: str
+    conv_base: keras.Model
+    preprocessing: str
+
+
+def layer_names(conv_base: keras.Model) -> list[str]:
+    """The conv base's layer names in order, the input layer first."""
+    return [layer.name for layer in conv_base.layers]
 
 
 def last_frozen_layer(conv_base: keras.Model) -> str:
@@ -220,7 +227,7 @@ def conv_segment(conv_base: keras.Model, end: str, start: str | None = None, pre
     Without `start` the segment takes raw pixels and begins with `preprocessing`; with it, the segment
     takes `start`'s output. `end` may be None (to the last layer); a `classifier` is appended when given.
     """
-    names = [layer.name for layer in conv_base.layers]
+    names = layer_names(conv_base)
     first = names.index(start) + 1 if start else 1
     last = names.index(end) + 1 if end else len(names)
     if start:
@@ -242,7 +249,7 @@ def cut_base(conv_base: keras.Model, classifier: keras.Model, preprocessing: str
     cut = last_frozen_layer(conv_base)
     frozen = conv_segment(conv_base, cut, preprocessing=preprocessing)
     top = conv_segment(conv_base, None, start=cut, classifier=classifier)
-    return CutBase(frozen, top, cut)
+    return CutBase(frozen, top, cut, conv_base, preprocessing)
 
 
 # Compiled functions per model and purpose, dropped with the model: repeated calls do not retrace.

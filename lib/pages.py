@@ -56,3 +56,12 @@ def figure_data_uri(figure, close: bool = True) -> str:
 
         plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def png_data_uri(pixels) -> str:
+    """A uint8 image array as an embeddable PNG data URI."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -189,6 +189,7 @@ _RANGES = {
     "preprocessing": (lambda v: v in {"vgg16", "rescale"}, "'vgg16' or 'rescale'"),
     "start_from": (lambda v: v in {"auto", "previous", "scratch"}, "'auto', 'previous' or 'scratch'"),
     "max_images_per_class": (lambda v: v >= 0, "0 (all images) or more"),
+    "augmentation_pool": (lambda v: 0 <= v <= 64, "0 (online augmentation) to 64 variants per photo"),
     "seed": (lambda v: v >= 0, "0 or more"),
     "verbose": (lambda v: v in {0, 1, 2}, "0, 1 or 2"),
     "unfreeze_layers": (lambda v: bool(v) and all(name in VGG16_LAYERS_WITH_WEIGHTS for name in v),
@@ -219,6 +220,21 @@ def resolve(stage: str, values: dict[str, Any], where: str = "profile") -> dict[
         resolved[name] = _check_type(name, value, known[name], where)
         check_value(name, resolved[name])
     return resolved
+
+
+def resolve_for_stage(stage: str, profile: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A stage's parameters for a run: the profile's values, then command-line overrides (those the stage
+    declares), then `DATA_DIR`/`VGG16_WEIGHTS`; all checked."""
+    known = declared(stage)
+    values = stage_values(profile, stage)
+    values.update({key: value for key, value in overrides.items() if key in known})
+    values.update(environment_overrides(known))
+    return resolve(stage, values, where=f"profile {profile['path']}")
+
+
+def with_defaults(stage: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the notebook's defaults filled in for the parameters they leave out."""
+    return {**{name: parameter.default for name, parameter in declared(stage).items()}, **values}
 
 
 def check_defaults(stage: str) -> None:

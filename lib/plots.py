@@ -127,15 +127,73 @@ def validation_curves(curves: dict[str, list[float]], references: dict[str, floa
     return figure
 
 
-def evaluation_figures(folder, image_set, probabilities: np.ndarray) -> list[Figure]:
-    """Confusion matrix and most confidently wrong photos of a split, saved into `folder` as PNG."""
+def reliability_diagram(calibration: dict, title: str = "Validation", uncalibrated: dict | None = None,
+                        temperature: float | None = None) -> Figure:
+    """Predicted P(dog) against the observed share of dogs per bin (`evaluation.calibration`), with the
+    diagonal of perfect calibration, bars of photos per bin, and the ECE; the model's own probabilities
+    beside the calibrated ones when `uncalibrated` is given."""
+    figure, (axis, counts) = plt.subplots(2, 1, figsize=(5, 5.2), sharex=True, height_ratios=(3, 1))
+    axis.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    curves = {"model's own P(dog)": uncalibrated} if uncalibrated and temperature != 1.0 else {}
+    curves[f"calibrated (T = {temperature:.2f})" if curves else "this model"] = calibration
+    for name, values in curves.items():
+        rows = [row for row in values["bins"] if row["count"]]
+        axis.plot([row["mean_probability"] for row in rows], [row["share_of_dogs"] for row in rows], "o-",
+                  label=f"{name}, ECE {values['ece']:.3f}")
+    axis.set_ylabel("Share of dogs")
+    axis.set_title(f"{title}: reliability")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left")
+    width = calibration["bins"][0]["high"] - calibration["bins"][0]["low"]
+    counts.bar([row["low"] + width / 2 for row in calibration["bins"]], [row["count"] for row in calibration["bins"]],
+               width=width * 0.9, color="tab:blue")
+    counts.set_yscale("symlog")
+    counts.set_xlabel("Predicted P(dog)")
+    counts.set_ylabel("Photos")
+    figure.tight_layout()
+    return figure
+
+
+def heatmap_grid(groups: dict[str, dict], title: str = "") -> Figure:
+    """Rows of photos with their Grad-CAM heatmaps overlaid: one row per group (`right`, `wrong`), each
+    titled with the true class and P(dog)."""
+    columns = max([len(group["images"]) for group in groups.values()] + [1])
+    figure, axes = plt.subplots(len(groups), columns, figsize=(2.3 * columns, 2.8 * len(groups)), squeeze=False)
+    for row, (name, group) in enumerate(groups.items()):
+        for axis in axes[row]:
+            axis.axis("off")
+        if not len(group["images"]):
+            axes[row, 0].text(0.0, 0.5, f"No confidently {name} photos.", fontsize=11)
+        for column, image in enumerate(group["images"]):
+            axis = axes[row, column]
+            axis.imshow(image)
+            axis.imshow(group["heatmaps"][column], cmap="jet", alpha=0.45, interpolation="bilinear",
+                        extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+            truth = CLASS_NAMES[int(group["labels"][column])]
+            axis.set_title(f"{name}: true {truth}\nP(dog)={group['probabilities'][column]:.3f}", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def evaluation_figures(folder, image_set, evaluation: dict) -> list[Figure]:
+    """Confusion matrix, reliability diagram and most confidently wrong photos of a split (an
+    `evaluation.evaluate` result), saved into `folder` as PNG."""
     from pathlib import Path
 
-    matrix = confusion_matrix(image_set.labels, probabilities, title=image_set.split.capitalize())
-    save(matrix, Path(folder) / "confusion_matrix.png")
-    mistakes = most_confident_mistakes(image_set.images, image_set.labels, probabilities, image_set.files)
-    save(mistakes, Path(folder) / "confident_mistakes.png")
-    return [matrix, mistakes]
+    probabilities = evaluation["probabilities"]
+    figures = {
+        "confusion_matrix.png": confusion_matrix(image_set.labels, probabilities, title=image_set.split.capitalize()),
+        "reliability.png": reliability_diagram(evaluation["calibration"], image_set.split.capitalize(),
+                                               evaluation.get("calibration_uncalibrated"),
+                                               evaluation.get("temperature")),
+        "confident_mistakes.png": most_confident_mistakes(image_set.images, image_set.labels, probabilities,
+                                                          image_set.files),
+    }
+    for name, figure in figures.items():
+        save(figure, Path(folder) / name)
+    return list(figures.values())
 
 
 def save(figure: Figure, path) -> None:

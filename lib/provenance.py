@@ -62,3 +62,12 @@ def weights_fingerprint(weights: str) -> dict[str, Any]:
     choice = resolve_weights(weights)
     return {"kind": choice.kind, "path": str(choice.path) if choice.path else None, "sha256": choice.sha256,
             "description": choice.describe()}
+
+
+def inputs_of(values: dict[str, Any], memo: dict[Any, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`(dataset_fingerprint, weights_fingerprint)` of a stage's `data_dir` and `weights`, hashed once per
+    command (`memo` keeps them by those two values)."""
+    key = (values.get("data_dir", ""), values.get("weights", "imagenet"))
+    if key not in memo:
+        memo[key] = (dataset_fingerprint(key[0]), weights_fingerprint(key[1]))
+    return memo[key]

@@ -56,9 +56,8 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
 
     `evaluations` holds `training.evaluate` results by split: `validation`, and `test` when there is one.
     """
-    from lib import plots
+    from lib import evaluation, plots
 
-    validation, test = evaluations["validation"], evaluations.get("test")
     counts = {split: len(image_set) for split, image_set in image_sets.items()}
     skipped = [item for image_set in image_sets.values() for item in image_set.skipped]
     metrics = {
@@ -66,10 +65,7 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
         "status": "complete",
         "run_name": run_name,
         "profile": profile_name,
-        "val_accuracy": validation["accuracy"],
-        "val_loss": validation["loss"],
-        "test_accuracy": test["accuracy"] if test else None,
-        "test_loss": test["loss"] if test else None,
+        **evaluation.metrics_of(evaluations),
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
         "weights": weights.describe(),
@@ -89,7 +85,7 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
         "host": platform.node(),
         "parameters": parameters,
         "confusion_matrix_validation": plots.confusion_counts(image_sets["validation"].labels,
-                                                              validation["probabilities"]),
+                                                              evaluations["validation"]["probabilities"]),
         "best_epoch_rule": "highest val_accuracy, ties broken by lowest val_loss",
     }
     metrics.update(extra)
@@ -110,6 +106,10 @@ def summary_sentence(metrics: dict[str, Any]) -> str:
         text += f", against about {reference:.0%} in the course notes"
     if metrics.get("test_accuracy") is not None:
         text += f"; test accuracy {metrics['test_accuracy']:.2%}"
+    if metrics.get("val_ece") is not None:
+        text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
+    if metrics.get("val_accuracy_tta") is not None:
+        text += f"; with test-time augmentation {metrics['val_accuracy_tta']:.2%}"
     text += "."
     if metrics.get("random_weights"):
         text += " RANDOM WEIGHTS: these numbers only show that the pipeline runs."

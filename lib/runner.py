@@ -31,6 +31,7 @@ class Plan:
     choice: str
     parameters: dict[str, dict[str, Any]]
     schedule: dict[str, Any] | None = None
+    fingerprints: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -52,15 +53,6 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_stage_parameters(stage: str, profile: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Profile values, then command-line overrides, then `DATA_DIR`/`VGG16_WEIGHTS`; all checked."""
-    declared = params.declared(stage)
-    values = params.stage_values(profile, stage)
-    values.update({key: value for key, value in overrides.items() if key in declared})
-    values.update(params.environment_overrides(declared))
-    return params.resolve(stage, values, where=f"profile {profile['path']}")
-
-
 def profile_from_manifest(path: str) -> dict[str, Any]:
     """A profile that repeats the parameters a manifest recorded for each stage (`FROM=manifest.json`)."""
     from pathlib import Path
@@ -77,7 +69,8 @@ def profile_from_manifest(path: str) -> dict[str, Any]:
     return profile
 
 
-def choose_profile(arguments: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+def choose_profile(arguments: argparse.Namespace, stems: list[str], overrides: dict[str, Any],
+                   fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """The profile to run, why it was chosen, and (PROFILE=auto on a CPU) the schedule sized to the budget."""
     if arguments.from_manifest:
         choice = f"Parameters repeated from {arguments.from_manifest}."
@@ -86,7 +79,7 @@ def choose_profile(arguments: argparse.Namespace) -> tuple[dict[str, Any], str, 
         return params.load_profile(arguments.profile), "", None
     from lib import schedule
 
-    return schedule.auto_profile(arguments.run, arguments.budget_minutes)
+    return schedule.auto_profile(arguments.run, arguments.budget_minutes, stems, overrides, fingerprints)
 
 
 def prepare(arguments: argparse.Namespace) -> Plan:
@@ -98,18 +91,19 @@ def prepare(arguments: argparse.Namespace) -> Plan:
     for key in overrides:
         if not any(key in params.declared(stem) for stem in stems):
             raise SuiteError(f"--set {key}: no stage among {', '.join(stems)} has a parameter {key!r}.")
-    profile, choice, schedule = choose_profile(arguments)
+    fingerprints: dict[Any, Any] = {}
+    profile, choice, schedule = choose_profile(arguments, stems, overrides, fingerprints)
     if choice:
         print(choice, flush=True)
     run = paths.check_run_name(arguments.run or profile["name"])
     # Every stage's parameters before running any, so that a typo in stage 3 fails in seconds.
-    resolved = {stem: resolve_stage_parameters(stem, profile, overrides) for stem in stems}
+    resolved = {stem: params.resolve_for_stage(stem, profile, overrides) for stem in stems}
     if any(values.get("require_gpu") for values in resolved.values()):
         devices.require_gpu(True, devices.gpu_names(), where=f"Profile {profile['name']}")
     for stem in stems:
         pairing.check_in_sync(stem)
     check_writable(run)
-    return Plan(run, profile, choice, resolved, schedule)
+    return Plan(run, profile, choice, resolved, schedule, fingerprints)
 
 
 def check_writable(run: str) -> None:
@@ -154,8 +148,10 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     from lib import estimate
 
     record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule)
-    fingerprints: dict[Any, Any] = {}
+    fingerprints = plan.fingerprints
     forecasts: dict[str, float] | None = None if forecast else {}
+    if forecast and plan.schedule and not plan.choice.startswith("PROFILE=auto keeps"):
+        forecasts = plan.schedule["forecast_seconds"]  # Measured and forecast a moment ago.
     try:
         for number, stem in enumerate(plan.parameters, start=1):
             inputs = freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)
@@ -168,7 +164,8 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 manifest.write(plan.run, record, fingerprints)
                 continue
             if forecasts is None:
-                forecasts = estimate.forecast(list(plan.parameters)[number - 1:], plan.parameters, fingerprints)
+                forecasts = estimate.forecast(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,
+                                              freshness.completed(plan.run, plan.parameters))
             reason = "" if why.startswith("not complete") else f" (redone: {'FORCE=1' if force else why})"
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
             record["stages"][stem] = {"status": "running", "parameters": plan.parameters[stem]}

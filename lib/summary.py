@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from lib import SuiteError, pages, paths, plots, reporting, stages, storage
+from lib import manifest as run_manifest
 
 
 def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) -> dict[str, Any]:
     metrics_file = folder / stage.stem / reporting.METRICS_FILE
     if not metrics_file.is_file():
+        if record.get("status") in {"failed", "interrupted", "running"}:
+            return {"status": f"{record['status']}: {record.get('message') or 'in progress'}"}
         return {"status": "not run or incomplete"}
     metrics = storage.read_json(metrics_file)
     history = reporting.read_history_csv(folder / stage.stem / reporting.HISTORY_FILE)
@@ -70,8 +73,7 @@ def collect(run: str) -> dict[str, Any]:
     folder = paths.run_dir(run)
     if not folder.is_dir():
         raise SuiteError(f"No run folder {folder}: run a stage with RUN={run} first.")
-    manifest_file = folder / "manifest.json"
-    manifest = storage.read_json(manifest_file) if manifest_file.is_file() else {}
+    manifest = run_manifest.read(run)
     records = manifest.get("stages", {})
     stage_summaries = {stage.stem: _stage_summary(folder, stage, records.get(stage.stem, {}))
                        for stage in stages.STAGES}

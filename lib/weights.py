@@ -17,6 +17,8 @@ DOWNLOAD_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + FILE_NAME
 )
 DOWNLOAD_MD5 = "6d6bbae143d832006294945121d1f1fc"
+# A download that stalls this long (no byte received) counts as offline.
+DOWNLOAD_TIMEOUT_SECONDS = 20
 RANDOM_WARNING = "RANDOM WEIGHTS: the conv base is untrained (weights=none); accuracy means nothing."
 
 
@@ -55,7 +57,7 @@ def _download_imagenet() -> Path:
     if cached.is_file():
         return cached
     previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(20)
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
     try:
         return Path(keras.utils.get_file(FILE_NAME, DOWNLOAD_URL, cache_subdir="models",
                                          file_hash=DOWNLOAD_MD5))

@@ -42,6 +42,8 @@ seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
 deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact GPU reruns).
+test_time_augmentation: bool = False  # Also score each held-out photo with its mirror image (one more pass).
+calibrate: bool = True  # Fit a temperature on the validation photos so that P(dog) means what it says.
 verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
 # Set by the runner:
 run_name: str = "interactive"  # Run folder under outputs/.
@@ -51,7 +53,7 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 # %% [markdown]
 # ## Setup
 # In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The second imports the suite's modules.
+# elsewhere it does nothing. The next ones start TensorFlow and import the suite's modules this stage uses.
 
 # %%
 import os
@@ -77,10 +79,12 @@ from IPython.display import display
 
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
+import lib.weights
 
 tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
-import lib.weights
-from lib import data, features, handoff, models, plots, reporting, training
+
+# %%
+from lib import data, evaluation, features, handoff, heatmaps, models, plots, reporting, training
 
 # %% [markdown]
 # ## Data
@@ -115,7 +119,7 @@ print(f"Conv base output: {conv_base.output_shape[1:]}, {conv_base.count_params(
 # nothing.
 
 # %%
-extracted = features.at_cut(cut, image_sets, list(image_sets), weights_choice, image_size, preprocessing)
+extracted = features.at_cut(cut, image_sets, list(image_sets), weights_choice)
 {split: array.shape for split, array in extracted.arrays.items()}
 
 # %% [markdown]
@@ -144,14 +148,26 @@ plots.save(figure, output_folder / "learning_curves.png")
 
 # %% [markdown]
 # ## Where it goes wrong
-# The confusion matrix of the validation set, and the validation photos the classifier was most confident
-# about and still got wrong.
+# The confusion matrix of the validation set; the reliability diagram (does P(dog) = 0.9 mean nine dogs in
+# ten?) with its expected calibration error; and the validation photos the classifier was most confident about
+# and still got wrong.
 
 # %%
-evaluations = {split: training.evaluate(classifier, extracted.arrays[split], image_sets[split].labels)
-               for split in image_sets if split != "train"}
-figures = plots.evaluation_figures(output_folder, image_sets["validation"],
+held_out = [split for split in image_sets if split != "train"]
+evaluations = evaluation.evaluate(cut, extracted.arrays, image_sets, held_out, weights_choice, test_time_augmentation,
+                                  calibrate)
+figures = plots.evaluation_figures(output_folder, image_sets["validation"], evaluations["validation"])
+
+# %% [markdown]
+# ## What the model looks at
+# Class activation heatmaps (Grad-CAM) from the last conv layer: for the validation photos the model was surest
+# about, right (top row) and wrong (bottom row), the regions whose features pushed it to its answer. A model
+# that learned cats and dogs lights up the animal, not the background.
+
+# %%
+figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
                                    evaluations["validation"]["probabilities"])
+plots.save(figure, output_folder / "heatmaps.png")
 
 # %% [markdown]
 # ## Result

@@ -32,7 +32,7 @@
 
 # %% tags=["parameters"]
 epochs: int = 50  # Passes of steps_per_epoch batches of augmented photos.
-steps_per_epoch: int = 100  # Batches per epoch (100 x 20 = the 2000 training photos); 0: one pass over them.
+steps_per_epoch: int = 100  # Batches per epoch (100 x 20: the 2000 training photos); 0: one pass over them.
 batch_size: int = 20  # Augmented photos per training step.
 learning_rate: float = 2e-5  # RMSprop learning rate.
 dropout: float = 0.6  # Dropout rate between the two dense layers.
@@ -43,6 +43,7 @@ height_shift: float = 0.1  # Random vertical shift, as a fraction of the height.
 zoom: float = 0.2  # Random zoom of each axis by a factor from 1 - zoom to 1 + zoom.
 horizontal_flip: bool = True  # Randomly mirror photos left to right.
 vertical_flip: bool = True  # Randomly flip photos upside down (as the course notes do).
+augmentation_pool: int = 0  # 0: fresh augmentation every epoch; K: K variants per photo computed once (fast).
 # Common to every stage:
 data_dir: str = ""  # Photos: train/ and validation/ (cats/, dogs/ inside); "" downloads them. DATA_DIR overrides.
 weights: str = "imagenet"  # "imagenet", a path to the VGG16 notop .h5 file, or "none". VGG16_WEIGHTS overrides.
@@ -53,6 +54,8 @@ seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
 deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact GPU reruns).
+test_time_augmentation: bool = False  # Also score each held-out photo with its mirror image (one more pass).
+calibrate: bool = True  # Fit a temperature on the validation photos so that P(dog) means what it says.
 verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
 # Set by the runner:
 run_name: str = "interactive"  # Run folder under outputs/.
@@ -62,7 +65,7 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 # %% [markdown]
 # ## Setup
 # In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The second imports the suite's modules.
+# elsewhere it does nothing. The next ones start TensorFlow and import the suite's modules this stage uses.
 
 # %%
 import os
@@ -88,10 +91,12 @@ from IPython.display import display
 
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
+import lib.weights
 
 tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
-import lib.weights
-from lib import data, features, handoff, models, plots, reporting, training
+
+# %%
+from lib import data, evaluation, features, handoff, heatmaps, models, plots, pool, reporting, training
 
 # %% [markdown]
 # ## Data
@@ -114,8 +119,9 @@ data.describe(image_sets)
 # twice.
 
 # %%
-augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip,
-                                         vertical_flip, seed=seed)
+augmentation_settings = dict(rotation_degrees=rotation_degrees, width_shift=width_shift, height_shift=height_shift,
+                             zoom=zoom, horizontal_flip=horizontal_flip, vertical_flip=vertical_flip)
+augmentation = models.build_augmentation(**augmentation_settings, seed=seed)
 examples = image_sets["train"].images[[0, 1, -1, -2]]  # Two cats, two dogs.
 plots.save(plots.augmented_examples(examples, augmentation, seed=seed), output_folder / "augmented_examples.png")
 
@@ -152,19 +158,25 @@ print(f"Classifier starts {start.description}.")
 
 # %%
 cut = models.cut_base(conv_base, classifier, preprocessing)
-extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice, image_size, preprocessing)
+extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice)
 {split: array.shape for split, array in extracted.arrays.items()}
 
 # %% [markdown]
 # ## Train on augmented photos
-# The weights of the epoch with the highest validation accuracy (ties: lowest validation loss) are restored at
-# the end.
+# With `augmentation_pool=0` the whole model trains on photos augmented afresh every epoch, as in the course
+# notes: every epoch pushes every photo through the frozen conv base again. With `augmentation_pool=K`, K
+# augmented variants of each photo go through the frozen base once (cached like the features), and each epoch
+# draws one of them (or the photo itself) per photo and trains the classifier alone on their features: the same
+# model, the same weights, in seconds per epoch. The weights of the epoch with the highest validation accuracy
+# (ties: lowest validation loss) are restored at the end.
 
 # %%
-models.compile_binary(model, learning_rate)
-train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size,
-                                     shuffle=True, seed=seed)
-fitted = training.fit(model, train_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
+                                   augmentation=augmentation_settings, batch_size=batch_size,
+                                   steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
+models.compile_binary(training_data.model, learning_rate)
+fitted = training.fit(training_data.model, training_data.dataset, epochs=epochs,
+                      steps_per_epoch=training_data.steps_per_epoch,
                       validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
                       validation_model=cut.top, verbose=verbose)
 reporting.write_history_csv(output_folder / reporting.HISTORY_FILE, fitted.rows)
@@ -181,12 +193,24 @@ plots.save(figure, output_folder / "learning_curves.png")
 
 # %% [markdown]
 # ## Where it goes wrong
+# The confusion matrix, the reliability diagram with its expected calibration error, and the validation photos
+# the model was most confident about and still got wrong.
 
 # %%
-evaluations = {split: training.evaluate(cut.top, extracted.arrays[split], image_sets[split].labels)
-               for split in evaluation_splits}
-figures = plots.evaluation_figures(output_folder, image_sets["validation"],
+evaluations = evaluation.evaluate(cut, extracted.arrays, image_sets, evaluation_splits, weights_choice,
+                                  test_time_augmentation, calibrate)
+figures = plots.evaluation_figures(output_folder, image_sets["validation"], evaluations["validation"])
+
+# %% [markdown]
+# ## What the model looks at
+# Class activation heatmaps (Grad-CAM) from the last conv layer: for the validation photos the model was surest
+# about, right (top row) and wrong (bottom row), the regions whose features pushed it to its answer. A model
+# that learned cats and dogs lights up the animal, not the background.
+
+# %%
+figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
                                    evaluations["validation"]["probabilities"])
+plots.save(figure, output_folder / "heatmaps.png")
 
 # %% [markdown]
 # ## Result
@@ -195,10 +219,11 @@ figures = plots.evaluation_figures(output_folder, image_sets["validation"],
 metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, evaluations=evaluations, best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
-    extraction_seconds=extracted.seconds, training_seconds=fitted.seconds, image_sets=image_sets,
-    started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
-    started_from=start.description, trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
-    features_from_cache=extracted.from_cache,
+    extraction_seconds=extracted.seconds + training_data.seconds, training_seconds=fitted.seconds,
+    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
+    precision=precision, started_from=start.description, trainable_parameters=counts["trainable"],
+    frozen_parameters=counts["frozen"], features_from_cache=extracted.from_cache, trained_on=training_data.description,
+    pool_seconds=round(training_data.seconds, 2), pool_bytes=training_data.pool_bytes,
 )
 reporting.write_metrics(output_folder, metrics)
 print(reporting.summary_sentence(metrics))

@@ -34,7 +34,7 @@
 start_from: str = "auto"  # "auto": stage 2's model from this run if any, else steps 1-3 here; "previous": must.
 classifier_epochs: int = 30  # Steps 1-3 (the classifier on the frozen base) when not starting from stage 2.
 epochs: int = 100  # Fine-tuning epochs (steps 4-5).
-steps_per_epoch: int = 100  # Batches per epoch (100 x 20 = the 2000 training photos); 0: one pass over them.
+steps_per_epoch: int = 100  # Batches per epoch (100 x 20: the 2000 training photos); 0: one pass over them.
 batch_size: int = 20  # Augmented photos per training step.
 learning_rate: float = 2e-5  # RMSprop learning rate of steps 1-3.
 fine_tune_learning_rate: float = 1e-5  # RMSprop learning rate of steps 4-5: adjusts block 5, not overwrites it.
@@ -46,6 +46,7 @@ height_shift: float = 0.1  # Random vertical shift, as a fraction of the height.
 zoom: float = 0.2  # Random zoom of each axis by a factor from 1 - zoom to 1 + zoom.
 horizontal_flip: bool = True  # Randomly mirror photos left to right.
 vertical_flip: bool = True  # Randomly flip photos upside down (as the course notes do).
+augmentation_pool: int = 0  # 0: fresh augmentation every epoch; K: K variants per photo computed once (fast).
 # Common to every stage:
 data_dir: str = ""  # Photos: train/ and validation/ (cats/, dogs/ inside); "" downloads them. DATA_DIR overrides.
 weights: str = "imagenet"  # "imagenet", a path to the VGG16 notop .h5 file, or "none". VGG16_WEIGHTS overrides.
@@ -56,6 +57,8 @@ seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
 deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact GPU reruns).
+test_time_augmentation: bool = False  # Also score each held-out photo with its mirror image (one more pass).
+calibrate: bool = True  # Fit a temperature on the validation photos so that P(dog) means what it says.
 verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
 # Set by the runner:
 run_name: str = "interactive"  # Run folder under outputs/.
@@ -65,7 +68,7 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 # %% [markdown]
 # ## Setup
 # In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The second imports the suite's modules.
+# elsewhere it does nothing. The next ones start TensorFlow and import the suite's modules this stage uses.
 
 # %%
 import os
@@ -91,10 +94,12 @@ from IPython.display import display
 
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
+import lib.weights
 
 tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
-import lib.weights
-from lib import data, features, handoff, models, plots, reporting, training
+
+# %%
+from lib import data, evaluation, features, handoff, heatmaps, models, plots, pool, reporting, training
 
 # %% [markdown]
 # ## Data
@@ -119,37 +124,47 @@ weights_choice = lib.weights.resolve_weights(weights)
 display(reporting.weights_notice(weights_choice))
 start = handoff.find_start(STAGE, output_folder, start_from, weights_choice, image_size, preprocessing, precision)
 conv_base, classifier = handoff.conv_base_and_classifier(start, weights_choice, image_size, dropout)
-augmentation = models.build_augmentation(rotation_degrees, width_shift, height_shift, zoom, horizontal_flip,
-                                         vertical_flip, seed=seed)
-model = models.build_end_to_end(conv_base, classifier, preprocessing, augmentation)
-train_dataset = data.make_tf_dataset(image_sets["train"].images, image_sets["train"].labels, batch_size,
-                                     shuffle=True, seed=seed)
+augmentation_settings = dict(rotation_degrees=rotation_degrees, width_shift=width_shift, height_shift=height_shift,
+                             zoom=zoom, horizontal_flip=horizontal_flip, vertical_flip=vertical_flip)
+model = models.build_end_to_end(conv_base, classifier, preprocessing,
+                                models.build_augmentation(**augmentation_settings, seed=seed))
 print(f"Starting {start.description}.")
 
 # %% [markdown]
 # ## Step 3: train the classifier (only when not starting from stage 2)
-# Validation runs on conv-base features computed once, as in stage 2.
+# As in stage 2: validation on conv-base features computed once, training on photos augmented every epoch or
+# on the augmentation pool.
 
 # %%
 classifier_phase = training.FitResult(rows=[], best_epoch=None, seconds=0.0)
 extraction_seconds = 0.0
 if not start.from_previous:
     cut = models.cut_base(conv_base, classifier, preprocessing)
-    frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice, image_size, preprocessing)
-    models.compile_binary(model, learning_rate)
-    classifier_phase = training.fit(model, train_dataset, epochs=classifier_epochs, steps_per_epoch=steps_per_epoch,
+    frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice)
+    classifier_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
+                                         augmentation=augmentation_settings, batch_size=batch_size,
+                                         steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
+    models.compile_binary(classifier_data.model, learning_rate)
+    classifier_phase = training.fit(classifier_data.model, classifier_data.dataset, epochs=classifier_epochs,
+                                    steps_per_epoch=classifier_data.steps_per_epoch,
                                     validation_data=(frozen.arrays["validation"], image_sets["validation"].labels),
                                     validation_model=cut.top, verbose=verbose, phase="classifier")
-    extraction_seconds = frozen.seconds
+    extraction_seconds = frozen.seconds + classifier_data.seconds
 
 # %% [markdown]
 # ## Step 4: unfreeze the top block, and compile again
 # Keras collects the trainable weights when a model is compiled: changing `trainable` without compiling again
-# would silently keep training the old set.
+# would silently keep training the old set. Everything below the first unfrozen layer stays frozen: with
+# `augmentation_pool=K` the pool of augmented photos is taken at that cut (block 4's output, shared with
+# stage 2), and only block 5 and the classifier train on it.
 
 # %%
 models.unfreeze(conv_base, unfreeze_layers)
-models.compile_binary(model, fine_tune_learning_rate)
+cut = models.cut_base(conv_base, classifier, preprocessing)
+training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
+                                   augmentation=augmentation_settings, batch_size=batch_size,
+                                   steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
+models.compile_binary(training_data.model, fine_tune_learning_rate)
 display(reporting.table_html(models.trainable_table(model), title="Layers with weights: which train in steps 4-5"))
 counts = models.count_parameters(model)
 print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']:,}")
@@ -160,15 +175,15 @@ print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']
 # epoch only the unfrozen layers and the classifier run.
 
 # %%
-cut = models.cut_base(conv_base, classifier, preprocessing)
-extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice, image_size, preprocessing)
+extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice)
 print(f"Cached at {cut.cut_layer}: " + ", ".join(f"{split} {array.shape}" for split, array in extracted.arrays.items()))
 
 # %% [markdown]
 # ## Step 5: train the top block and the classifier together
 
 # %%
-fine_tuning = training.fit(model, train_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+fine_tuning = training.fit(training_data.model, training_data.dataset, epochs=epochs,
+                           steps_per_epoch=training_data.steps_per_epoch,
                            validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
                            validation_model=cut.top, verbose=verbose, phase="fine_tuning",
                            first_epoch=len(classifier_phase.rows) + 1)
@@ -191,12 +206,24 @@ plots.save(figure, output_folder / "learning_curves.png")
 
 # %% [markdown]
 # ## Where it goes wrong
+# The confusion matrix, the reliability diagram with its expected calibration error, and the validation photos
+# the model was most confident about and still got wrong.
 
 # %%
-evaluations = {split: training.evaluate(cut.top, extracted.arrays[split], image_sets[split].labels)
-               for split in evaluation_splits}
-figures = plots.evaluation_figures(output_folder, image_sets["validation"],
+evaluations = evaluation.evaluate(cut, extracted.arrays, image_sets, evaluation_splits, weights_choice,
+                                  test_time_augmentation, calibrate)
+figures = plots.evaluation_figures(output_folder, image_sets["validation"], evaluations["validation"])
+
+# %% [markdown]
+# ## What the model looks at
+# Class activation heatmaps (Grad-CAM) from the last conv layer: for the validation photos the model was surest
+# about, right (top row) and wrong (bottom row), the regions whose features pushed it to its answer. A model
+# that learned cats and dogs lights up the animal, not the background.
+
+# %%
+figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
                                    evaluations["validation"]["probabilities"])
+plots.save(figure, output_folder / "heatmaps.png")
 
 # %% [markdown]
 # ## Compared with the earlier stages of this run
@@ -212,13 +239,14 @@ display(reporting.table_html(comparison, title="Validation accuracy by stage (th
 metrics = reporting.build_metrics(
     STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
     image_size=image_size, evaluations=evaluations, best_epoch=len(classifier_phase.rows) + fine_tuning.best_epoch,
-    epochs_run=len(history_rows), extraction_seconds=extraction_seconds + extracted.seconds,
+    epochs_run=len(history_rows), extraction_seconds=extraction_seconds + extracted.seconds + training_data.seconds,
     training_seconds=classifier_phase.seconds + fine_tuning.seconds, image_sets=image_sets, started=started,
     parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
     started_from=start.description, unfrozen_layers=unfreeze_layers, cached_at=cut.cut_layer,
     fine_tuning_epochs=len(fine_tuning.rows), classifier_phase_epochs=len(classifier_phase.rows),
     trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
-    features_from_cache=extracted.from_cache,
+    features_from_cache=extracted.from_cache, trained_on=training_data.description,
+    pool_seconds=round(training_data.seconds, 2), pool_bytes=training_data.pool_bytes,
     best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across "
                     "this notebook's phases",
 )

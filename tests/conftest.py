@@ -60,3 +60,33 @@ def random_weights_file(tmp_path_factory) -> Path:
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, base)
     return path
+
+
+def copy_project(target: Path) -> Path:
+    """A git repository at `target` holding the project's files as they are now (tracked, and untracked but
+    not ignored), committed: for tests that edit notebooks or lib/ without touching the real tree."""
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=test", "-c", "user.email=test@example.com",
+                                                    "commit", "-q", "-m", "copy"]):
+        subprocess.run(["git", *command], cwd=target, check=True, capture_output=True)
+    return target
+
+
+def run_runner(project: Path, outputs: Path, *arguments: str, timeout: float = 900, **environment: str):
+    """`python -m lib.runner ...` in `project`, writing to `outputs`, without the caller's DATA_DIR & co."""
+    import os
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1", **environment)
+    return subprocess.run([sys.executable, "-m", "lib.runner", *arguments], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=timeout)

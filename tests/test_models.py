@@ -170,18 +170,31 @@ def test_weights_environment_variable_and_none(monkeypatch, random_weights_file)
     assert resolve_weights("none").path == random_weights_file
 
 
-def test_imagenet_offline_fails_fast_naming_the_fix(tmp_path, monkeypatch):
+@pytest.mark.parametrize("server", ["refuses", "stalls"])
+def test_imagenet_offline_fails_fast_naming_the_fix(tmp_path, monkeypatch, server):
+    """The real download path against a local address that refuses connections, or accepts and never answers
+    (a captive network): a clear error within the download timeout, not a hang."""
+    import socket
     import time
 
+    from lib import weights
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if server == "refuses":
+        listener.close()
+    else:
+        listener.listen(1)  # Accepts the connection into its backlog and never says a word.
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
-
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(weights, "DOWNLOAD_URL", f"http://127.0.0.1:{port}/{weights.FILE_NAME}")
+    monkeypatch.setattr(weights, "DOWNLOAD_TIMEOUT_SECONDS", 2)
     started = time.perf_counter()
-    with pytest.raises(SuiteError) as raised:
-        resolve_weights("imagenet")
-    assert time.perf_counter() - started < 5
-    assert "VGG16_WEIGHTS" in str(raised.value)
-    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(raised.value)
+    try:
+        with pytest.raises(SuiteError) as raised:
+            resolve_weights("imagenet")
+    finally:
+        listener.close()
+    assert time.perf_counter() - started < 15
+    assert "VGG16_WEIGHTS" in str(raised.value) and weights.FILE_NAME in str(raised.value)
+    assert not (tmp_path / "keras" / "models" / weights.FILE_NAME).exists()

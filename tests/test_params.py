@@ -36,7 +36,7 @@ def _profile(tmp_path, text):
 def test_unknown_key_is_refused_with_the_known_ones_listed(tmp_path):
     profile = _profile(tmp_path, "feature_extraction:\n  epoch: 3\n")
     with pytest.raises(SuiteError, match=r"unknown parameter 'epoch'.*Known parameters:.*epochs"):
-        runner.resolve_stage_parameters("01_feature_extraction", profile, {})
+        params.resolve_for_stage("01_feature_extraction", profile, {})
 
 
 @pytest.mark.parametrize("text, message", [
@@ -56,13 +56,13 @@ def test_wrong_types_and_ranges_are_refused(tmp_path, text, message):
     profile = _profile(tmp_path, text)
     stage = "03_fine_tuning" if "fine_tuning" in text else "01_feature_extraction"
     with pytest.raises(SuiteError, match=message):
-        runner.resolve_stage_parameters(stage, profile, {})
+        params.resolve_for_stage(stage, profile, {})
 
 
 def test_integer_is_accepted_for_a_float(tmp_path):
-    profile = _profile(tmp_path, "feature_extraction:\n  learning_rate: 1\n")
-    with pytest.raises(SuiteError, match="out of range"):  # 1.0 is a float now, and out of range.
-        runner.resolve_stage_parameters("01_feature_extraction", profile, {})
+    profile = _profile(tmp_path, "data_augmentation:\n  rotation_degrees: 30\n")
+    values = params.resolve_for_stage("02_data_augmentation", profile, {})
+    assert values["rotation_degrees"] == 30.0 and isinstance(values["rotation_degrees"], float)
 
 
 def test_invalid_yaml_and_unknown_sections(tmp_path):
@@ -85,7 +85,7 @@ def test_unknown_profile_name_lists_the_known_ones():
 def test_environment_overrides_the_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_DIR", "/somewhere/photos")
     profile = params.load_profile("smoke")
-    values = runner.resolve_stage_parameters("01_feature_extraction", profile, {"epochs": 3})
+    values = params.resolve_for_stage("01_feature_extraction", profile, {"epochs": 3})
     assert values["data_dir"] == "/somewhere/photos" and values["epochs"] == 3 and values["weights"] == "none"
 
 
@@ -105,5 +105,5 @@ def test_runner_refuses_bad_parameters_before_starting_a_kernel(tmp_path, capsys
 
 def test_yaml_exponent_without_dot_is_read_as_a_number(tmp_path):
     profile = _profile(tmp_path, "feature_extraction:\n  learning_rate: 5e-5\n")  # YAML 1.1 gives a string.
-    values = runner.resolve_stage_parameters("01_feature_extraction", profile, {})
+    values = params.resolve_for_stage("01_feature_extraction", profile, {})
     assert values["learning_rate"] == 5e-5

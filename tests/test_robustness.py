@@ -80,9 +80,11 @@ def test_two_runs_at_once_share_the_cache_without_harm(tmp_path):
     results = [json.loads((outputs / name / "01_feature_extraction" / "metrics.json").read_text())
                for name in ("one", "two")]
     assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
-    for cached in (outputs / "cache").rglob("*.npz"):
+    cached_files = list((outputs / "cache").rglob("*.npz"))
+    assert len(cached_files) >= 4  # Decoded photos and features of each split, block 4 and block 5.
+    for cached in cached_files:
         with np.load(cached) as content:
-            assert content.files
+            assert content.files and all(content[name].size for name in content.files)
     assert partial_files(outputs) == []
 
 

@@ -1,0 +1,47 @@
+"""Calibration numbers, test-time augmentation, Grad-CAM heatmaps and the photos they are shown for."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from lib import evaluation, heatmaps, models
+from lib.weights import WeightsChoice
+
+
+def test_expected_calibration_error_of_known_cases():
+    labels = np.array([1] * 9 + [0])
+    assert evaluation.calibration(labels, np.full(10, 0.9))["ece"] == pytest.approx(0.0)  # 90% sure, 90% dogs.
+    overconfident = evaluation.calibration(np.array([1, 0] * 5), np.full(10, 1.0))
+    assert overconfident["ece"] == pytest.approx(0.5)
+    table = evaluation.calibration(np.array([0, 1, 1]), np.array([0.01, 0.5, 0.99]))["bins"]
+    assert len(table) == evaluation.ECE_BINS and sum(row["count"] for row in table) == 3
+    assert table[0]["count"] == 1 and table[-1]["count"] == 1 and table[7]["mean_probability"] == 0.5
+
+
+def test_confident_examples_are_the_surest_right_and_wrong():
+    labels = np.array([0, 0, 1, 1, 0])
+    probabilities = np.array([0.01, 0.4, 0.99, 0.3, 0.95])
+    chosen = evaluation.confident_examples(labels, probabilities, count=2)
+    assert list(chosen["right"]) == [0, 2] and list(chosen["wrong"]) == [4, 3]
+
+
+def test_metrics_of_reports_tta_beside_the_plain_numbers():
+    plain = {"accuracy": 0.9, "loss": 0.3, "calibration": {"ece": 0.05, "bins": []}}
+    found = evaluation.metrics_of({"validation": {**plain, "accuracy_tta": 0.92, "calibration_tta": {"ece": 0.04}}})
+    assert found["val_accuracy"] == 0.9 and found["val_accuracy_tta"] == 0.92 and found["val_ece_tta"] == 0.04
+    assert found["test_accuracy"] is None and "test_accuracy_tta" not in found
+    assert "val_accuracy_tta" not in evaluation.metrics_of({"validation": plain})
+
+
+def test_gradcam_gives_one_normalised_map_per_photo_with_the_models_probability():
+    keras.utils.set_random_seed(0)
+    base = models.build_conv_base(WeightsChoice("none", None, None), 32)
+    classifier = models.build_classifier(base.output_shape[1:])
+    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype("uint8")
+    maps, probabilities = heatmaps.gradcam(base, classifier, "vgg16", images, batch_size=2)
+    assert maps.shape == (5, 2, 2) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    whole = models.conv_segment(base, None, preprocessing="vgg16", classifier=classifier)
+    np.testing.assert_allclose(probabilities, np.asarray(whole(images.astype("float32"))).reshape(-1), atol=1e-5)
+    overlaid = heatmaps.overlay(images[0], maps[0])
+    assert overlaid.shape == (32, 32, 3) and overlaid.dtype == np.uint8

@@ -1,0 +1,192 @@
+"""Trusting the runner: reruns notice code and library changes; every way a stage can end is handled cleanly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import copy_project, run_runner
+
+from lib import freshness, manifest, runner, storage, summary
+
+STAGE1 = "01_feature_extraction"
+SMOKE = ("feature_extraction", "--profile", "smoke", "--run", "trust", "--no-forecast")
+
+
+@pytest.fixture
+def project(tmp_path):
+    return copy_project(tmp_path / "project")
+
+
+def inject_cell(project: Path, code: str) -> None:
+    """Add a code cell to stage 1 right after its imports, in the .py, and sync the pair as a user would."""
+    source = project / "notebooks" / f"{STAGE1}.py"
+    text = source.read_text()
+    marker = "# %% [markdown]\n# ## Data"
+    source.write_text(text.replace(marker, f"# %%\n{code}\n\n{marker}", 1))
+    subprocess.run([sys.executable, "-m", "lib.pairing", "sync"], cwd=project, check=True, capture_output=True)
+
+
+def stage_folder(outputs: Path) -> Path:
+    return outputs / "trust" / STAGE1
+
+
+def assert_ended_cleanly(result, outputs: Path, phrase: str, status: str = "failed") -> None:
+    """One last line naming the stage and what happened; the partial report; an honest manifest."""
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ERROR: ") and STAGE1 in last_line and phrase in last_line, last_line
+    folder = stage_folder(outputs)
+    assert (folder / f"{STAGE1}.html").is_file() and phrase.split()[0] in (folder / f"{STAGE1}.html").read_text()
+    assert not (folder / "metrics.json").exists() and not (folder / "stage.json").exists()
+    recorded = json.loads((outputs / "trust" / "manifest.json").read_text())
+    assert recorded["status"] == status and recorded["stages"][STAGE1]["status"] == status
+    assert not list(folder.glob(".*running*"))
+
+
+@pytest.mark.slow
+def test_code_and_library_changes_redo_a_stage_and_say_what_changed(project, tmp_path):
+    outputs = tmp_path / "outputs"
+    assert run_runner(project, outputs, *SMOKE).returncode == 0
+    (project / "lib" / "bench.py").write_text((project / "lib" / "bench.py").read_text() + "\n# A benchmark edit.\n")
+    unchanged = run_runner(project, outputs, *SMOKE)
+    assert "skipped, complete with the same parameters, photos, weights, notebook, lib/ code" in unchanged.stdout
+    (project / "lib" / "training.py").write_text((project / "lib" / "training.py").read_text() + "\n# A fix.\n")
+    redone = run_runner(project, outputs, *SMOKE)
+    assert redone.returncode == 0 and "redone: lib/ changed (training.py)" in redone.stdout
+    record_file = stage_folder(outputs) / freshness.STAGE_FILE
+    record = storage.read_json(record_file)  # As if the stage had run under an older TensorFlow.
+    record["inputs"]["environment"]["tensorflow"] = "2.20.0"
+    del record["inputs"]["hash"]
+    record["inputs"]["hash"] = record["inputs_hash"] = freshness.short_hash(record["inputs"])
+    storage.write_json(record_file, record)
+    upgraded = run_runner(project, outputs, *SMOKE)
+    assert upgraded.returncode == 0 and "tensorflow 2.20.0 -> 2." in upgraded.stdout
+
+
+@pytest.mark.slow
+def test_a_dead_kernel_ends_the_stage_cleanly(project, tmp_path):
+    inject_cell(project, "import os\nimport signal\n\nos.kill(os.getpid(), signal.SIGKILL)  # As the OOM killer would.")
+    outputs = tmp_path / "outputs"
+    result = run_runner(project, outputs, *SMOKE)
+    assert_ended_cleanly(result, outputs, "the kernel died in cell")
+
+
+@pytest.mark.slow
+def test_a_cell_over_the_timeout_is_stopped(project, tmp_path):
+    inject_cell(project, "import time\n\ntime.sleep(600)")
+    outputs = tmp_path / "outputs"
+    started = time.time()
+    result = run_runner(project, outputs, *SMOKE, "--cell-timeout", "20")
+    assert time.time() - started < 240
+    assert_ended_cleanly(result, outputs, "ran longer than the cell timeout (20 s)")
+    assert "CELL_TIMEOUT" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_kernel_that_cannot_start_is_reported(project, tmp_path):
+    broken = tmp_path / "broken-kernel"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(  # Only the kernel's Python fails, as a broken ipykernel would.
+        "import sys\nif b'ipykernel_launcher' in open('/proc/self/cmdline', 'rb').read():\n    raise SystemExit(3)\n")
+    outputs = tmp_path / "outputs"
+    result = run_runner(project, outputs, *SMOKE, PYTHONPATH=str(broken))
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "kernel did not start" in last_line and "make setup" in last_line
+    recorded = json.loads((outputs / "trust" / "manifest.json").read_text())
+    assert recorded["status"] == "failed" and not (stage_folder(outputs) / "metrics.json").exists()
+
+
+def kernel_children(pid: int) -> list[int]:
+    """The ipykernel processes started by process `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if f"\nPPid:\t{pid}\n" in status and b"ipykernel" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def start_slow_stage(project: Path, outputs: Path) -> tuple[subprocess.Popen, int]:
+    """A runner whose stage 1 sleeps in a cell; returns it and its kernel's process id once it sleeps."""
+    inject_cell(project, "import time\n\nprint('sleeping', flush=True)\ntime.sleep(600)")
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "lib.runner", *SMOKE], cwd=project, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    partial = stage_folder(outputs) / f".{STAGE1}.running.ipynb"
+    while time.time() < deadline:
+        kernels = kernel_children(process.pid)
+        if kernels and partial.is_file() and "sleeping" in partial.read_text():
+            return process, kernels[0]
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    raise AssertionError("the stage never reached its sleeping cell")
+
+
+def gone(pid: int, seconds: float = 15) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not Path(f"/proc/{pid}").exists() or "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, phrase", [(signal.SIGTERM, "stopped by SIGTERM"),
+                                         (signal.SIGINT, "interrupted (Ctrl-C)")])
+def test_sigterm_and_ctrl_c_end_the_stage_and_its_kernel(project, tmp_path, how, phrase):
+    outputs = tmp_path / "outputs"
+    process, kernel = start_slow_stage(project, outputs)
+    process.send_signal(how)
+    stdout, stderr = process.communicate(timeout=120)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert result.returncode == 130
+    assert_ended_cleanly(result, outputs, phrase, status="interrupted")
+    assert gone(kernel)
+
+
+@pytest.mark.slow
+def test_a_killed_runner_leaves_no_kernel_computing_and_no_running_manifest(project, tmp_path):
+    outputs = tmp_path / "outputs"
+    process, kernel = start_slow_stage(project, outputs)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert gone(kernel), "the kernel outlived its runner"
+    os.environ["OUTPUTS_DIR"] = str(outputs)  # The isolated_environment fixture restores it.
+    assert json.loads((outputs / "trust" / "manifest.json").read_text())["status"] == "running"  # As it was left,
+    assert manifest.read("trust")["status"] == "interrupted"  # but read as what it is now,
+    assert summary.collect("trust")["status"] == "interrupted"  # and shown so on the summary page.
+
+
+def test_a_mistake_before_any_stage_prints_one_clear_error(capsys):
+    assert runner.main(["feature_extraction", "--profile", "smoke", "--set", "distribution=x"]) == 2
+    error = capsys.readouterr().err
+    assert "no stage among 01_feature_extraction has a parameter 'distribution'" in error
+    assert "Could not write the summary page" not in error
+
+
+def test_files_get_the_permissions_a_normal_write_would(tmp_path):
+    script = ("import os, sys; os.umask(int(sys.argv[1], 8)); sys.path.insert(0, '.');"
+              "from pathlib import Path; from lib import storage, data;"
+              "storage.write_json(Path(sys.argv[2]) / 'metrics.json', {});"
+              "data.make_synthetic_dataset(Path(sys.argv[2]) / 'photos', {'train': 2})")
+    for umask, file_mode, folder_mode in (("022", 0o644, 0o755), ("027", 0o640, 0o750)):
+        folder = tmp_path / umask
+        folder.mkdir()
+        subprocess.run([sys.executable, "-c", script, umask, str(folder)], cwd=Path(__file__).parent.parent,
+                       check=True)
+        assert (folder / "metrics.json").stat().st_mode & 0o777 == file_mode
+        assert (folder / "photos").stat().st_mode & 0o777 == folder_mode

@@ -1,0 +1,111 @@
+"""The forecast's cost model and PROFILE=auto's schedule sized to a time budget."""
+from __future__ import annotations
+
+import pytest
+
+from lib import SuiteError, devices, estimate, params, paths, schedule, stages, storage
+
+RATE = 10.0  # Conv-base images per second, as on a 2-core AVX2 CPU in float32.
+COUNTS = {"train": 2000, "validation": 1000, "test": 2000}
+
+
+def fingerprints(counts=COUNTS) -> dict:
+    """A memo as `provenance.inputs_of` fills it, for a dataset of `counts` photos (no caches on disk)."""
+    dataset = {"splits": {split: {"files": [f"{split}/{index}.jpg" for index in range(count)], "sha256": split * 8}
+                          for split, count in counts.items()}}
+    return {("", "imagenet"): (dataset, {"sha256": "w" * 64})}
+
+
+def test_conv_work_fractions_follow_the_layers():
+    assert estimate.fraction(150, "block5_pool") == pytest.approx(1.0)
+    assert estimate.fraction(150, "block4_pool") == pytest.approx(0.913, abs=0.002)
+    assert estimate.fraction(150, "block5_pool", "block4_pool") == pytest.approx(0.087, abs=0.002)
+    assert sum(estimate.layer_flops(150).values()) == pytest.approx(13.2e9 * 2 / 2, rel=0.01)  # 13.2 GFLOP
+
+
+def test_cut_layer_moves_with_the_unfrozen_layers():
+    assert estimate.cut_layer({}) == "block5_pool"
+    assert estimate.cut_layer({"unfreeze_layers": ["block5_conv1", "block5_conv2", "block5_conv3"]}) == "block4_pool"
+    assert estimate.cut_layer({"unfreeze_layers": ["block4_conv3", "block5_conv1"]}) == "block4_conv2"
+
+
+def test_stages_share_the_block4_cache_and_the_pool(monkeypatch):
+    cpu = params.load_profile("cpu")
+    resolved = {stem: params.resolve_for_stage(stem, cpu, {"augmentation_pool": 2}) for stem in stages.STEMS}
+    rates = {(150, devices.compute_policy(True, [])): RATE}  # The cpu profile asks for 16-bit where native.
+    whole = estimate.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], rates)
+    stage2 = resolved["02_data_augmentation"]
+    alone = estimate.plan_seconds(["02_data_augmentation"], {"02_data_augmentation": stage2}, fingerprints(), [], rates)
+    blocks_1_to_4 = 5000 * estimate.fraction(150, "block4_pool") / RATE
+    assert whole["01_feature_extraction"] > blocks_1_to_4  # Stage 1 pays for the shared cut, once.
+    # Alone, stage 2 pays for the validation and test photos' blocks 1-4 itself.
+    block4, block5 = estimate.fraction(150, "block4_pool"), estimate.fraction(150, "block5_pool", "block4_pool")
+    assert alone["02_data_augmentation"] - whole["02_data_augmentation"] == pytest.approx(
+        (3000 * (block4 + block5) + 2000 * block4) / RATE + 5000 * estimate.DECODE_SECONDS, rel=0.01)
+    pool_cost = 2 * 2000 * (estimate.fraction(150, "block4_pool") + estimate.AUGMENTATION) / RATE
+    assert whole["02_data_augmentation"] > pool_cost
+    stage3 = {"03_fine_tuning": resolved["03_fine_tuning"]}
+    alone3 = estimate.plan_seconds(["03_fine_tuning"], stage3, fingerprints(), [], rates, {"02_data_augmentation"})
+    assert alone3["03_fine_tuning"] - whole["03_fine_tuning"] > pool_cost  # In the run, stage 3 reuses stage 2's pool.
+
+
+def test_forecast_grows_with_pool_and_epochs():
+    values = {"epochs": 5, "steps_per_epoch": 100, "batch_size": 20, "augmentation_pool": 2}
+    base = estimate.stage_seconds("03_fine_tuning", values, COUNTS, RATE)
+    assert estimate.stage_seconds("03_fine_tuning", {**values, "epochs": 10}, COUNTS, RATE) > base
+    assert estimate.stage_seconds("03_fine_tuning", {**values, "augmentation_pool": 4}, COUNTS, RATE) > base
+    online = estimate.stage_seconds("03_fine_tuning", {**values, "augmentation_pool": 0}, COUNTS, RATE)
+    assert online > base  # Online augmentation pushes every photo through blocks 1-4 each epoch.
+
+
+def chosen(budget: float, monkeypatch, counts=COUNTS):
+    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
+    base = params.load_profile("cpu")
+    return schedule.choose(base, budget, list(stages.STEMS), {}, fingerprints(counts), set())
+
+
+def test_auto_takes_the_largest_rung_that_fits_80_percent_of_the_budget(monkeypatch):
+    rung, seconds, rate, policy = chosen(30, monkeypatch)
+    assert rate == RATE and sum(seconds.values()) <= 0.8 * 30 * 60
+    larger = schedule.LADDER[schedule.LADDER.index(rung) + 1]
+    profile = schedule.with_rung(params.load_profile("cpu"), larger, 30)
+    resolved = {stem: params.resolve_for_stage(stem, profile, {}) for stem in stages.STEMS}
+    larger_seconds = estimate.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], {(150, policy): RATE})
+    assert sum(larger_seconds.values()) > 0.8 * 30 * 60
+    assert chosen(120, monkeypatch)[0] != rung  # More time, a larger schedule.
+
+
+def test_a_budget_too_small_takes_the_smallest_rung_and_says_so(monkeypatch):
+    rung, seconds, _, _ = chosen(2, monkeypatch)
+    assert rung == schedule.LADDER[0] and sum(seconds.values()) > 0.8 * 2 * 60
+
+
+def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
+    monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: [])
+    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
+    memo = fingerprints()
+    profile, choice, recorded = schedule.auto_profile("auto", 30, list(stages.STEMS), {}, memo)
+    assert profile["name"] == "auto" and "forecast" in choice and recorded["budget_minutes"] == 30
+    storage.write_json(paths.run_dir("auto") / "manifest.json", {"schedule": recorded, "stages": {}})
+
+    def no_measuring(size, policy):
+        raise AssertionError("a run that chose its schedule must not measure again")
+
+    monkeypatch.setattr(estimate, "conv_base_rate", no_measuring)
+    again, choice, kept = schedule.auto_profile("auto", 30, list(stages.STEMS), {}, memo)
+    assert kept == recorded and again["fine_tuning"] == profile["fine_tuning"] and "keeps the schedule" in choice
+    with pytest.raises(AssertionError, match="must not measure"):
+        schedule.auto_profile("auto", 45, list(stages.STEMS), {}, memo)  # Another budget: chosen again.
+
+
+def test_auto_on_a_gpu_runs_the_full_profile(monkeypatch):
+    monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: ["NVIDIA H100"])
+    profile, choice, recorded = schedule.auto_profile("", None, list(stages.STEMS), {}, {})
+    assert profile["name"] == "full" and "H100" in choice and recorded is None
+
+
+def test_budget_must_be_positive(monkeypatch):
+    monkeypatch.setenv("BUDGET_MINUTES", "45")
+    assert schedule.budget_minutes(None) == 45 and schedule.budget_minutes(20) == 20
+    with pytest.raises(SuiteError, match="BUDGET_MINUTES=0"):
+        schedule.budget_minutes(0)
