@@ -16,8 +16,8 @@ RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) 
 	$(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all report predict compare \
-	bench test lint clean notebooks
+.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
+	compare bench test lint clean notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ run-fine-tuning: setup ## Stage 3: block5 unfrozen and fine-tuned at a low learn
 
 run-all: setup ## All three stages in order into one run folder outputs/<RUN>/.
 	$(RUNNER) all
+
+forecast: setup ## Print how long each stage of PROFILE would take on this machine, and stop (STAGES=all).
+	$(RUNNER) --forecast-only $(or $(STAGES),all)
 
 report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's results (RUN=... required).
 	@test -n "$(RUN)" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }

@@ -153,12 +153,14 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], ra
     size = values["image_size"]
     seconds = STAGE_SECONDS + sum(DECODE_SECONDS * count for split, count in counts.items()
                                   if known.take("decoded", split))
+    layer = "block5_pool" if stages.get(stage).trains_on == "features" else cut_layer(values)
+    held_out = {split: count for split, count in counts.items() if split != "train"}
+    if values.get("test_time_augmentation"):  # The mirrored photos too, once per run.
+        held_out.update({f"{split}|mirror": count for split, count in list(held_out.items())})
+    work = sum(_features_work(known, split, count, size, layer) for split, count in held_out.items())
     if stages.get(stage).trains_on == "features":
-        work = sum(_features_work(known, split, count, size, "block5_pool") for split, count in counts.items())
-        work += values["epochs"] * counts.get("train", 0) * CLASSIFIER_STEP
-        return seconds + work / rate
-    layer = cut_layer(values)
-    work = sum(_features_work(known, split, count, size, layer) for split, count in counts.items() if split != "train")
+        work += _features_work(known, "train", counts.get("train", 0), size, layer)
+        return seconds + (work + values["epochs"] * counts.get("train", 0) * CLASSIFIER_STEP) / rate
     if "classifier_epochs" in values and (values["start_from"] == "scratch" or not previous_available):
         classifier = {**values, "unfreeze_layers": []}
         work += _features_work(known, "validation", counts.get("validation", 0), size, "block5_pool")

@@ -46,6 +46,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from", dest="from_manifest", default="",
                         help="rerun with the parameters recorded in an earlier run's manifest.json")
     parser.add_argument("--no-forecast", action="store_true", help="skip the duration forecast")
+    parser.add_argument("--forecast-only", action="store_true",
+                        help="print how long each stage would take here (from scratch) and stop")
     parser.add_argument("--cell-timeout", type=int, default=execution.DEFAULT_CELL_TIMEOUT,
                         help="stop a notebook cell that runs longer than this many seconds")
     parser.add_argument("--budget-minutes", type=float, default=None,
@@ -218,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted before any stage started.", file=sys.stderr, flush=True)
         return 130
+    if arguments.forecast_only:
+        from lib import estimate
+
+        print(plan.choice or f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
+        for stem in plan.parameters:
+            freshness.stage_inputs(stem, plan.parameters[stem], plan.run, plan.fingerprints)
+        estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints)
+        return 0
     return run_plan(plan, arguments.force, not arguments.no_forecast, arguments.cell_timeout)
 
 

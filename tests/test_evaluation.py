@@ -19,6 +19,19 @@ def test_expected_calibration_error_of_known_cases():
     assert table[0]["count"] == 1 and table[-1]["count"] == 1 and table[7]["mean_probability"] == 0.5
 
 
+def test_temperature_scaling_calibrates_without_changing_a_decision():
+    generator = np.random.default_rng(0)
+    labels = generator.integers(0, 2, 2000)
+    scores = (labels * 2 - 1) * 12.0 + generator.normal(0, 10, 2000)  # Right mostly, and far too sure.
+    temperature = evaluation.fit_temperature(scores, labels)
+    assert 3 < temperature < 30
+    before = evaluation.calibration(labels, evaluation.sigmoid(scores))
+    after = evaluation.calibration(labels, evaluation.sigmoid(scores / temperature))
+    assert after["ece"] < before["ece"] / 2
+    assert np.array_equal(evaluation.sigmoid(scores) > 0.5, evaluation.sigmoid(scores / temperature) > 0.5)
+    assert evaluation.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # No overflow.
+
+
 def test_confident_examples_are_the_surest_right_and_wrong():
     labels = np.array([0, 0, 1, 1, 0])
     probabilities = np.array([0.01, 0.4, 0.99, 0.3, 0.95])
@@ -27,9 +40,11 @@ def test_confident_examples_are_the_surest_right_and_wrong():
 
 
 def test_metrics_of_reports_tta_beside_the_plain_numbers():
-    plain = {"accuracy": 0.9, "loss": 0.3, "calibration": {"ece": 0.05, "bins": []}}
+    plain = {"accuracy": 0.9, "loss": 0.3, "calibration": {"ece": 0.02, "bins": []}, "temperature": 3.0,
+             "calibration_uncalibrated": {"ece": 0.05, "bins": []}}
     found = evaluation.metrics_of({"validation": {**plain, "accuracy_tta": 0.92, "calibration_tta": {"ece": 0.04}}})
     assert found["val_accuracy"] == 0.9 and found["val_accuracy_tta"] == 0.92 and found["val_ece_tta"] == 0.04
+    assert found["val_ece"] == 0.05 and found["val_ece_calibrated"] == 0.02 and found["temperature"] == 3.0
     assert found["test_accuracy"] is None and "test_accuracy_tta" not in found
     assert "val_accuracy_tta" not in evaluation.metrics_of({"validation": plain})
 

@@ -270,3 +270,18 @@ def test_compare_page_lists_every_run(smoke_run):
     differing = compared["stages"]["01_feature_extraction"]["differing"]
     assert differing["dropout"]["other-head"] == 0.2 and differing["test_time_augmentation"]["tta"] is True
     assert "data:image/png;base64" in page
+
+
+def test_stages_two_and_three_on_an_augmentation_pool_are_reproducible(smoke_run):
+    numbers = []
+    for run in ("pool-a", "pool-b"):
+        result = run_suite(smoke_run, "all", "--profile", "smoke", "--run", run, "--no-forecast",
+                           "--set", "augmentation_pool=2")
+        assert result.returncode == 0, result.stderr[-2000:]
+        stage3 = json.loads((smoke_run / run / "03_fine_tuning" / "metrics.json").read_text())
+        stage2 = json.loads((smoke_run / run / "02_data_augmentation" / "metrics.json").read_text())
+        assert "a pool of 2 augmented variants" in stage2["trained_on"] and "block5_pool" in stage2["trained_on"]
+        assert "block4_pool" in stage3["trained_on"] and stage3["pool_bytes"] > 0
+        numbers.append([stage[key] for stage in (stage2, stage3) for key in ("val_accuracy", "val_loss", "test_loss")])
+    assert numbers[0] == numbers[1]
+    assert "Extracted pool variant" not in result.stdout  # The second run took the pool from the cache.

@@ -42,6 +42,7 @@ def partial_files(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if ".partial" in path.name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
 def test_run_killed_mid_stage_is_redone_on_the_next_run(tmp_path, how):
     outputs = tmp_path / "outputs"
@@ -71,6 +72,7 @@ def test_run_killed_mid_stage_is_redone_on_the_next_run(tmp_path, how):
     assert json.loads((outputs / "killed" / "manifest.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_share_the_cache_without_harm(tmp_path):
     outputs = tmp_path / "outputs"
     processes = [start(outputs, "feature_extraction", "--profile", "smoke", "--run", name) for name in ("one", "two")]
