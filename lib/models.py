@@ -11,11 +11,13 @@ import dataclasses
 import weakref
 from collections.abc import Callable
 
-import keras
-from keras import layers, ops
-
+import lib
 from lib import SuiteError
 from lib.weights import WeightsChoice
+
+lib.load_tensorflow()  # Keras starts TensorFlow: this way without TensorFlow's native start-up log lines.
+import keras  # noqa: E402  (after the quiet start above)
+from keras import layers, ops  # noqa: E402
 
 # ImageNet channel means in BGR order, as `keras.applications.vgg16.preprocess_input` ("caffe" mode).
 _VGG16_BGR_MEANS = (103.939, 116.779, 123.68)

@@ -7,8 +7,12 @@ import os
 import random
 import time
 
-import keras
 import numpy as np
+
+import lib
+
+lib.load_tensorflow()  # Keras starts TensorFlow: this way without TensorFlow's native start-up log lines.
+import keras  # noqa: E402  (after the quiet start above)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
