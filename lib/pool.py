@@ -156,9 +156,9 @@ def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentati
         return TrainingData(model, dataset, steps_per_epoch,
                             "photos augmented afresh every epoch (augmentation_pool=0)")
     pool, seconds = build(cut, image_set, weights, augmentation, seed, augmentation_pool)
-    description = (f"a pool of {augmentation_pool} augmented variants + the photo itself per training photo, "
-                   f"at {cut.cut_layer}: {pool.shape[0]} x {pool.shape[1]} x {pool.shape[2:]} float16, "
-                   f"{pool.nbytes / 1e6:.0f} MB")
+    variants = f"{augmentation_pool} augmented variant{'s' * (augmentation_pool != 1)}"
+    description = (f"a pool of {variants} + the photo itself per training photo, at {cut.cut_layer}: "
+                   f"{pool.shape[0]} x {pool.shape[1]} x {pool.shape[2:]} float16, {pool.nbytes / 1e6:.0f} MB")
     print(f"Training on {description}.", flush=True)
     steps = steps_per_epoch or -(-len(pool) // batch_size)
     return TrainingData(cut.top, pooled_dataset(pool, image_set.labels, batch_size, seed), steps, description,

@@ -128,7 +128,7 @@ def classify(predictor: Predictor, photos: list[tuple[Path, str | None]]) -> tup
     for start in range(0, len(photos), BATCH_SIZE):
         batch = photos[start:start + BATCH_SIZE]
         errors: dict[str, str] = {}
-        images, ok = data.decode_files([path for path, _ in batch], predictor.image_size, errors, label="photos")
+        images, ok = data.decode_files([path for path, _ in batch], predictor.image_size, errors, label="new")
         skipped += [{"path": str(path), "reason": errors.get(str(path), "could not be decoded")}
                     for (path, _), good in zip(batch, ok) if not good]
         if ok.any():

@@ -78,7 +78,7 @@ def test_yaml_that_constructs_python_objects_is_refused(tmp_path):
 
 
 def test_unknown_profile_name_lists_the_known_ones():
-    with pytest.raises(SuiteError, match=r"Unknown profile 'cpux'.*cpu, full, smoke"):
+    with pytest.raises(SuiteError, match=r"Unknown profile 'cpux'.*cpu, full, pool-table, smoke"):
         params.load_profile("cpux")
 
 
