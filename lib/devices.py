@@ -13,7 +13,8 @@ from lib import SuiteError
 _BFLOAT16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX",
                   "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "DEFAULT", "ALL", ""}
 GPU_REQUIRED = ("{where} asks for a GPU (require_gpu: true), but TensorFlow sees none. Use PROFILE=cpu (or auto), "
-                "or SET=require_gpu=false to run this schedule on the CPU anyway (hours).")
+                "or SET=\"require_gpu=false augmentation_pool=8\" to run this schedule on the CPU anyway (hours: "
+                "`make forecast` with the same SET says how many).")
 
 
 def gpu_names() -> list[str]:

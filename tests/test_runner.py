@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_project, run_runner
+from conftest import ROOT, copy_project, run_runner
 
-from lib import freshness, manifest, runner, storage, summary
+from lib import devices, freshness, manifest, runner, storage, summary
 
 STAGE1 = "01_feature_extraction"
 SMOKE = ("feature_extraction", "--profile", "smoke", "--run", "trust", "--no-forecast")
@@ -52,7 +52,9 @@ def assert_ended_cleanly(result, outputs: Path, phrase: str, status: str = "fail
 @pytest.mark.slow
 def test_code_and_library_changes_redo_a_stage_and_say_what_changed(project, tmp_path):
     outputs = tmp_path / "outputs"
-    assert run_runner(project, outputs, *SMOKE).returncode == 0
+    first = run_runner(project, outputs, *SMOKE)
+    assert first.returncode == 0
+    assert "over TCP" not in first.stderr + first.stdout  # Kernels talk over IPC sockets.
     (project / "lib" / "bench.py").write_text((project / "lib" / "bench.py").read_text() + "\n# A benchmark edit.\n")
     unchanged = run_runner(project, outputs, *SMOKE)
     assert "skipped, complete with the same parameters, photos, weights, notebook, lib/ code" in unchanged.stdout
@@ -190,3 +192,15 @@ def test_files_get_the_permissions_a_normal_write_would(tmp_path):
                        check=True)
         assert (folder / "metrics.json").stat().st_mode & 0o777 == file_mode
         assert (folder / "photos").stat().st_mode & 0o777 == folder_mode
+
+
+@pytest.mark.slow
+def test_the_forecast_names_the_precision_the_stages_will_use(tmp_path, monkeypatch):
+    """bfloat16 only where this CPU runs it natively; float32 under an AVX2 cap (the slower machines)."""
+    forecast = ("all", "--profile", "smoke", "--forecast-only", "--set", "mixed_precision=true")
+    capped = run_runner(ROOT, tmp_path, *forecast, ONEDNN_MAX_CPU_ISA="AVX2")
+    assert capped.returncode == 0 and "at 32px in float32" in capped.stdout, capped.stdout + capped.stderr
+    native = run_runner(ROOT, tmp_path, *forecast, ONEDNN_MAX_CPU_ISA="")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    expected = "mixed_bfloat16" if devices.cpu_has_bfloat16() else "float32"
+    assert native.returncode == 0 and f"at 32px in {expected}" in native.stdout, native.stdout + native.stderr
