@@ -34,9 +34,11 @@ def collect(runs: list[str]) -> dict[str, Any]:
     """Every run's results per stage, and the parameters that differ between runs, per stage."""
     if len(runs) < 2:
         raise SuiteError("Give at least two runs to compare: make compare RUNS=\"run-a run-b\".")
-    missing = [run for run in runs if not paths.run_dir(run).is_dir()]
+    missing = [run for run in runs if not (paths.run_dir(paths.check_run_name(run)) / "manifest.json").is_file()]
     if missing:
-        known = ", ".join(sorted(p.name for p in paths.outputs_root().iterdir() if (p / "manifest.json").is_file()))
+        root = paths.outputs_root()
+        known = ", ".join(sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+                          if root.is_dir() else [])
         raise SuiteError(f"No run folder for {', '.join(missing)}. Runs here: {known or 'none yet'}.")
     found: dict[str, Any] = {"runs": runs, "stages": {}}
     for stage in stages.STAGES:

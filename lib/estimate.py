@@ -84,9 +84,12 @@ class Known:
     def has(self, *item: Any) -> bool:
         if item in self.done:
             return True
-        key = self.keys.get(item[1])
+        split = str(item[1])
+        key = self.keys.get(split.removesuffix("|mirror"))
         if key is None:
             return False
+        if split.endswith("|mirror"):  # A split's mirrored photos are cached under its fingerprint + "|mirror".
+            key = dataclasses.replace(key, fingerprint=key.fingerprint + "|mirror")
         if item[0] == "decoded":
             from lib import data
 

@@ -75,15 +75,23 @@ def sigmoid(values: np.ndarray) -> np.ndarray:
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T > 0 that minimises the log loss of sigmoid(scores / T) on these labels."""
+    """The temperature T > 0 that minimises the log loss of sigmoid(scores / T) on these labels; 1 (the
+    model's own probabilities) when there is none to fit: every photo right (the loss then falls without end
+    as T shrinks, and a tiny T would only sharpen the probabilities) or the optimum at the search's edge."""
     labels = np.asarray(labels, dtype=float).reshape(-1)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    if np.all((scores > 0) == (labels > 0.5)):
+        return 1.0
 
     def log_loss(temperature: float) -> float:
         scaled = scores / temperature
         return float(np.mean(np.logaddexp(0.0, -scaled) * labels + np.logaddexp(0.0, scaled) * (1 - labels)))
 
     grid = np.exp(np.linspace(np.log(0.05), np.log(50.0), 200))
-    best = float(grid[np.argmin([log_loss(value) for value in grid])])
+    index = int(np.argmin([log_loss(value) for value in grid]))
+    if index in (0, len(grid) - 1):
+        return 1.0
+    best = float(grid[index])
     low, high = best / 1.04, best * 1.04  # Golden-section refinement within the grid's step.
     for _ in range(40):
         one, two = high - (high - low) * 0.618, low + (high - low) * 0.618

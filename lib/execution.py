@@ -10,10 +10,13 @@ parent), which the tests check.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,8 +101,14 @@ def _failure(error: BaseException, stem: str, partial: Path, cell_timeout: int) 
         return StageFailed(f"{stem}: the kernel died in cell [{cell}] (killed for lack of memory, or a crash in a "
                            "native library). Check free memory (a smaller augmentation_pool or "
                            "max_images_per_class needs less), then run the same command again.")
-    return StageFailed(f"{stem}: the notebook's kernel did not start ({type(error).__name__}: {error}). "
-                       "Check that `make setup` completed (.venv has ipykernel), then run again.")
+    if cell == "?" and isinstance(error, (RuntimeError, TimeoutError)):
+        return StageFailed(f"{stem}: the notebook's kernel did not start ({type(error).__name__}: {error}). "
+                           "Check that `make setup` completed (.venv has ipykernel), then run again.")
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return StageFailed(f"{stem}: the disk is full ({error}). Free some space (outputs/cache can go), then "
+                           "run the same command again.")
+    return StageFailed(f"{stem} stopped in cell [{cell}] on an unexpected error ({type(error).__name__}: {error}); "
+                       "it is left incomplete and will be redone by the same command.")
 
 
 def _kernel_manager():
@@ -130,6 +139,20 @@ def _stop_kernel(kernel_manager) -> None:
     shutil.rmtree(os.path.dirname(kernel_manager.ip), ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM ignored for the length of the block (the kernel's clean-up: seconds), then restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+
+
 def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: int = DEFAULT_CELL_TIMEOUT
             ) -> float:
     """Run the stage notebook `stem` with `parameters` into `folder/<stem>.ipynb` and render
@@ -149,11 +172,17 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
     except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
         failure = _failure(error, stem, partial, cell_timeout)
     finally:
-        _stop_kernel(kernel_manager)
-        if partial.exists():
-            os.replace(partial, executed)
-            storage.apply_umask(executed)
-            render_html(executed, folder / f"{stem}.html", banner=str(failure) if failure else None)
+        with _signals_held():  # A second Ctrl-C must not cut the clean-up short.
+            _stop_kernel(kernel_manager)
+            if partial.exists():
+                os.replace(partial, executed)
+                storage.apply_umask(executed)
+                try:
+                    render_html(executed, folder / f"{stem}.html", banner=str(failure) if failure else None)
+                except Exception as error:  # A failed stage's own message matters more than its report.
+                    if not failure:
+                        raise
+                    print(f"(Could not render {stem}.html: {type(error).__name__}: {error})", flush=True)
     if failure:
         raise StageFailed(f"{failure} (see {folder / (stem + '.html')})", failure.status)
     return time.time() - started

@@ -91,7 +91,8 @@ def stage_inputs(stage: str, values: dict[str, Any], run: str, fingerprints: dic
         earlier[previous.stem] = storage.file_sha256(metrics_file) if metrics_file.is_file() else None
     notebook = stages.get(stage).notebook
     inputs = {"dataset_sha256": dataset["sha256"], "weights_sha256": weights["sha256"],
-              "notebook_sha256": storage.file_sha256(notebook),
+              # Its code cells only: running the notebook in Jupyter (outputs, counters) changes nothing here.
+              "notebook_code_sha256": hashlib.sha256(notebook_code(notebook).encode()).hexdigest(),
               "code": {str(path.relative_to(paths.PROJECT_ROOT)): storage.file_sha256(path)
                        for path in code_files(notebook)},
               "environment": environment(bool(values.get("mixed_precision"))), "earlier_stages": earlier}
@@ -109,7 +110,7 @@ def changes(record: dict[str, Any], values: dict[str, Any], inputs: dict[str, An
                                                         for key in changed))
     old = record.get("inputs") or {}
     for key, what in (("dataset_sha256", "photos changed"), ("weights_sha256", "weights file changed"),
-                      ("notebook_sha256", "notebook changed")):
+                      ("notebook_code_sha256", "notebook changed")):
         if old.get(key) != inputs.get(key):
             found.append(what)
     old_code, new_code = old.get("code") or {}, inputs["code"]

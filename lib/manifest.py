@@ -37,11 +37,18 @@ def read(run: str) -> dict[str, Any]:
     manifest = storage.read_json(path)
     if manifest.get("status") == "running" and not _runner_alive(manifest):
         manifest["status"] = "interrupted"
-        for record in manifest.get("stages", {}).values():
-            if record.get("status") == "running":
-                record["status"] = "interrupted"
-                record["message"] = "the runner was killed while this stage ran"
+        _close_running_stages(manifest, "interrupted", "the runner was killed while this stage ran")
+    elif manifest.get("status") != "running":
+        _close_running_stages(manifest, "interrupted", "the runner stopped while this stage ran")
     return manifest
+
+
+def _close_running_stages(manifest: dict[str, Any], status: str, message: str) -> None:
+    """No stage is shown `running` once its runner is gone."""
+    for record in manifest.get("stages", {}).values():
+        if record.get("status") == "running":
+            record["status"] = status
+            record["message"] = message
 
 
 def start(run: str, profile: dict[str, Any], choice: str, schedule: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -79,6 +86,8 @@ def finish(run: str, manifest: dict[str, Any]) -> None:
     from lib import summary
 
     manifest["finished"] = reporting.now()
+    _close_running_stages(manifest, "failed" if manifest.get("status") == "failed" else "interrupted",
+                          "the runner stopped while this stage ran")
     try:
         write(run, manifest, {})
         print(f"Summary: {summary.write(run)}", flush=True)

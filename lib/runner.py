@@ -71,7 +71,7 @@ def profile_from_manifest(path: str) -> dict[str, Any]:
     return profile
 
 
-def choose_profile(arguments: argparse.Namespace, stems: list[str], overrides: dict[str, Any],
+def choose_profile(arguments: argparse.Namespace, overrides: dict[str, Any],
                    fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """The profile to run, why it was chosen, and (PROFILE=auto on a CPU) the schedule sized to the budget."""
     if arguments.from_manifest:
@@ -81,7 +81,7 @@ def choose_profile(arguments: argparse.Namespace, stems: list[str], overrides: d
         return params.load_profile(arguments.profile), "", None
     from lib import schedule
 
-    return schedule.auto_profile(arguments.run, arguments.budget_minutes, stems, overrides, fingerprints)
+    return schedule.auto_profile(arguments.run, arguments.budget_minutes, overrides, fingerprints)
 
 
 def prepare(arguments: argparse.Namespace) -> Plan:
@@ -94,7 +94,7 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         if not any(key in params.declared(stem) for stem in stems):
             raise SuiteError(f"--set {key}: no stage among {', '.join(stems)} has a parameter {key!r}.")
     fingerprints: dict[Any, Any] = {}
-    profile, choice, schedule = choose_profile(arguments, stems, overrides, fingerprints)
+    profile, choice, schedule = choose_profile(arguments, overrides, fingerprints)
     if choice:
         print(choice, flush=True)
     run = paths.check_run_name(arguments.run or profile["name"])
@@ -192,8 +192,9 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
         return 2
     except KeyboardInterrupt:
         record["status"] = "interrupted"
-        print("\nInterrupted between stages: the run can be continued with the same command.", file=sys.stderr,
-              flush=True)
+        running = [stem for stem, stage in record["stages"].items() if stage.get("status") == "running"]
+        where = f" while {running[0]} was being closed" if running else " between stages"
+        print(f"\nInterrupted{where}: the run can be continued with the same command.", file=sys.stderr, flush=True)
         return 130
     finally:
         manifest.finish(plan.run, record)

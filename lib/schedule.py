@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Any
 
-from lib import SuiteError, devices, estimate, manifest, params, paths, provenance, storage
+from lib import SuiteError, devices, estimate, manifest, params, paths, provenance, stages, storage
 
 DEFAULT_BUDGET_MINUTES = 30.0
 SAFETY = 0.8  # The forecast of the chosen schedule is at most this share of the budget.
@@ -49,7 +49,14 @@ LADDER = (
 
 def budget_minutes(given: float | None) -> float:
     """The budget: `--budget-minutes` (BUDGET_MINUTES on the make line), else the environment, else 30."""
-    value = given if given is not None else float(os.environ.get("BUDGET_MINUTES") or DEFAULT_BUDGET_MINUTES)
+    if given is not None:
+        value = given
+    else:
+        try:
+            value = float(os.environ.get("BUDGET_MINUTES") or DEFAULT_BUDGET_MINUTES)
+        except ValueError:
+            raise SuiteError(f"BUDGET_MINUTES={os.environ['BUDGET_MINUTES']!r} is not a number of minutes: "
+                             "give one, e.g. BUDGET_MINUTES=45.") from None
     if value <= 0:
         raise SuiteError(f"BUDGET_MINUTES={value:g}: give the minutes the run may take, more than 0.")
     return value
@@ -88,7 +95,7 @@ def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dic
     raise AssertionError("unreachable: the smallest rung is always taken")
 
 
-def auto_profile(run: str, budget: float | None, stems: list[str], overrides: dict[str, Any],
+def auto_profile(run: str, budget: float | None, overrides: dict[str, Any],
                  fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
     """The profile PROFILE=auto runs, the sentence saying why, and the schedule it sized (None on a GPU)."""
     gpus = devices.gpu_descriptions()
@@ -105,8 +112,11 @@ def auto_profile(run: str, budget: float | None, stems: list[str], overrides: di
                 f"{budget:g}-minute budget: {rung.describe()}.", recorded)
     from lib import freshness
 
-    run_has = freshness.completed(paths.check_run_name(run or AUTO_RUN), stems)
-    rung, seconds, rate, policy = choose(base, budget, stems, overrides, fingerprints, run_has)
+    # The budget is the whole study's: a command for one stage still sizes the schedule for all three (the
+    # rung chosen now is kept by the commands for the later stages).
+    every_stem = list(stages.STEMS)
+    run_has = freshness.completed(paths.check_run_name(run or AUTO_RUN), every_stem)
+    rung, seconds, rate, policy = choose(base, budget, every_stem, overrides, fingerprints, run_has)
     total = sum(seconds.values()) / 60
     fits = total <= SAFETY * budget
     choice = (f"PROFILE=auto on a CPU ({devices.describe_cpu()}; conv base {rate:.1f} images/s in {policy}): "

@@ -31,6 +31,9 @@ def test_temperature_scaling_calibrates_without_changing_a_decision():
     assert np.array_equal(evaluation.sigmoid(scores) > 0.5, evaluation.sigmoid(scores / temperature) > 0.5)
     assert evaluation.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # No overflow.
 
+    # Every photo right: there is no temperature to fit, and the model's own probabilities stay.
+    assert evaluation.fit_temperature(np.array([-3.0, -0.5, 2.0, 9.0]), np.array([0, 0, 1, 1])) == 1.0
+
 
 def test_confident_examples_are_the_surest_right_and_wrong():
     labels = np.array([0, 0, 1, 1, 0])

@@ -204,3 +204,15 @@ def test_the_forecast_names_the_precision_the_stages_will_use(tmp_path, monkeypa
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     expected = "mixed_bfloat16" if devices.cpu_has_bfloat16() else "float32"
     assert native.returncode == 0 and f"at 32px in {expected}" in native.stdout, native.stdout + native.stderr
+
+
+def test_no_stage_is_shown_running_once_its_runner_is_gone():
+    """Even when the runner's last act was cut short (a second Ctrl-C during a stage's clean-up)."""
+    from lib import paths
+
+    storage.write_json(paths.run_dir("cut") / "manifest.json",
+                       {"status": "interrupted", "stages": {STAGE1: {"status": "running"}}})
+    assert manifest.read("cut")["stages"][STAGE1]["status"] == "interrupted"
+    manifest.finish("closed", {"status": "failed", "stages": {STAGE1: {"status": "running"}}})
+    stage = storage.read_json(paths.run_dir("closed") / "manifest.json")["stages"][STAGE1]
+    assert stage["status"] == "failed" and "runner stopped" in stage["message"]

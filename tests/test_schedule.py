@@ -84,23 +84,26 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: [])
     monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
     memo = fingerprints()
-    profile, choice, recorded = schedule.auto_profile("auto", 30, list(stages.STEMS), {}, memo)
+    profile, choice, recorded = schedule.auto_profile("auto", 30, {}, memo)
     assert profile["name"] == "auto" and "forecast" in choice and recorded["budget_minutes"] == 30
+    # Sized for the whole study whatever the command runs (a stage-1 command must not pick the top rung).
+    assert set(recorded["forecast_seconds"]) == set(stages.STEMS)
+    assert recorded["rung"] == {"augmentation_pool": 1, "augmentation_epochs": 30, "fine_tuning_epochs": 6}
     storage.write_json(paths.run_dir("auto") / "manifest.json", {"schedule": recorded, "stages": {}})
 
     def no_measuring(size, policy):
         raise AssertionError("a run that chose its schedule must not measure again")
 
     monkeypatch.setattr(estimate, "conv_base_rate", no_measuring)
-    again, choice, kept = schedule.auto_profile("auto", 30, list(stages.STEMS), {}, memo)
+    again, choice, kept = schedule.auto_profile("auto", 30, {}, memo)
     assert kept == recorded and again["fine_tuning"] == profile["fine_tuning"] and "keeps the schedule" in choice
     with pytest.raises(AssertionError, match="must not measure"):
-        schedule.auto_profile("auto", 45, list(stages.STEMS), {}, memo)  # Another budget: chosen again.
+        schedule.auto_profile("auto", 45, {}, memo)  # Another budget: chosen again.
 
 
 def test_auto_on_a_gpu_runs_the_full_profile(monkeypatch):
     monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: ["NVIDIA H100"])
-    profile, choice, recorded = schedule.auto_profile("", None, list(stages.STEMS), {}, {})
+    profile, choice, recorded = schedule.auto_profile("", None, {}, {})
     assert profile["name"] == "full" and "H100" in choice and recorded is None
 
 
