@@ -213,6 +213,7 @@ def test_no_stage_is_shown_running_once_its_runner_is_gone():
     storage.write_json(paths.run_dir("cut") / "manifest.json",
                        {"status": "interrupted", "stages": {STAGE1: {"status": "running"}}})
     assert manifest.read("cut")["stages"][STAGE1]["status"] == "interrupted"
-    manifest.finish("closed", {"status": "failed", "stages": {STAGE1: {"status": "running"}}})
+    manifest.finish("closed", {"status": "failed", "hardware": {"gpus_checked": True},
+                               "stages": {STAGE1: {"status": "running"}}})
     stage = storage.read_json(paths.run_dir("closed") / "manifest.json")["stages"][STAGE1]
     assert stage["status"] == "failed" and "runner stopped" in stage["message"]
