@@ -51,10 +51,10 @@ def notebook_code(notebook: Path) -> str:
     return "\n".join(lines)
 
 
-def code_files(notebook: Path) -> list[Path]:
-    """The `lib/` files a notebook runs: `lib/__init__.py`, the modules it imports and theirs, and the page
-    templates when a page is rendered."""
-    pending, seen = _lib_imports(notebook_code(notebook)) | {"__init__"}, set()
+def code_files(code: str) -> list[Path]:
+    """The `lib/` files a notebook's `code` runs: `lib/__init__.py`, the modules it imports and theirs, and
+    the page templates when a page is rendered."""
+    pending, seen = _lib_imports(code) | {"__init__"}, set()
     while pending:
         name = pending.pop()
         seen.add(name)
@@ -89,12 +89,12 @@ def stage_inputs(stage: str, values: dict[str, Any], run: str, fingerprints: dic
     for previous in stages.earlier(stage):
         metrics_file = paths.stage_dir(run, previous.stem) / reporting.METRICS_FILE
         earlier[previous.stem] = storage.file_sha256(metrics_file) if metrics_file.is_file() else None
-    notebook = stages.get(stage).notebook
+    code = notebook_code(stages.get(stage).notebook)
     inputs = {"dataset_sha256": dataset["sha256"], "weights_sha256": weights["sha256"],
               # Its code cells only: running the notebook in Jupyter (outputs, counters) changes nothing here.
-              "notebook_code_sha256": hashlib.sha256(notebook_code(notebook).encode()).hexdigest(),
+              "notebook_code_sha256": hashlib.sha256(code.encode()).hexdigest(),
               "code": {str(path.relative_to(paths.PROJECT_ROOT)): storage.file_sha256(path)
-                       for path in code_files(notebook)},
+                       for path in code_files(code)},
               "environment": environment(bool(values.get("mixed_precision"))), "earlier_stages": earlier}
     inputs["hash"] = short_hash(inputs)
     return inputs

@@ -222,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted before any stage started.", file=sys.stderr, flush=True)
         return 130
     if arguments.forecast_only:
-        from lib import estimate
+        from lib import estimate, provenance
 
         print(plan.choice or f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
-        for stem in plan.parameters:
-            freshness.stage_inputs(stem, plan.parameters[stem], plan.run, plan.fingerprints)
+        for values in plan.parameters.values():
+            provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
         estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints)
         return 0
     return run_plan(plan, arguments.force, not arguments.no_forecast, arguments.cell_timeout)

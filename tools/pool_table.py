@@ -12,7 +12,6 @@ About two hours on a 2-core AVX-512 CPU for the default seeds and pools.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib import paths  # noqa: E402
+from lib import compare, manifest, paths, stages  # noqa: E402
+
+STEMS = tuple(stage.stem for stage in stages.STAGES if stage.trains_on == "photos")  # Those a pool changes.
 
 
 def split(source: Path, target: Path) -> Path:
@@ -49,11 +50,11 @@ def run(data: Path, pool: int, seed: int, work: Path) -> dict:
                "--run", name, "--no-forecast", "--set", f"augmentation_pool={pool}", "--set", f"seed={seed}"]
     with open(work / f"{name}.log", "w") as log:
         subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    manifest = json.loads((paths.outputs_root() / name / "manifest.json").read_text())
+    records = manifest.read(name)["stages"]
     rows = {}
-    for stem in ("02_data_augmentation", "03_fine_tuning"):
-        metrics = json.loads((paths.outputs_root() / name / stem / "metrics.json").read_text())
-        rows[stem] = (metrics["val_accuracy"], metrics["test_accuracy"], manifest["stages"][stem]["seconds"])
+    for stem in STEMS:
+        result = compare.stage_results(name, stages.get(stem), records[stem])
+        rows[stem] = (result["val_accuracy"], result["test_accuracy"], result["seconds"])
     return rows
 
 
@@ -72,7 +73,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for pool in args.pools:
         cells = []
-        for stem in ("02_data_augmentation", "03_fine_tuning"):
+        for stem in STEMS:
             for column, form in ((0, "{:.3f}"), (1, "{:.3f}"), (2, "{:.0f}")):
                 cells.append(" / ".join(form.format(results[pool, seed][stem][column]) for seed in args.seeds))
         print(f"| {'online' if pool == 0 else pool} | " + " | ".join(cells) + " |")
