@@ -122,9 +122,12 @@ def build(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice, augm
     return variants_at(cut, cut.cut_layer, image_set, weights, augmentation, seed, variants)
 
 
-def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, feature_flips: bool = False):
     """An endless `tf.data.Dataset` of batches drawn from a pool: each pass over the photos visits them in a
-    new order and takes one of each photo's entries at random (seeded, so reproducible)."""
+    new order and takes one of each photo's entries at random (seeded, so reproducible). With
+    `feature_flips`, half of the entries, at random, are also mirrored left to right where they are stored:
+    the flip of the feature map at the cut (as LOFF-TA augments cached features), not the features of the
+    mirrored photo; a free augmentation that doubles the variants block 5 sees."""
     import tensorflow as tf
 
     labels = labels.astype("float32")
@@ -134,9 +137,13 @@ def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: 
         while True:
             order = generator.permutation(len(pool))
             choice = generator.integers(0, pool.shape[1], len(pool))
+            flip = generator.random(len(pool)) < 0.5 if feature_flips else None
             for start in range(0, len(order), batch_size):
                 chosen = order[start:start + batch_size]
-                yield pool[chosen, choice[chosen]].astype("float32"), labels[chosen]
+                batch = pool[chosen, choice[chosen]].astype("float32")
+                if flip is not None:
+                    batch[flip[chosen]] = batch[flip[chosen]][:, :, ::-1]  # Axis 2: the feature map's width.
+                yield batch, labels[chosen]
 
     signature = (tf.TensorSpec((None, *pool.shape[2:]), tf.float32), tf.TensorSpec((None,), tf.float32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
@@ -147,10 +154,10 @@ def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: 
 
 def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentation_pool: int,
                   augmentation: dict[str, Any], batch_size: int, steps_per_epoch: int, seed: int,
-                  weights: WeightsChoice) -> TrainingData:
+                  weights: WeightsChoice, feature_flips: bool = False) -> TrainingData:
     """What a stage trains: the end-to-end `model` on photos augmented every epoch (`augmentation_pool` 0),
-    or the layers above the cut on a pool of `augmentation_pool` variants per photo. `steps_per_epoch` 0
-    means one pass over the photos."""
+    or the layers above the cut on a pool of `augmentation_pool` variants per photo (`feature_flips`: see
+    `pooled_dataset`). `steps_per_epoch` 0 means one pass over the photos."""
     if not augmentation_pool:
         dataset = data.make_tf_dataset(image_set.images, image_set.labels, batch_size, shuffle=True, seed=seed)
         return TrainingData(model, dataset, steps_per_epoch,
@@ -158,8 +165,9 @@ def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentati
     pool, seconds = build(cut, image_set, weights, augmentation, seed, augmentation_pool)
     variants = f"{augmentation_pool} augmented variant{'s' * (augmentation_pool != 1)}"
     description = (f"a pool of {variants} + the photo itself per training photo, at {cut.cut_layer}: "
-                   f"{pool.shape[0]} x {pool.shape[1]} x {pool.shape[2:]} float16, {pool.nbytes / 1e6:.0f} MB")
+                   f"{pool.shape[0]} x {pool.shape[1]} x {pool.shape[2:]} float16, {pool.nbytes / 1e6:.0f} MB"
+                   + (", feature maps mirrored at random" if feature_flips else ""))
     print(f"Training on {description}.", flush=True)
     steps = steps_per_epoch or -(-len(pool) // batch_size)
-    return TrainingData(cut.top, pooled_dataset(pool, image_set.labels, batch_size, seed), steps, description,
-                        seconds, pool.nbytes)
+    dataset = pooled_dataset(pool, image_set.labels, batch_size, seed, feature_flips)
+    return TrainingData(cut.top, dataset, steps, description, seconds, pool.nbytes)

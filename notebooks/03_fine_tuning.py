@@ -47,6 +47,7 @@ zoom: float = 0.2  # Random zoom of each axis by a factor from 1 - zoom to 1 + z
 horizontal_flip: bool = True  # Randomly mirror photos left to right.
 vertical_flip: bool = True  # Randomly flip photos upside down (as the course notes do).
 augmentation_pool: int = 0  # 0: fresh augmentation every epoch; K: K variants per photo computed once (fast).
+feature_flips: bool = False  # With a pool: also mirror pooled block-4 feature maps at random (free regularizer).
 # Common to every stage:
 data_dir: str = ""  # Photos: train/ and validation/ (cats/, dogs/ inside); "" downloads them. DATA_DIR overrides.
 weights: str = "imagenet"  # "imagenet", a path to the VGG16 notop .h5 file, or "none". VGG16_WEIGHTS overrides.
@@ -156,14 +157,17 @@ if not start.from_previous:
 # Keras collects the trainable weights when a model is compiled: changing `trainable` without compiling again
 # would silently keep training the old set. Everything below the first unfrozen layer stays frozen: with
 # `augmentation_pool=K` the pool of augmented photos is taken at that cut (block 4's output, shared with
-# stage 2), and only block 5 and the classifier train on it.
+# stage 2), and only block 5 and the classifier train on it. `feature_flips` also mirrors half of the pooled
+# feature maps left to right, at random: not the features of mirrored photos, but a free augmentation that
+# keeps block 5 from memorizing the few stored variants (see the README for what it does on the CPU schedule).
 
 # %%
 models.unfreeze(conv_base, unfreeze_layers)
 cut = models.cut_base(conv_base, classifier, preprocessing)
 training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                    augmentation=augmentation_settings, batch_size=batch_size,
-                                   steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
+                                   steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice,
+                                   feature_flips=feature_flips)
 models.compile_binary(training_data.model, fine_tune_learning_rate)
 display(reporting.table_html(models.trainable_table(model), title="Layers with weights: which train in steps 4-5"))
 counts = models.count_parameters(model)

@@ -123,6 +123,21 @@ def test_pooled_batches_visit_every_photo_once_per_pass_with_a_fresh_draw():
     assert all(np.array_equal(a, b) for a, b in zip(drawn, passes(seed=0)))  # Seeded.
 
 
+def test_feature_flips_mirror_about_half_the_entries_left_to_right_reproducibly():
+    photos, variants = 200, 2
+    entries = np.random.default_rng(0).normal(size=(photos, variants, 2, 3, 4)).astype(np.float16)
+    labels = np.arange(photos) % 2
+
+    def first_pass(flips):
+        return next(iter(pool.pooled_dataset(entries, labels, photos, seed=5, feature_flips=flips)))[0].numpy()
+
+    plain, flipped = first_pass(False), first_pass(True)
+    mirrored = [not np.array_equal(a, b) for a, b in zip(plain, flipped)]
+    assert all(np.array_equal(a[:, ::-1], b) for a, b, m in zip(plain, flipped, mirrored) if m)  # Width axis.
+    assert 60 < sum(mirrored) < 140  # About half, at random.
+    np.testing.assert_array_equal(flipped, first_pass(True))  # Seeded.
+
+
 def test_training_data_online_or_pooled(image_set):
     cut = cut_at("block4_pool")
     model = models.build_end_to_end(cut.conv_base, cut.top.get_layer("classifier"), "vgg16")
