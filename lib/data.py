@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lib import SuiteError, paths, storage
+from lib import SuiteError, imagestore, paths, storage
 
 CLASS_NAMES = ("cats", "dogs")
 SPLITS = ("train", "validation", "test")
@@ -75,6 +75,8 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     chosen = params.overridden("data_dir", data_dir)
     if chosen == SYNTHETIC_VALUE:
         return make_synthetic_dataset(paths.synthetic_data_dir())
+    if chosen.startswith(f"{SYNTHETIC_VALUE}:"):
+        return make_synthetic_dataset(*synthetic_of_size(chosen))
     if not chosen:
         target = paths.default_data_dir()
         if not (target / "train").is_dir():
@@ -88,6 +90,19 @@ def resolve_data_dir(data_dir: str = "") -> Path:
             "validation/dogs (for example DATA_DIR=../shared/datasets/cats_and_dogs_small)."
         )
     return root
+
+
+def synthetic_of_size(value: str) -> tuple[Path, dict[str, int]]:
+    """`synthetic:N`: where a synthetic set of N photos goes, and its split sizes (half for training, a
+    quarter each for validation and test), for measurements at scale."""
+    try:
+        photos = int(value.split(":", 1)[1])
+    except ValueError:
+        photos = 0
+    if photos < 8:
+        raise SuiteError(f"data_dir={value!r}: give the number of synthetic photos, at least 8 (synthetic:2000).")
+    counts = {"train": photos // 2, "validation": photos // 4, "test": photos - photos // 2 - photos // 4}
+    return paths.synthetic_data_dir().with_name(f"synthetic_cats_and_dogs_{photos}"), counts
 
 
 def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
@@ -230,9 +245,10 @@ def image_cache_file(split: str, fingerprint: str, image_size: int) -> Path:
 
 def load_split(
     root: str | os.PathLike, split: str, image_size: int, max_images_per_class: int = 0,
-    use_cache: bool = True,
+    use_cache: bool = True, image_store: str = "memory",
 ) -> ImageSet:
-    """Decode one split to an in-memory `ImageSet`, from the disk cache when it holds the same images.
+    """Decode one split to an in-memory `ImageSet`, from the disk cache when it holds the same images; with
+    `image_store="disk"`, to a disk store read as needed (`lib.imagestore`).
 
     A file that cannot be decoded (corrupt, truncated, not really an image) is skipped with a warning and
     listed in `skipped`; the run goes on with the others.
@@ -253,8 +269,12 @@ def load_split(
             raise SuiteError(f"No image in {root / split} could be decoded: check that they are photos.")
         return {"images": images[ok], "ok": ok}
 
-    if use_cache:
-        arrays, _ = storage.cached_arrays(cache_file, decode, usable=lambda arrays: len(arrays["ok"]) == len(files))
+    if use_cache and image_store == "disk":
+        images, ok = imagestore.load(files, image_size, errors, cache_file, split)
+        arrays = {"images": images, "ok": ok}
+    elif use_cache:
+        arrays, _ = storage.cached_arrays(cache_file, decode, usable=lambda arrays: len(arrays["ok"]) == len(files),
+                                          chief_computes=True)  # In a cluster the others read what it decoded.
     else:
         arrays = decode()
     ok = arrays["ok"]
@@ -301,11 +321,18 @@ def _report_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
 
 
 def load_dataset(
-    root: str | os.PathLike, image_size: int, max_images_per_class: int = 0
+    root: str | os.PathLike, image_size: int, max_images_per_class: int = 0, image_store: str = "memory"
 ) -> dict[str, ImageSet]:
-    """Load every available split (train, validation, and test when present)."""
-    return {split: load_split(root, split, image_size, max_images_per_class)
-            for split in available_splits(Path(root))}
+    """Load every available split (train, validation, and test when present), in memory or in a disk store
+    (`image_store`: memory, disk, or auto by the memory available; see `lib.imagestore`)."""
+    splits = available_splits(Path(root))
+    if image_store != "memory":
+        photos = sum(len(list_split(Path(root), split).files) for split in splits)
+        if max_images_per_class:
+            photos = min(photos, 2 * max_images_per_class * len(splits))
+        image_store = imagestore.choose(image_store, photos, image_size)
+    return {split: load_split(root, split, image_size, max_images_per_class, image_store=image_store)
+            for split in splits}
 
 
 def describe(image_sets: dict[str, ImageSet]) -> dict[str, str]:
@@ -325,14 +352,36 @@ def make_tf_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shu
     """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels.astype("float32")))
-    if shuffle:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).prefetch(2)
+    if isinstance(inputs, imagestore.DiskImages):
+        dataset = _disk_batches(inputs, labels, batch_size, shuffle, seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, labels.astype("float32")))
+        if shuffle:
+            dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size).prefetch(2)
     options = tf.data.Options()
     options.autotune.enabled = False
     options.deterministic = True
     return dataset.with_options(options)
+
+
+def _disk_batches(images: imagestore.DiskImages, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+    """Batches read from a disk store as they are needed: each pass in a new seeded order when `shuffle`."""
+    import tensorflow as tf
+
+    labels = labels.astype("float32")
+    passes = iter(range(1 << 62))
+
+    def batches():
+        generator = np.random.default_rng([seed, next(passes)])
+        order = generator.permutation(len(labels)) if shuffle else np.arange(len(labels))
+        for start in range(0, len(order), batch_size):
+            chosen = np.sort(order[start:start + batch_size]) if shuffle else order[start:start + batch_size]
+            yield images[chosen], labels[chosen]
+
+    shape = (None, images.size, images.size, 3)
+    signature = (tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.float32))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
 
 
 def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 64) -> Path:

@@ -48,6 +48,19 @@ def raise_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def configure_logging() -> None:
+    """papermill's log (each cell's output as it runs) to standard output, one plain line at a time."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("papermill")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def render_html(notebook_file: Path, html_file: Path, banner: str | None = None) -> Path:
     """Render an executed notebook to a standalone HTML report (images embedded), atomically.
 
@@ -111,7 +124,7 @@ def _failure(error: BaseException, stem: str, partial: Path, cell_timeout: int) 
                        "it is left incomplete and will be redone by the same command.")
 
 
-def _kernel_manager():
+def kernel_manager():
     """A kernel manager that talks to its kernel over local IPC sockets rather than TCP, in a folder of its
     own (runners working at the same time must not share socket names). Asynchronous, as nbclient's own: with
     a blocking client, waiting for a reply would never notice a dead kernel."""
@@ -121,7 +134,7 @@ def _kernel_manager():
     return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
 
 
-def _stop_kernel(kernel_manager) -> None:
+def stop_kernel(kernel_manager) -> None:
     """Kill the kernel's process group if it still runs, and remove its connection file and sockets.
 
     Plain process calls, no event loop: after Ctrl-C or SIGTERM, nbclient's interrupted coroutine is still
@@ -139,6 +152,19 @@ def _stop_kernel(kernel_manager) -> None:
     shutil.rmtree(os.path.dirname(kernel_manager.ip), ignore_errors=True)
 
 
+def _cluster_outcome(workers_cluster, stem: str, failure: StageFailed | None) -> StageFailed | None:
+    """The stage's failure once its cluster's workers are finished or stopped: a worker's failure comes first
+    (the chief only saw its kernel stopped, or a collective operation time out)."""
+    if workers_cluster is None:
+        return failure
+    os.environ.pop("TF_CONFIG", None)
+    worker_failure = workers_cluster.finish(chief_succeeded=failure is None)
+    if worker_failure and (failure is None or failure.status != "interrupted"):
+        return StageFailed(f"{stem}: {worker_failure}; the stage is left incomplete. Run the same command again "
+                           "once the cause is fixed.")
+    return failure
+
+
 @contextlib.contextmanager
 def _signals_held():
     """Ctrl-C and SIGTERM ignored for the length of the block (the kernel's clean-up: seconds), then restored."""
@@ -153,27 +179,36 @@ def _signals_held():
             signal.signal(number, handler)
 
 
-def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: int = DEFAULT_CELL_TIMEOUT
-            ) -> float:
+def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: int = DEFAULT_CELL_TIMEOUT,
+            workers: int = 1) -> float:
     """Run the stage notebook `stem` with `parameters` into `folder/<stem>.ipynb` and render
-    `<stem>.html`; return the seconds it took. Raises `StageFailed` however it ends early."""
+    `<stem>.html`; return the seconds it took. Raises `StageFailed` however it ends early. With `workers` > 1
+    this kernel is the chief of a local cluster (`lib.cluster`) whose other workers run beside it."""
     import papermill
 
+    from lib import cluster
+
     executed, partial = folder / f"{stem}.ipynb", folder / f".{stem}.running.ipynb"
-    kernel_manager = _kernel_manager()
+    manager = kernel_manager()
+    workers_cluster = cluster.LocalCluster(workers, folder.parent, stem) if workers > 1 else None
     started = time.time()
     failure = None
     try:
+        if workers_cluster:
+            workers_cluster.start(parameters)
+            workers_cluster.watch(lambda: stop_kernel(manager))
+            os.environ["TF_CONFIG"] = cluster.tf_config(workers_cluster.ports, 0)  # For the chief's kernel.
         papermill.execute_notebook(
             str(stages.get(stem).notebook), str(partial), parameters=parameters, kernel_name="python3",
-            cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False, km=kernel_manager,
+            cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False, km=manager,
             execution_timeout=cell_timeout, start_timeout=KERNEL_START_TIMEOUT,
         )
     except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
         failure = _failure(error, stem, partial, cell_timeout)
     finally:
         with _signals_held():  # A second Ctrl-C must not cut the clean-up short.
-            _stop_kernel(kernel_manager)
+            stop_kernel(manager)
+            failure = _cluster_outcome(workers_cluster, stem, failure)
             if partial.exists():
                 os.replace(partial, executed)
                 storage.apply_umask(executed)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import models, paths, storage
+from lib import distribute, models, paths, storage
 from lib.data import ImageSet
 from lib.weights import WeightsChoice
 
@@ -80,7 +80,8 @@ def extract(extractor, images: np.ndarray, label: str = "images", batch_size: in
     next_report = started + 10.0
     for start in range(0, len(images), batch_size):
         # float32 (or float16) on disk whatever the compute precision: bfloat16 does not round-trip through .npz.
-        outputs.append(forward(tf.constant(images[start:start + batch_size])).numpy().astype(dtype))
+        batch = tf.constant(images[start:start + batch_size])
+        outputs.append(distribute.forward(forward, batch).numpy().astype(dtype))  # Split between replicas.
         done = min(start + batch_size, len(images))
         now = time.perf_counter()
         if now >= next_report and done < len(images):

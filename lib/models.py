@@ -94,7 +94,8 @@ def build_augmentation(rotation_degrees: float = 40.0, width_shift: float = 0.1,
     `ImageDataGenerator(rotation_range=40, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.2,
     horizontal_flip=True, vertical_flip=True, fill_mode="nearest")`: rotation by up to +-40 degrees,
     shifts by up to 10% of each side, independent zoom of each axis by 0.8 to 1.2, random flips, nearest
-    fill. The layers run inside the TensorFlow graph and only when called with `training=True`.
+    fill. The layers run inside the TensorFlow graph and only when called with `training=True`. With every
+    setting off, the one layer is an identity (no augmentation).
     """
     steps: list[layers.Layer] = []
     flip_mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
@@ -110,7 +111,7 @@ def build_augmentation(rotation_degrees: float = 40.0, width_shift: float = 0.1,
     if zoom:
         steps.append(layers.RandomZoom((-zoom, zoom), (-zoom, zoom), fill_mode="nearest", seed=seed,
                                        name="random_zoom"))
-    return keras.Sequential(steps, name="augmentation")
+    return keras.Sequential(steps or [layers.Identity(name="no_augmentation")], name="augmentation")
 
 
 def build_end_to_end(conv_base: keras.Model, classifier: keras.Model, preprocessing: str,

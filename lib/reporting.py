@@ -5,6 +5,7 @@ import csv
 import datetime
 import io
 import platform
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
 
     `evaluations` holds `training.evaluate` results by split: `validation`, and `test` when there is one.
     """
-    from lib import evaluation, plots
+    from lib import distribute, evaluation, plots
 
     counts = {split: len(image_set) for split, image_set in image_sets.items()}
     skipped = [item for image_set in image_sets.values() for item in image_set.skipped]
@@ -83,6 +84,8 @@ def build_metrics(stage: str, *, run_name: str, profile_name: str, weights: Weig
         "started": started,
         "finished": now(),
         "host": platform.node(),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # This kernel's RSS.
+        **distribute.current().record(),
         "parameters": parameters,
         "confusion_matrix_validation": plots.confusion_counts(image_sets["validation"].labels,
                                                               evaluations["validation"]["probabilities"]),

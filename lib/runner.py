@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ class Plan:
     parameters: dict[str, dict[str, Any]]
     schedule: dict[str, Any] | None = None
     fingerprints: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    workers: int = 1
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +52,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="stop a notebook cell that runs longer than this many seconds")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="PROFILE=auto on a CPU: the time the whole run should fit in (default 30)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run each stage on a local cluster of this many worker processes "
+                             "(distribution=multi_worker, for testing; WORKERS=2 on the make line)")
     return parser.parse_args(argv)
 
 
@@ -90,6 +93,7 @@ def prepare(arguments: argparse.Namespace) -> Plan:
 
     stems = list(stages.STEMS) if arguments.stages == ["all"] else [stages.get(s).stem for s in arguments.stages]
     overrides = dict(params.parse_assignment(item) for item in arguments.set)
+    overrides.update(cluster_overrides(arguments.workers, overrides))
     for key in overrides:
         if not any(key in params.declared(stem) for stem in stems):
             raise SuiteError(f"--set {key}: no stage among {', '.join(stems)} has a parameter {key!r}.")
@@ -104,8 +108,26 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         devices.require_gpu(True, devices.gpu_names(), where=f"Profile {profile['name']}")
     for stem in stems:
         pairing.check_in_sync(stem)
-    check_writable(run)
-    return Plan(run, profile, choice, resolved, schedule, fingerprints)
+    plan = Plan(run, profile, choice, resolved, schedule, fingerprints, arguments.workers)
+    if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
+        check_writable(run)
+    return plan
+
+
+def cluster_overrides(workers: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What `WORKERS=N` sets (`distribution=multi_worker` for N > 1); a `SuiteError` for what contradicts it."""
+    if workers < 1:
+        raise SuiteError(f"WORKERS={workers}: give the number of worker processes, 1 or more.")
+    if workers == 1:
+        return {}
+    if os.environ.get("TF_CONFIG"):
+        raise SuiteError("WORKERS starts a cluster of its own on this machine, but TF_CONFIG is already set "
+                         f"({os.environ['TF_CONFIG'][:80]}). Unset TF_CONFIG, or drop WORKERS and run "
+                         "SET=distribution=multi_worker on each machine of your cluster.")
+    if overrides.get("distribution", "multi_worker") != "multi_worker":
+        raise SuiteError(f"WORKERS={workers} runs distribution=multi_worker; it contradicts "
+                         f"SET=distribution={overrides['distribution']}. Drop one of them.")
+    return {"distribution": "multi_worker"}
 
 
 def check_writable(run: str) -> None:
@@ -130,15 +152,17 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
     print(f" {stem}  (run {plan.run}, profile {plan.profile['name']}) -> {folder}", flush=True)
     print("    parameters: " + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())), flush=True)
     injected = {**values, "run_name": plan.run, "output_dir": str(folder), "profile_name": plan.profile["name"]}
-    seconds = execution.execute(stem, folder, injected, cell_timeout)
+    seconds = execution.execute(stem, folder, injected, cell_timeout, plan.workers)
     if not (folder / reporting.METRICS_FILE).is_file():
         raise execution.StageFailed(f"{stem} finished without writing {folder / reporting.METRICS_FILE}.")
+    metrics = storage.read_json(folder / reporting.METRICS_FILE)
     finished = time.time()
     record = {
         "stage": stem, "status": "complete", "run": plan.run, "profile": plan.profile["name"],
         "profile_path": plan.profile["path"], "parameters": values, "parameters_hash": freshness.short_hash(values),
         "started": finished - seconds, "finished": finished, "seconds": round(seconds, 1),
         "notebook": f"{stem}.ipynb", "report": f"{stem}.html", "inputs": inputs, "inputs_hash": inputs["hash"],
+        **{key: metrics.get(key) for key in ("distribution", "replicas", "workers")},
     }
     storage.write_json(folder / freshness.STAGE_FILE, record)
     print(f"=== {stem} done in {seconds:.0f} s: {folder / (stem + '.html')}", flush=True)
@@ -200,18 +224,9 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
         manifest.finish(plan.run, record)
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("papermill")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    _configure_logging()
+    execution.configure_logging()
     execution.raise_on_sigterm()
     try:
         plan = prepare(arguments)
@@ -229,7 +244,44 @@ def main(argv: list[str] | None = None) -> int:
             provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
         estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints)
         return 0
+    worker = worker_index(plan)
+    if worker:
+        return run_as_worker(plan, worker, arguments.force)
     return run_plan(plan, arguments.force, not arguments.no_forecast, arguments.cell_timeout)
+
+
+def worker_index(plan: Plan) -> int:
+    """This machine's index in a cluster that `TF_CONFIG` describes, for `distribution=multi_worker` without
+    WORKERS (a cluster of machines); 0 (the chief) otherwise."""
+    from lib import distribute
+
+    clustered = any(values.get("distribution") == "multi_worker" for values in plan.parameters.values())
+    if plan.workers > 1 or not clustered:
+        return 0
+    return distribute.cluster_spec()[1]
+
+
+def run_as_worker(plan: Plan, index: int, force: bool) -> int:
+    """A machine of a cluster other than the chief: each stage the chief runs (the same verdicts, from the shared
+    run folder), executed here too; it writes only its executed notebooks, to the run's `workers/` folder."""
+    from lib import cluster
+
+    folder = paths.run_dir(plan.run) / cluster.WORKERS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, values in plan.parameters.items():
+        inputs = freshness.stage_inputs(stem, values, plan.run, plan.fingerprints)
+        up_to_date, why = freshness.verdict(stem, plan.run, values, inputs)
+        if up_to_date and not force:
+            print(f"=== {stem}: skipped, complete with the {why}.", flush=True)
+            continue
+        print(f"=== {stem} as worker {index} of the cluster in TF_CONFIG -> {folder}", flush=True)
+        injected = {**values, "run_name": plan.run, "output_dir": str(paths.stage_dir(plan.run, stem)),
+                    "profile_name": plan.profile["name"]}
+        if cluster.run_worker(stem, injected, folder / f"{stem}-worker{index}.ipynb"):
+            print(f"\nERROR: {stem} failed on worker {index}; see {folder / f'{stem}-worker{index}.ipynb'}.",
+                  file=sys.stderr, flush=True)
+            return 2
+    return 0
 
 
 if __name__ == "__main__":

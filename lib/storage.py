@@ -25,6 +25,13 @@ def apply_umask(path: str | os.PathLike, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~_UMASK)
 
 
+def _writes_here() -> bool:
+    """Whether this process writes files: not when it is a worker other than the chief of a cluster."""
+    from lib import distribute
+
+    return distribute.is_chief()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
@@ -33,6 +40,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     one. On error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
+    if not _writes_here():  # A worker other than the chief: what it writes goes nowhere (lib.distribute).
+        with tempfile.TemporaryDirectory(prefix="vgg16-worker-") as folder:
+            yield Path(folder) / f"discarded{suffix or path.suffix}"
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{path.stem}.", suffix=f".partial{suffix or path.suffix}", dir=path.parent
@@ -96,7 +107,8 @@ def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     from lib import SuiteError
 
     path = Path(path)
-    check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
+    if _writes_here():
+        check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
     try:
         with atomic_path(path, suffix=".npz") as temporary:
             np.savez(temporary, **arrays)
@@ -108,27 +120,55 @@ def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     return path
 
 
+def _read_usable(path: Path, usable: Callable[[dict[str, np.ndarray]], bool]) -> dict[str, np.ndarray] | None:
+    """The arrays at `path` when the file is there, whole and `usable`; else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        return arrays if usable(arrays) else None
+    except Exception:  # Damaged, or written by another version.
+        return None
+
+
+def _chiefs_arrays(path: Path, usable: Callable[[dict[str, np.ndarray]], bool]) -> dict[str, np.ndarray]:
+    """On a worker of a cluster: the arrays the chief has at `path`; a `SuiteError` when this worker cannot
+    read them."""
+    from lib import SuiteError
+
+    arrays = _read_usable(path, usable)
+    if arrays is None:
+        raise SuiteError(f"This worker cannot read {path}, which the cluster's chief has: the workers must share "
+                         "one file system for CACHE_DIR and OUTPUTS_DIR.")
+    return arrays
+
+
 def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.ndarray]],
-                  usable: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True
-                  ) -> tuple[dict[str, np.ndarray], bool]:
+                  usable: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True,
+                  chief_computes: bool = False) -> tuple[dict[str, np.ndarray], bool]:
     """The arrays stored at `path` when it holds usable ones, else `compute()`'s, written there atomically.
 
     Returns `(arrays, whether they came from the file)`. A damaged file, or one from another format that
     `usable` rejects, is removed and computed again; two processes computing the same entry at once both
-    end with a whole file.
+    end with a whole file. In a cluster the chief's answer holds for every worker (they compute together
+    or not at all), and none looks for the file again before the chief has written it; with
+    `chief_computes` (a computation without collective operations, such as decoding photos) only the chief
+    computes, and the other workers read what it wrote.
     """
+    from lib import distribute
+
     path = Path(path)
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-            if usable(arrays):
-                return arrays, True
-        except Exception:  # Damaged, or written by another version: compute again.
-            pass
-        remove(path)
+    arrays = _read_usable(path, usable)
+    if distribute.chief_decides(arrays is not None):
+        return (arrays if arrays is not None else _chiefs_arrays(path, usable)), True
+    remove(path)
+    if chief_computes and not distribute.is_chief():
+        distribute.barrier()
+        return _chiefs_arrays(path, usable), True
     arrays = compute()
     write_arrays(path, **arrays)
+    distribute.barrier()
     return arrays, False
 
 
@@ -142,6 +182,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def remove(path: str | os.PathLike) -> None:
-    """Remove a file if it exists."""
+    """Remove a file if it exists (not on a worker other than the chief: it writes nothing)."""
+    if not _writes_here():
+        return
     with contextlib.suppress(FileNotFoundError):
         Path(path).unlink()

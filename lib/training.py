@@ -32,13 +32,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def prepare(*, seed: int, deterministic: bool = False, mixed_precision: bool = False,
-            require_gpu: bool = False) -> str:
-    """A stage's start: seed everything, check the devices (a `SuiteError` when a GPU is required and
-    missing) and set the compute precision; returns the precision's policy name."""
-    from lib import devices
+            require_gpu: bool = False, distribution: str = "none", replicas: int = 0, batch_size: int = 1) -> str:
+    """A stage's start: check the devices (a `SuiteError` when a GPU is required and missing), set up the
+    distribution strategy before anything computes (`lib.distribute`; `batch_size` must split evenly between
+    its replicas), seed everything and set the compute precision; returns the precision's policy name."""
+    from lib import devices, distribute
 
+    gpus = devices.check(require_gpu)
+    print(distribute.setup(distribution, replicas, gpus).describe(), flush=True)
+    distribute.check_batch(batch_size)
     seed_everything(seed, deterministic)
-    return configure_precision(mixed_precision, devices.check(require_gpu))
+    return configure_precision(mixed_precision, gpus)
 
 
 def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
@@ -128,15 +132,21 @@ def fit(model: keras.Model, train_dataset, *, epochs: int, validation_data: tupl
     otherwise the dataset repeats and each epoch takes that many batches. The dataset reshuffles itself,
     so Keras is told not to. The weights of the best epoch are restored at the end.
     """
+    from lib import distribute
+
     best = BestEpoch()
     started = time.perf_counter()
     validation = CachedValidation(validation_model or model, *validation_data)
-    history = model.fit(
-        train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None,
-        epochs=epochs, verbose=verbose, shuffle=False, callbacks=[validation, best],
-    )
-    return FitResult(history_rows(history.history, phase, first_epoch), best.best_epoch,
-                     time.perf_counter() - started)
+    if distribute.current().name == "multi_worker":  # Keras's fit fails there: see lib.distribute.
+        steps = steps_per_epoch or int(train_dataset.cardinality())
+        history = distribute.fit_multi_worker(model, train_dataset.repeat(), epochs=epochs, steps_per_epoch=steps,
+                                              callbacks=[validation, best], verbose=verbose)
+    else:
+        history = model.fit(
+            train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None,
+            epochs=epochs, verbose=verbose, shuffle=False, callbacks=[validation, best],
+        ).history
+    return FitResult(history_rows(history, phase, first_epoch), best.best_epoch, time.perf_counter() - started)
 
 
 def evaluate(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:

@@ -38,10 +38,13 @@ weights: str = "imagenet"  # "imagenet", a path to the VGG16 notop .h5 file, or 
 image_size: int = 150  # Side of the square input images in pixels (VGG16 needs at least 32).
 preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, as the weights expect; "rescale": pixels / 255.
 max_images_per_class: int = 0  # Use at most this many photos per class in each split; 0 uses them all.
+image_store: str = "auto"  # Decoded photos: "memory", "disk" (read as needed: large sets), "auto" (by free memory).
 seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
 deterministic: bool = False  # Also turn on TensorFlow op determinism (slower; for bit-exact GPU reruns).
+distribution: str = "none"  # "none", "mirrored" (local GPUs or logical CPUs), "multi_worker" (TF_CONFIG), "auto".
+replicas: int = 0  # With "mirrored": logical CPU devices (0: 2) on a CPU, at most this many GPUs (0: all).
 test_time_augmentation: bool = False  # Also score each held-out photo with its mirror image (one more pass).
 calibrate: bool = True  # Fit a temperature on the validation photos so that P(dog) means what it says.
 verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
@@ -93,10 +96,11 @@ from lib import data, evaluation, features, handoff, heatmaps, models, plots, re
 # %%
 STAGE = "01_feature_extraction"
 precision = training.prepare(seed=seed, deterministic=deterministic, mixed_precision=mixed_precision,
-                             require_gpu=require_gpu)
+                             require_gpu=require_gpu, distribution=distribution, replicas=replicas,
+                             batch_size=batch_size)
 started = reporting.now()
 output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
-image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class)
+image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
 data.describe(image_sets)
 
 # %% [markdown]

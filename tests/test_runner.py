@@ -174,9 +174,9 @@ def test_a_killed_runner_leaves_no_kernel_computing_and_no_running_manifest(proj
 
 
 def test_a_mistake_before_any_stage_prints_one_clear_error(capsys):
-    assert runner.main(["feature_extraction", "--profile", "smoke", "--set", "distribution=x"]) == 2
+    assert runner.main(["feature_extraction", "--profile", "smoke", "--set", "strategy=x"]) == 2
     error = capsys.readouterr().err
-    assert "no stage among 01_feature_extraction has a parameter 'distribution'" in error
+    assert "no stage among 01_feature_extraction has a parameter 'strategy'" in error
     assert "Could not write the summary page" not in error
 
 
