@@ -24,6 +24,10 @@ from typing import Any
 from lib import paths, stages, storage
 
 WORKERS_DIR = "workers"
+DECISIONS_FILE = "decisions.json"
+# How long a machine's runner waits for the chief's runner to decide a stage (the stage before may take hours).
+DECISION_WAIT_SECONDS = 24 * 3600
+CLOCK_TOLERANCE_SECONDS = 300  # Decisions of a chief started this long before a worker still count.
 # How long the workers may take to end once the chief's notebook has ended.
 FINISH_SECONDS = 60
 
@@ -103,6 +107,37 @@ class LocalCluster:
             elif code != 0 and self.failure is None:
                 self.failure = f"worker {index} ended with exit status {code} (see {self.log(index)})"
         return self.failure
+
+
+def record_decision(folder: Path, invocation: str, stem: str, decision: str) -> None:
+    """The chief's runner: `stem` will `run` or `skip` in the invocation started at `invocation` (ISO time)."""
+    path = folder / DECISIONS_FILE
+    decisions = storage.read_json(path) if path.is_file() else {}
+    if decisions.get("invocation") != invocation:
+        decisions = {"invocation": invocation, "stages": {}}
+    decisions["stages"][stem] = decision
+    storage.write_json(path, decisions)
+
+
+def chief_decision(folder: Path, stem: str, since: float) -> bool:
+    """Another machine's runner: wait for the chief's runner (started about when this one was, or later) to
+    decide `stem`; True when it runs. A `SuiteError` when no decision comes."""
+    import datetime
+
+    from lib import SuiteError
+
+    deadline = time.time() + DECISION_WAIT_SECONDS
+    while time.time() < deadline:
+        try:
+            decisions = storage.read_json(folder / DECISIONS_FILE)
+            started = datetime.datetime.fromisoformat(decisions["invocation"]).timestamp()
+        except (OSError, ValueError, KeyError):
+            started = None
+        if started is not None and started >= since - CLOCK_TOLERANCE_SECONDS and stem in decisions["stages"]:
+            return decisions["stages"][stem] == "run"
+        time.sleep(1.0)
+    raise SuiteError(f"No decision about {stem} from the chief's runner in {DECISION_WAIT_SECONDS} s (in "
+                     f"{folder / DECISIONS_FILE}): start the same command on the machine with TF_CONFIG index 0.")
 
 
 def run_worker(stem: str, parameters: dict[str, Any], output_file: str | Path) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lib import SuiteError, imagestore, paths, storage
+from lib import SuiteError, distribute, imagestore, paths, storage
 
 CLASS_NAMES = ("cats", "dogs")
 SPLITS = ("train", "validation", "test")
@@ -331,6 +331,7 @@ def load_dataset(
         if max_images_per_class:
             photos = min(photos, 2 * max_images_per_class * len(splits))
         image_store = imagestore.choose(image_store, photos, image_size)
+        image_store = "disk" if distribute.chief_decides(image_store == "disk") else "memory"  # The chief's.
     return {split: load_split(root, split, image_size, max_images_per_class, image_store=image_store)
             for split in splits}
 
@@ -381,7 +382,8 @@ def _disk_batches(images: imagestore.DiskImages, labels: np.ndarray, batch_size:
 
     shape = (None, images.size, images.size, 3)
     signature = (tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.float32))
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(labels) // batch_size))).prefetch(2)
 
 
 def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 64) -> Path:

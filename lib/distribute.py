@@ -27,10 +27,12 @@ in a loop of our own (`lib.training` calls `fit_multi_worker`): each worker draw
 batches and keeps its replicas' slices of them, and `strategy.run` steps the replicas together. Only the
 chief (worker 0) writes files (`lib.storage` discards the others' writes), and every worker takes part in
 the collective operations: feature extraction splits each batch between all replicas and gathers the
-results in the original order (`forward`).
+results in the original order (`forward`); the pool's random variants are shared out whole between the
+workers and exchanged (`share_out`), so that the pool does not depend on the cluster's shape.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,7 +42,9 @@ from lib import SuiteError
 
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "auto")
 # How long a collective operation waits for the other workers before the run fails (a worker that died).
-WORKER_TIMEOUT_SECONDS = int(os.environ.get("SUITE_WORKER_TIMEOUT", "600"))
+# (A worker may wait that long for another that computes the pool variants it was given.)
+WORKER_TIMEOUT_SECONDS = int(os.environ.get("SUITE_WORKER_TIMEOUT", "3600"))
+CHIEF_WAIT_SECONDS = 24 * 3600  # How long the other workers wait for the chief to decode photos on its own.
 
 
 @dataclasses.dataclass
@@ -97,6 +101,8 @@ def cluster_spec(environment: dict[str, str] | None = None) -> tuple[int, int]:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
         members = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
+        if task["type"] not in ("chief", "worker"):
+            raise ValueError(f"task type {task['type']!r}: this suite runs chief and worker tasks only")
         offset = 1 if task["type"] == "worker" and cluster.get("chief") else 0
         return len(members), offset + int(task["index"])
     except (ValueError, KeyError, TypeError) as error:
@@ -215,10 +221,71 @@ def _sum_over_workers(value: float) -> float:
     return float(_compiled["sum"](tf.constant(value / len(strategy.extended.worker_devices))))
 
 
+@contextlib.contextmanager
+def local():
+    """A computation of this worker alone: variables created inside (a random layer's seed state) are not
+    mirrored, since creating a mirrored variable is a collective operation the other workers would have to join."""
+    import tensorflow as tf
+
+    strategy = _current.strategy
+    if strategy is not None:
+        tf.distribute.experimental_set_strategy(None)
+    try:
+        yield
+    finally:
+        if strategy is not None:
+            tf.distribute.experimental_set_strategy(strategy)
+
+
+def share_out(items: list, compute, shape: tuple[int, ...], dtype: str) -> dict:
+    """`{item: compute(item)}` for every item, on every worker; in a cluster each worker computes every
+    `workers`-th item (no collective operation while they compute), then each result, an array of `shape`
+    and `dtype`, goes to all workers."""
+    distribution = _current
+    if distribution.name != "multi_worker" or distribution.workers == 1:
+        return {item: compute(item) for item in items}
+    with local():
+        mine = {item: compute(item) for position, item in enumerate(items)
+                if position % distribution.workers == distribution.worker_index}
+    return {item: _from_worker(mine.get(item), position % distribution.workers, shape, dtype)
+            for position, item in enumerate(items)}
+
+
+def _from_worker(array, owner: int, shape: tuple[int, ...], dtype: str):
+    """`array` of worker `owner` on every worker: a sum over all replicas where only the owner's first replica
+    contributes (exact: the others add zeros)."""
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = _current.strategy
+    value = tf.constant(array if array is not None else np.zeros(shape, dtype))
+    first = owner * len(strategy.extended.worker_devices)
+
+    def contribute():
+        keep = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, first)
+        return tf.where(keep, value, tf.zeros_like(value))
+
+    return strategy.reduce("SUM", strategy.run(contribute), axis=None).numpy().astype(dtype)
+
+
 def barrier() -> None:
     """Wait until every worker gets here (after the chief wrote a file the others will look for)."""
     if _current.name == "multi_worker" and _current.workers > 1:
         _sum_over_workers(1.0)
+
+
+def wait_for_chief(ready, what: str) -> None:
+    """On a worker other than the chief: wait (outside any timed collective operation, however long the chief
+    takes) until `ready()` says the chief has written `what`, then meet it at a barrier."""
+    import time
+
+    deadline = time.time() + CHIEF_WAIT_SECONDS
+    while not ready():
+        if time.time() > deadline:
+            raise SuiteError(f"Waited {CHIEF_WAIT_SECONDS} s for the cluster's chief to write {what}: is it still "
+                             "running, and do the workers share its file system (CACHE_DIR)?")
+        time.sleep(1.0)
+    barrier()
 
 
 def chief_decides(answer: bool) -> bool:

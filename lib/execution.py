@@ -97,6 +97,11 @@ def _failure(error: BaseException, stem: str, partial: Path, cell_timeout: int) 
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    if isinstance(error, PapermillExecutionError) and error.ename in {"DeadlineExceededError", "UnavailableError"}:
+        return StageFailed(f"{stem} failed in cell [{error.exec_count}]: another worker of the cluster did not "
+                           f"answer ({error.ename}): it died or is more than SUITE_WORKER_TIMEOUT seconds behind. See "
+                           "its log (outputs/<run>/workers/ on a WORKERS cluster, its own output on a cluster of "
+                           "machines), then run the same command again on every machine.")
     if isinstance(error, PapermillExecutionError):
         first_line = str(error.evalue).splitlines()[0] if error.evalue else ""
         return StageFailed(f"{stem} failed in cell [{error.exec_count}]: {error.ename}: {first_line}")

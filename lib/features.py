@@ -81,7 +81,10 @@ def extract(extractor, images: np.ndarray, label: str = "images", batch_size: in
     for start in range(0, len(images), batch_size):
         # float32 (or float16) on disk whatever the compute precision: bfloat16 does not round-trip through .npz.
         batch = tf.constant(images[start:start + batch_size])
-        outputs.append(distribute.forward(forward, batch).numpy().astype(dtype))  # Split between replicas.
+        # Split between the replicas, unless random layers run: replicas would draw the same numbers for their
+        # shares (and a pool must not depend on the replica count: its cache key does not name it).
+        result = forward(batch) if training else distribute.forward(forward, batch)
+        outputs.append(result.numpy().astype(dtype))
         done = min(start + batch_size, len(images))
         now = time.perf_counter()
         if now >= next_report and done < len(images):

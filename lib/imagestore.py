@@ -134,7 +134,9 @@ def load(files: list[Path], image_size: int, errors: dict[str, str], cache_file:
     if not distribute.chief_decides(ok is not None):
         if distribute.is_chief():
             _write(files, image_size, errors, raw, index, label)
-        distribute.barrier()
+            distribute.barrier()
+        else:
+            distribute.wait_for_chief(lambda: _stored_mask(raw, index, image_size) is not None, str(raw))
         ok = None
     ok = ok if ok is not None else _stored_mask(raw, index, image_size)
     if ok is None:

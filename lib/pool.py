@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lib import SuiteError, data, features, models, storage
+from lib import SuiteError, data, distribute, features, models, storage
 from lib.data import ImageSet
 from lib.weights import WeightsChoice
 
@@ -92,15 +92,28 @@ def variants_at(cut: models.CutBase, cut_layer: str, image_set: ImageSet, weight
     check_memory(len(image_set), variants, unaugmented.shape[1:], cut_layer)
     pool = np.empty((len(image_set), variants + 1, *unaugmented.shape[1:]), dtype=np.float16)
     pool[:, 0] = unaugmented
+    key = features.cache_key_of(image_set, weights, cut)
+    files = [variant_path(key, cut_layer, augmentation, seed, variant) for variant in range(variants)]
+    stored = {variant: storage.stored_arrays(files[variant], lambda arrays: arrays["features"].shape
+                                             == unaugmented.shape) for variant in range(variants)}
+    missing, written = [variant for variant, arrays in stored.items() if arrays is None], set()
+
+    def compute(variant: int) -> np.ndarray:  # Each stored as soon as computed: a kill keeps the finished ones.
+        array = compute_variant(cut, cut_layer, image_set, augmentation, seed, variant)
+        storage.write_arrays(files[variant], features=array)
+        written.add(variant)
+        return array
+
+    started = time.perf_counter()
+    computed = distribute.share_out(missing, compute, unaugmented.shape, "float16")  # Split between workers.
+    for variant, array in computed.items():
+        if variant not in written:  # Computed by another worker of a cluster: the chief stores it.
+            storage.write_arrays(files[variant], features=array)
+    if missing:
+        distribute.barrier()
+        seconds += time.perf_counter() - started
     for variant in range(variants):
-        path = variant_path(features.cache_key_of(image_set, weights, cut), cut_layer, augmentation, seed, variant)
-        started = time.perf_counter()
-        arrays, from_cache = storage.cached_arrays(
-            path, lambda variant=variant: {"features": compute_variant(cut, cut_layer, image_set, augmentation,
-                                                                       seed, variant)},
-            usable=lambda arrays: arrays["features"].shape == unaugmented.shape)
-        pool[:, variant + 1] = arrays["features"]
-        seconds += 0.0 if from_cache else time.perf_counter() - started
+        pool[:, variant + 1] = computed[variant] if variant in computed else stored[variant]["features"]
     return pool, seconds
 
 

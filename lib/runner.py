@@ -183,6 +183,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
             inputs = freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)
             up_to_date, why = freshness.verdict(stem, plan.run, plan.parameters[stem], inputs)
             if up_to_date and not force:
+                tell_workers(plan, record, stem, "skip")
                 print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {why} "
                       f"({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes it.", flush=True)
                 stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / freshness.STAGE_FILE)
@@ -194,6 +195,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                                               freshness.completed(plan.run, plan.parameters))
             reason = "" if why.startswith("not complete") else f" (redone: {'FORCE=1' if force else why})"
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
+            tell_workers(plan, record, stem, "run")
             record["stages"][stem] = {"status": "running", "parameters": plan.parameters[stem]}
             manifest.write(plan.run, record, fingerprints)
             try:
@@ -246,33 +248,43 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     worker = worker_index(plan)
     if worker:
-        return run_as_worker(plan, worker, arguments.force)
+        return run_as_worker(plan, worker)
     return run_plan(plan, arguments.force, not arguments.no_forecast, arguments.cell_timeout)
 
 
+def tell_workers(plan: Plan, record: dict[str, Any], stem: str, decision: str) -> None:
+    """On the chief of a cluster of machines: say whether `stem` runs, for the other machines' runners."""
+    if cluster_of_machines(plan):
+        from lib import cluster
+
+        cluster.record_decision(paths.run_dir(plan.run) / cluster.WORKERS_DIR, record["started"], stem, decision)
+
+
+def cluster_of_machines(plan: Plan) -> bool:
+    """Whether the stages run as one worker of a cluster that `TF_CONFIG` describes (not a WORKERS cluster)."""
+    distributions = {values.get("distribution") for values in plan.parameters.values()}
+    return plan.workers == 1 and "multi_worker" in distributions
+
+
 def worker_index(plan: Plan) -> int:
-    """This machine's index in a cluster that `TF_CONFIG` describes, for `distribution=multi_worker` without
-    WORKERS (a cluster of machines); 0 (the chief) otherwise."""
+    """This machine's index in a cluster of machines (`cluster_of_machines`); 0 (the chief) otherwise."""
     from lib import distribute
 
-    clustered = any(values.get("distribution") == "multi_worker" for values in plan.parameters.values())
-    if plan.workers > 1 or not clustered:
-        return 0
-    return distribute.cluster_spec()[1]
+    return distribute.cluster_spec()[1] if cluster_of_machines(plan) else 0
 
 
-def run_as_worker(plan: Plan, index: int, force: bool) -> int:
-    """A machine of a cluster other than the chief: each stage the chief runs (the same verdicts, from the shared
-    run folder), executed here too; it writes only its executed notebooks, to the run's `workers/` folder."""
+def run_as_worker(plan: Plan, index: int) -> int:
+    """A machine of a cluster other than the chief: each stage the chief's runner decides to run (it says so in
+    `workers/decisions.json`), executed here too; it writes only its executed notebooks, to `workers/`."""
     from lib import cluster
 
     folder = paths.run_dir(plan.run) / cluster.WORKERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    since = time.time()
     for stem, values in plan.parameters.items():
-        inputs = freshness.stage_inputs(stem, values, plan.run, plan.fingerprints)
-        up_to_date, why = freshness.verdict(stem, plan.run, values, inputs)
-        if up_to_date and not force:
-            print(f"=== {stem}: skipped, complete with the {why}.", flush=True)
+        print(f"=== {stem}: waiting for the chief's runner to decide it ...", flush=True)
+        if not cluster.chief_decision(folder, stem, since):
+            print(f"=== {stem}: skipped, as the chief skips it.", flush=True)
             continue
         print(f"=== {stem} as worker {index} of the cluster in TF_CONFIG -> {folder}", flush=True)
         injected = {**values, "run_name": plan.run, "output_dir": str(paths.stage_dir(plan.run, stem)),

@@ -63,6 +63,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically (UTF-8)."""
+    if not _writes_here():
+        return Path(path)
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
@@ -107,8 +109,9 @@ def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     from lib import SuiteError
 
     path = Path(path)
-    if _writes_here():
-        check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
+    if not _writes_here():  # A worker other than the chief: not even into a temporary file.
+        return path
+    check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
     try:
         with atomic_path(path, suffix=".npz") as temporary:
             np.savez(temporary, **arrays)
@@ -144,6 +147,20 @@ def _chiefs_arrays(path: Path, usable: Callable[[dict[str, np.ndarray]], bool]) 
     return arrays
 
 
+def stored_arrays(path: str | os.PathLike, usable: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True
+                  ) -> dict[str, np.ndarray] | None:
+    """The usable arrays stored at `path`, or None (a damaged or unusable file is removed). In a cluster the
+    chief's answer holds for every worker: arrays on all of them, or None on all."""
+    from lib import distribute
+
+    path = Path(path)
+    arrays = _read_usable(path, usable)
+    if distribute.chief_decides(arrays is not None):
+        return arrays if arrays is not None else _chiefs_arrays(path, usable)
+    remove(path)
+    return None
+
+
 def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.ndarray]],
                   usable: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True,
                   chief_computes: bool = False) -> tuple[dict[str, np.ndarray], bool]:
@@ -159,12 +176,11 @@ def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.nd
     from lib import distribute
 
     path = Path(path)
-    arrays = _read_usable(path, usable)
-    if distribute.chief_decides(arrays is not None):
-        return (arrays if arrays is not None else _chiefs_arrays(path, usable)), True
-    remove(path)
+    arrays = stored_arrays(path, usable)
+    if arrays is not None:
+        return arrays, True
     if chief_computes and not distribute.is_chief():
-        distribute.barrier()
+        distribute.wait_for_chief(lambda: _read_usable(path, usable) is not None, str(path))
         return _chiefs_arrays(path, usable), True
     arrays = compute()
     write_arrays(path, **arrays)

@@ -139,6 +139,9 @@ def fit(model: keras.Model, train_dataset, *, epochs: int, validation_data: tupl
     validation = CachedValidation(validation_model or model, *validation_data)
     if distribute.current().name == "multi_worker":  # Keras's fit fails there: see lib.distribute.
         steps = steps_per_epoch or int(train_dataset.cardinality())
+        if steps < 1:
+            raise lib.SuiteError("distribution=multi_worker needs the number of steps per epoch: set "
+                                 "steps_per_epoch (this training set's length is not known in advance).")
         history = distribute.fit_multi_worker(model, train_dataset.repeat(), epochs=epochs, steps_per_epoch=steps,
                                               callbacks=[validation, best], verbose=verbose)
     else:

@@ -173,10 +173,10 @@ def test_mirrored_with_augmentation_dropout_and_a_pool_completes(tmp_path):
 @pytest.mark.slow
 def test_two_local_workers_run_stages_one_and_two_and_only_the_chief_writes(tmp_path):
     result = run_suite(tmp_path / "single", "feature_extraction", "data_augmentation", "--run", "r",
-                       "--set", "augmentation_pool=1")
+                       "--set", "augmentation_pool=2")
     assert result.returncode == 0, result.stderr[-2000:]
     result = run_suite(tmp_path / "cluster", "feature_extraction", "data_augmentation", "--run", "r",
-                       "--workers", "2", "--set", "augmentation_pool=1")
+                       "--workers", "2", "--set", "augmentation_pool=2")
     assert result.returncode == 0, result.stderr[-2000:]
     single, clustered = tmp_path / "single" / "r", tmp_path / "cluster" / "r"
 
@@ -184,6 +184,11 @@ def test_two_local_workers_run_stages_one_and_two_and_only_the_chief_writes(tmp_
         return {str(path.relative_to(root)) for path in root.rglob("*") if path.parts[len(root.parts)] != "workers"}
 
     assert listing(clustered) == listing(single)  # No stray or partial files from a second writer.
+    # The pool's two variants, one computed by each worker, are the variants one process computes.
+    pools = [sorted((tmp_path / where / "cache" / "pool").glob("*.npz")) for where in ("single", "cluster")]
+    assert len(pools[0]) == len(pools[1]) == 2
+    for one, other in zip(*pools):
+        np.testing.assert_array_equal(np.load(one)["features"], np.load(other)["features"])
     logged = sorted(path.name for path in (clustered / "workers").iterdir())
     for stem in ("01_feature_extraction", "02_data_augmentation"):
         assert {f"{stem}-worker1.log", f"{stem}-worker1.ipynb"} <= set(logged)
