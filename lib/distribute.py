@@ -172,7 +172,7 @@ def check_batch(batch_size: int) -> None:
     (Keras's `fit` under `MirroredStrategy` fails on uneven shares with "Inputs to operation AddN ... must have
     the same size and shape")."""
     replicas = _current.replicas
-    if batch_size % replicas:
+    if batch_size and batch_size % replicas:
         raise SuiteError(f"batch_size={batch_size} does not split evenly between the {replicas} replicas of "
                          f"distribution={_current.name}: use a multiple of {replicas} (batch_size is the global "
                          f"batch), e.g. batch_size={batch_size + replicas - batch_size % replicas}, or other replicas.")

@@ -32,10 +32,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def prepare(*, seed: int, deterministic: bool = False, mixed_precision: bool = False,
-            require_gpu: bool = False, distribution: str = "none", replicas: int = 0, batch_size: int = 1) -> str:
+            require_gpu: bool = False, distribution: str = "none", replicas: int = 0, batch_size: int = 0) -> str:
     """A stage's start: check the devices (a `SuiteError` when a GPU is required and missing), set up the
-    distribution strategy before anything computes (`lib.distribute`; `batch_size` must split evenly between
-    its replicas), seed everything and set the compute precision; returns the precision's policy name."""
+    distribution strategy before anything computes (`lib.distribute`; `batch_size`, when given, must split
+    evenly between its replicas), seed everything and set the compute precision; returns the precision's policy name."""
     from lib import devices, distribute
 
     gpus = devices.check(require_gpu)
