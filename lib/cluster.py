@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib import paths, stages, storage
+from lib import paths, storage
 
 WORKERS_DIR = "workers"
 DECISIONS_FILE = "decisions.json"
@@ -63,6 +63,9 @@ class LocalCluster:
     def log(self, index: int) -> Path:
         return self.folder / f"{self.stem}-worker{index}.log"
 
+    def _ended(self, index: int, code: int) -> str:
+        return f"worker {index} of {len(self.ports)} ended with exit status {code} (see {self.log(index)})"
+
     def start(self, parameters: dict[str, Any]) -> None:
         """Start workers 1..N-1 on the same notebook and parameters."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -83,8 +86,7 @@ class LocalCluster:
                 for index, process in self.processes.items():
                     code = process.poll()
                     if code not in (None, 0) and self.failure is None:
-                        self.failure = (f"worker {index} of {len(self.ports)} ended with exit status {code} (see "
-                                        f"{self.log(index)})")
+                        self.failure = self._ended(index, code)
                         stop_chief()
                         return
 
@@ -105,7 +107,7 @@ class LocalCluster:
                 if chief_succeeded and self.failure is None:
                     self.failure = f"worker {index} did not finish with the chief (see {self.log(index)})"
             elif code != 0 and self.failure is None:
-                self.failure = f"worker {index} ended with exit status {code} (see {self.log(index)})"
+                self.failure = self._ended(index, code)
         return self.failure
 
 
@@ -143,17 +145,12 @@ def chief_decision(folder: Path, stem: str, since: float) -> bool:
 def run_worker(stem: str, parameters: dict[str, Any], output_file: str | Path) -> int:
     """A worker other than the chief: execute the stage notebook in a kernel of its own (TF_CONFIG comes from
     the environment) into `output_file`, its log; the exit status says whether it completed."""
-    import papermill
-
     from lib import execution
 
     execution.configure_logging()
     kernel_manager = execution.kernel_manager()
     try:
-        papermill.execute_notebook(
-            str(stages.get(stem).notebook), str(output_file), parameters=parameters,
-            kernel_name="python3", cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False,
-            km=kernel_manager, start_timeout=execution.KERNEL_START_TIMEOUT)
+        execution.run_notebook(stem, Path(output_file), parameters, kernel_manager)
         return 0
     except Exception as error:
         print(f"ERROR: worker of {stem}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",

@@ -194,17 +194,16 @@ def forward(function, batch):
         return function(batch)
     strategy, rows, replicas = distribution.strategy, int(batch.shape[0]), distribution.replicas
     size = max(-(-rows // replicas), 1)
+    bounds = [_slice_bounds(rows, replica, replicas) for replica in range(replicas)]
 
     def share(context):
-        start, end = _slice_bounds(rows, context.replica_id_in_sync_group, replicas)
-        part = batch[start:end]
+        start, end = bounds[context.replica_id_in_sync_group]
         padding = tf.zeros([size - (end - start), *batch.shape[1:]], dtype=batch.dtype)
-        return tf.concat([part, padding], axis=0)
+        return tf.concat([batch[start:end], padding], axis=0)
 
     shares = strategy.experimental_distribute_values_from_function(share)
     gathered = strategy.gather(strategy.run(function, args=(shares,)), axis=0)
-    kept = [replica * size + offset for replica in range(replicas)
-            for offset in range(_slice_bounds(rows, replica, replicas)[1] - _slice_bounds(rows, replica, replicas)[0])]
+    kept = [replica * size + offset for replica, (start, end) in enumerate(bounds) for offset in range(end - start)]
     return tf.gather(gathered, kept)
 
 
@@ -274,18 +273,20 @@ def barrier() -> None:
         _sum_over_workers(1.0)
 
 
-def wait_for_chief(ready, what: str) -> None:
+def wait_for_chief(ready, what: str):
     """On a worker other than the chief: wait (outside any timed collective operation, however long the chief
-    takes) until `ready()` says the chief has written `what`, then meet it at a barrier."""
+    takes) until `ready()` returns what the chief has written to `what` (None until then), meet the chief at
+    a barrier, and return it."""
     import time
 
     deadline = time.time() + CHIEF_WAIT_SECONDS
-    while not ready():
+    while (result := ready()) is None:
         if time.time() > deadline:
             raise SuiteError(f"Waited {CHIEF_WAIT_SECONDS} s for the cluster's chief to write {what}: is it still "
                              "running, and do the workers share its file system (CACHE_DIR)?")
         time.sleep(1.0)
     barrier()
+    return result
 
 
 def chief_decides(answer: bool) -> bool:
@@ -307,8 +308,7 @@ def _replica_inputs(dataset, distribution: Distribution, local_replicas: int):
         rows = tf.shape(inputs)[0]
 
         def one(local):
-            replica = first + tf.cast(local, tf.int32)
-            start, end = rows * replica // distribution.replicas, rows * (replica + 1) // distribution.replicas
+            start, end = _slice_bounds(rows, first + tf.cast(local, tf.int32), distribution.replicas)
             return inputs[start:end], labels[start:end], rows
 
         return tf.data.Dataset.range(local_replicas).map(one)

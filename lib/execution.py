@@ -184,13 +184,24 @@ def _signals_held():
             signal.signal(number, handler)
 
 
+def run_notebook(stem: str, output_file: Path, parameters: dict[str, Any], manager,
+                 cell_timeout: int | None = None) -> None:
+    """papermill: the stage notebook `stem` with `parameters` into `output_file`, in the kernel of `manager`,
+    from `notebooks/`, each cell's output logged as it comes."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(stages.get(stem).notebook), str(output_file), parameters=parameters, kernel_name="python3",
+        cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False, km=manager,
+        execution_timeout=cell_timeout, start_timeout=KERNEL_START_TIMEOUT,
+    )
+
+
 def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: int = DEFAULT_CELL_TIMEOUT,
             workers: int = 1) -> float:
     """Run the stage notebook `stem` with `parameters` into `folder/<stem>.ipynb` and render
     `<stem>.html`; return the seconds it took. Raises `StageFailed` however it ends early. With `workers` > 1
     this kernel is the chief of a local cluster (`lib.cluster`) whose other workers run beside it."""
-    import papermill
-
     from lib import cluster
 
     executed, partial = folder / f"{stem}.ipynb", folder / f".{stem}.running.ipynb"
@@ -203,11 +214,7 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
             workers_cluster.start(parameters)
             workers_cluster.watch(lambda: stop_kernel(manager))
             os.environ["TF_CONFIG"] = cluster.tf_config(workers_cluster.ports, 0)  # For the chief's kernel.
-        papermill.execute_notebook(
-            str(stages.get(stem).notebook), str(partial), parameters=parameters, kernel_name="python3",
-            cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False, km=manager,
-            execution_timeout=cell_timeout, start_timeout=KERNEL_START_TIMEOUT,
-        )
+        run_notebook(stem, partial, parameters, manager, cell_timeout)
     except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
         failure = _failure(error, stem, partial, cell_timeout)
     finally:

@@ -97,18 +97,9 @@ class DiskImages:
         return array.astype(dtype) if dtype is not None else array
 
 
-def _stored_mask(raw: Path, index: Path, image_size: int) -> np.ndarray | None:
-    """The decoded-or-not mask of a complete disk store (its index written last), else None."""
-    try:
-        with np.load(index) as stored:
-            ok = stored["ok"]
-        return ok if raw.stat().st_size == int(ok.sum()) * image_size * image_size * 3 else None
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _write(files: list[Path], image_size: int, errors: dict[str, str], raw: Path, index: Path, label: str) -> None:
-    """Decode `files` a chunk at a time straight into the raw file, then write the index (atomically both)."""
+def _write(files: list[Path], image_size: int, errors: dict[str, str], raw: Path, label: str) -> dict[str, np.ndarray]:
+    """Decode `files` a chunk at a time straight into the raw file (atomically); returns the index to store, the
+    mask of the files that decoded."""
     from lib import data
 
     masks = []
@@ -120,28 +111,21 @@ def _write(files: list[Path], image_size: int, errors: dict[str, str], raw: Path
                                            label=f"{label} {start + 1}-{end} of {len(files)}")
             handle.write(images[ok].tobytes())
             masks.append(ok)
-    storage.write_arrays(index, ok=np.concatenate(masks) if masks else np.zeros(0, dtype=bool))
+    return {"ok": np.concatenate(masks) if masks else np.zeros(0, dtype=bool)}
 
 
 def load(files: list[Path], image_size: int, errors: dict[str, str], cache_file: Path, label: str
          ) -> tuple[DiskImages, np.ndarray]:
     """The photos of `files` in a disk store beside `cache_file` (decoded now unless stored): the images and
-    the mask of the files that decoded."""
-    from lib import distribute
-
+    the mask of the files that decoded. The store's index is a cache entry written after the raw file, so it
+    is complete when the index is there and the raw file has the size the index says (in a cluster only the
+    chief decodes: `storage.cached_arrays`)."""
     raw, index = cache_file.with_suffix(".u8"), cache_file.with_suffix(".index.npz")
-    ok = _stored_mask(raw, index, image_size)
-    if not distribute.chief_decides(ok is not None):
-        if distribute.is_chief():
-            _write(files, image_size, errors, raw, index, label)
-            distribute.barrier()
-        else:
-            distribute.wait_for_chief(lambda: _stored_mask(raw, index, image_size) is not None, str(raw))
-        ok = None
-    ok = ok if ok is not None else _stored_mask(raw, index, image_size)
-    if ok is None:
-        raise SuiteError(f"The decoded photos in {raw} cannot be read here: in a cluster, the workers must share "
-                         "one file system for CACHE_DIR.")
+    row = image_size * image_size * 3
+    arrays, _ = storage.cached_arrays(
+        index, lambda: _write(files, image_size, errors, raw, label), chief_computes=True,
+        usable=lambda arrays: raw.is_file() and raw.stat().st_size == int(arrays["ok"].sum()) * row)
+    ok = arrays["ok"]
     if not ok.any():
         raise SuiteError(f"No image among the {len(files)} files of {label} could be decoded: check that they are "
                          "photos.")

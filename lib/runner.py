@@ -142,6 +142,12 @@ def check_writable(run: str) -> None:
                          "to a writable folder, or fix the folder's permissions.") from None
 
 
+def injected_parameters(plan: Plan, stem: str) -> dict[str, Any]:
+    """What papermill gives a stage's notebook: its checked parameters and the runner's own keys."""
+    return {**plan.parameters[stem], "run_name": plan.run, "output_dir": str(paths.stage_dir(plan.run, stem)),
+            "profile_name": plan.profile["name"]}
+
+
 def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) -> dict[str, Any]:
     """Execute one stage into the run folder; return its `stage.json` record (written last)."""
     values = plan.parameters[stem]
@@ -151,8 +157,7 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
         storage.remove(folder / stale)
     print(f" {stem}  (run {plan.run}, profile {plan.profile['name']}) -> {folder}", flush=True)
     print("    parameters: " + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())), flush=True)
-    injected = {**values, "run_name": plan.run, "output_dir": str(folder), "profile_name": plan.profile["name"]}
-    seconds = execution.execute(stem, folder, injected, cell_timeout, plan.workers)
+    seconds = execution.execute(stem, folder, injected_parameters(plan, stem), cell_timeout, plan.workers)
     if not (folder / reporting.METRICS_FILE).is_file():
         raise execution.StageFailed(f"{stem} finished without writing {folder / reporting.METRICS_FILE}.")
     metrics = storage.read_json(folder / reporting.METRICS_FILE)
@@ -281,15 +286,13 @@ def run_as_worker(plan: Plan, index: int) -> int:
     folder = paths.run_dir(plan.run) / cluster.WORKERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     since = time.time()
-    for stem, values in plan.parameters.items():
+    for stem in plan.parameters:
         print(f"=== {stem}: waiting for the chief's runner to decide it ...", flush=True)
         if not cluster.chief_decision(folder, stem, since):
             print(f"=== {stem}: skipped, as the chief skips it.", flush=True)
             continue
         print(f"=== {stem} as worker {index} of the cluster in TF_CONFIG -> {folder}", flush=True)
-        injected = {**values, "run_name": plan.run, "output_dir": str(paths.stage_dir(plan.run, stem)),
-                    "profile_name": plan.profile["name"]}
-        if cluster.run_worker(stem, injected, folder / f"{stem}-worker{index}.ipynb"):
+        if cluster.run_worker(stem, injected_parameters(plan, stem), folder / f"{stem}-worker{index}.ipynb"):
             print(f"\nERROR: {stem} failed on worker {index}; see {folder / f'{stem}-worker{index}.ipynb'}.",
                   file=sys.stderr, flush=True)
             return 2

@@ -63,8 +63,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically (UTF-8)."""
-    if not _writes_here():
-        return Path(path)
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
@@ -180,8 +178,7 @@ def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.nd
     if arrays is not None:
         return arrays, True
     if chief_computes and not distribute.is_chief():
-        distribute.wait_for_chief(lambda: _read_usable(path, usable) is not None, str(path))
-        return _chiefs_arrays(path, usable), True
+        return distribute.wait_for_chief(lambda: _read_usable(path, usable), str(path)), True
     arrays = compute()
     write_arrays(path, **arrays)
     distribute.barrier()
