@@ -58,31 +58,31 @@ forecast: setup ## Print how long each stage of PROFILE would take on this machi
 
 report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's results (RUN=... required).
 	@test -n "$(RUN)" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }
-	$(PYTHON) -m lib.summary $(RUN)
+	$(PYTHON) -m lib.pages.summary $(RUN)
 
 predict: setup ## Classify new photos with a run's model -> outputs/<RUN>/predictions/ (RUN=, IMAGES=, STAGE= optional).
 	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "Give the run and the photos: make predict RUN=<name> IMAGES=<file or folder>"; exit 2; }
-	$(PYTHON) -m lib.predict --run $(RUN) --images "$(IMAGES)" $(if $(STAGE),--stage $(STAGE))
+	$(PYTHON) -m lib.run.predict --run $(RUN) --images "$(IMAGES)" $(if $(STAGE),--stage $(STAGE))
 
 compare: setup ## One page comparing runs -> outputs/compare.html (RUNS="run-a run-b ...").
 	@test -n "$(RUNS)" || { echo "Give the runs: make compare RUNS=\"run-a run-b\""; exit 2; }
-	$(PYTHON) -m lib.compare $(RUNS)
+	$(PYTHON) -m lib.pages.compare $(RUNS)
 
 bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/bench/bench.json (BENCH_IMAGES=400).
-	$(PYTHON) -m lib.bench --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)
+	$(PYTHON) tools/bench.py --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)
 
 test: setup ## Unit tests and smoke-profile notebook execution checks (`pytest -m "not slow"`: the fast ones).
 	$(PYTHON) -m pytest -q tests
 
 lint: setup ## ruff over everything (notebook sources too); notebooks match their .py twins and commit no outputs.
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m lib.pairing check
+	$(PYTHON) -m lib.run.pairing check
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
-	$(PYTHON) -m lib.data
+	$(PYTHON) -m lib.study.photos
 
 notebooks: setup ## Sync each notebook with its paired .py (the side you edited wins) and the Colab links.
-	$(PYTHON) -m lib.pairing sync
+	$(PYTHON) -m lib.run.pairing sync
 
 clean: ## Delete outputs/ (runs and caches) but keep .venv.
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

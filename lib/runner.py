@@ -4,8 +4,9 @@
 
 Before any kernel starts: the profile's values are checked against each notebook's parameters cell
 (unknown keys, wrong types and out-of-range values stop here), and each notebook against its paired `.py`.
-Then for each stage: skip it when it is up to date (`lib.freshness`), else execute it (`lib.execution`),
-and keep the run's manifest (`lib.manifest`) true at every step. Any failure ends with one line naming the
+Then for each stage: skip it when it is up to date (`lib.run.freshness`), else execute it
+(`lib.run.execution`), and keep the run's manifest (`lib.run.manifest`) true at every step; at the end, whatever
+happened, write the run's summary page (`lib.pages.summary`). Any failure ends with one line naming the
 stage, what happened and what to do, and a non-zero exit status.
 """
 from __future__ import annotations
@@ -18,7 +19,11 @@ import time
 from typing import Any
 
 import lib  # noqa: F401  (sets TensorFlow's environment before any kernel inherits it)
-from lib import SuiteError, execution, freshness, manifest, pairing, params, paths, reporting, stages, storage
+from lib import SuiteError
+from lib.core import devices, params, paths, records, stages, storage
+from lib.pages import summary
+from lib.run import cluster, estimate, execution, freshness, manifest, pairing, provenance, schedule
+from lib.study import distribute
 
 
 @dataclasses.dataclass
@@ -82,15 +87,11 @@ def choose_profile(arguments: argparse.Namespace, overrides: dict[str, Any],
         return profile_from_manifest(arguments.from_manifest), choice, None
     if arguments.profile != "auto":
         return params.load_profile(arguments.profile), "", None
-    from lib import schedule
-
     return schedule.auto_profile(arguments.run, arguments.budget_minutes, overrides, fingerprints)
 
 
 def prepare(arguments: argparse.Namespace) -> Plan:
     """Everything checked before a kernel starts: stages, profile, parameters, GPU, notebooks, output folder."""
-    from lib import devices
-
     stems = list(stages.STEMS) if arguments.stages == ["all"] else [stages.get(s).stem for s in arguments.stages]
     overrides = dict(params.parse_assignment(item) for item in arguments.set)
     overrides.update(cluster_overrides(arguments.workers, overrides))
@@ -153,31 +154,24 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
     values = plan.parameters[stem]
     folder = paths.stage_dir(plan.run, stem)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in (freshness.STAGE_FILE, reporting.METRICS_FILE):  # Not complete until it says so again.
+    for stale in (records.STAGE_FILE, records.METRICS_FILE):  # Not complete until it says so again.
         storage.remove(folder / stale)
     print(f" {stem}  (run {plan.run}, profile {plan.profile['name']}) -> {folder}", flush=True)
     print("    parameters: " + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())), flush=True)
     seconds = execution.execute(stem, folder, injected_parameters(plan, stem), cell_timeout, plan.workers)
-    if not (folder / reporting.METRICS_FILE).is_file():
-        raise execution.StageFailed(f"{stem} finished without writing {folder / reporting.METRICS_FILE}.")
-    metrics = storage.read_json(folder / reporting.METRICS_FILE)
-    finished = time.time()
-    record = {
-        "stage": stem, "status": "complete", "run": plan.run, "profile": plan.profile["name"],
-        "profile_path": plan.profile["path"], "parameters": values, "parameters_hash": freshness.short_hash(values),
-        "started": finished - seconds, "finished": finished, "seconds": round(seconds, 1),
-        "notebook": f"{stem}.ipynb", "report": f"{stem}.html", "inputs": inputs, "inputs_hash": inputs["hash"],
-        **{key: metrics.get(key) for key in ("distribution", "replicas", "workers")},
-    }
-    storage.write_json(folder / freshness.STAGE_FILE, record)
+    metrics = records.read_metrics(folder)
+    if metrics is None:
+        raise execution.StageFailed(f"{stem} finished without writing {folder / records.METRICS_FILE}.")
+    record = records.stage_record(stem=stem, run=plan.run, profile=plan.profile, parameters=values,
+                                  parameters_hash=freshness.short_hash(values), seconds=seconds, finished=time.time(),
+                                  inputs=inputs, metrics=metrics)
+    storage.write_json(folder / records.STAGE_FILE, record)
     print(f"=== {stem} done in {seconds:.0f} s: {folder / (stem + '.html')}", flush=True)
     return record
 
 
 def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
-    from lib import estimate
-
     record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule)
     fingerprints = plan.fingerprints
     forecasts: dict[str, float] | None = None if forecast else {}
@@ -191,7 +185,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 tell_workers(plan, record, stem, "skip")
                 print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {why} "
                       f"({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes it.", flush=True)
-                stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / freshness.STAGE_FILE)
+                stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / records.STAGE_FILE)
                 record["stages"][stem] = {**stage_record, "skipped_this_time": True}
                 manifest.write(plan.run, record, fingerprints)
                 continue
@@ -201,7 +195,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
             reason = "" if why.startswith("not complete") else f" (redone: {'FORCE=1' if force else why})"
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
             tell_workers(plan, record, stem, "run")
-            record["stages"][stem] = {"status": "running", "parameters": plan.parameters[stem]}
+            record["stages"][stem] = manifest.running(plan.parameters[stem])
             manifest.write(plan.run, record, fingerprints)
             try:
                 stage_record = run_stage(plan, stem, inputs, cell_timeout)
@@ -209,8 +203,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 record["stages"][stem].update(status=failure.status, message=str(failure))
                 record["status"] = failure.status
                 raise
-            record["stages"][stem] = {**stage_record, "forecast_seconds": (forecasts or {}).get(stem),
-                                      "skipped_this_time": False}
+            record["stages"][stem] = manifest.completed(stage_record, (forecasts or {}).get(stem), skipped=False)
             manifest.write(plan.run, record, fingerprints)
         record["status"] = "complete"
         return 0
@@ -229,6 +222,15 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
         return 130
     finally:
         manifest.finish(plan.run, record)
+        write_summary(plan.run)
+
+
+def write_summary(run: str) -> None:
+    """Rewrite the run's summary page; a failure to do so never hides the run's own outcome."""
+    try:
+        print(f"Summary: {summary.write(run)}", flush=True)
+    except Exception as error:
+        print(f"(Could not write the summary page: {type(error).__name__}: {error})", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,8 +246,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted before any stage started.", file=sys.stderr, flush=True)
         return 130
     if arguments.forecast_only:
-        from lib import estimate, provenance
-
         print(plan.choice or f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
         for values in plan.parameters.values():
             provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
@@ -260,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
 def tell_workers(plan: Plan, record: dict[str, Any], stem: str, decision: str) -> None:
     """On the chief of a cluster of machines: say whether `stem` runs, for the other machines' runners."""
     if cluster_of_machines(plan):
-        from lib import cluster
-
         cluster.record_decision(paths.run_dir(plan.run) / cluster.WORKERS_DIR, record["started"], stem, decision)
 
 
@@ -273,16 +271,12 @@ def cluster_of_machines(plan: Plan) -> bool:
 
 def worker_index(plan: Plan) -> int:
     """This machine's index in a cluster of machines (`cluster_of_machines`); 0 (the chief) otherwise."""
-    from lib import distribute
-
     return distribute.cluster_spec()[1] if cluster_of_machines(plan) else 0
 
 
 def run_as_worker(plan: Plan, index: int) -> int:
     """A machine of a cluster other than the chief: each stage the chief's runner decides to run (it says so in
     `workers/decisions.json`), executed here too; it writes only its executed notebooks, to `workers/`."""
-    from lib import cluster
-
     folder = paths.run_dir(plan.run) / cluster.WORKERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     since = time.time()
@@ -292,7 +286,7 @@ def run_as_worker(plan: Plan, index: int) -> int:
             print(f"=== {stem}: skipped, as the chief skips it.", flush=True)
             continue
         print(f"=== {stem} as worker {index} of the cluster in TF_CONFIG -> {folder}", flush=True)
-        if cluster.run_worker(stem, injected_parameters(plan, stem), folder / f"{stem}-worker{index}.ipynb"):
+        if execution.run_worker(stem, injected_parameters(plan, stem), folder / f"{stem}-worker{index}.ipynb"):
             print(f"\nERROR: {stem} failed on worker {index}; see {folder / f'{stem}-worker{index}.ipynb'}.",
                   file=sys.stderr, flush=True)
             return 2

@@ -56,14 +56,14 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 # %% [markdown]
 # ## Setup
 # In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The next ones start TensorFlow and import the suite's modules this stage uses.
+# elsewhere it does nothing. The next ones start TensorFlow and Keras and import the suite's modules this stage uses.
 
 # %%
 import os
 import subprocess
 import sys
 
-REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/colab.py.
+REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/run/colab.py.
 if "google.colab" in sys.modules and not os.path.isdir("../lib"):
     folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
     if not os.path.isdir(folder):
@@ -71,7 +71,7 @@ if "google.colab" in sys.modules and not os.path.isdir("../lib"):
         subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
     os.chdir(os.path.join(folder, "notebooks"))
     sys.path.insert(0, folder)
-    from lib import colab
+    from lib.run import colab
 
     colab.prepare(data_dir)
 
@@ -82,39 +82,53 @@ from IPython.display import display
 
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
-import lib.weights
 
 tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+import keras
 
 # %%
-from lib import data, evaluation, features, handoff, heatmaps, models, plots, reporting, training
+from lib.study import evaluation, features, heatmaps, models, photos, plots, stage_run, training
+from lib.study import weights as vgg16_weights
 
 # %% [markdown]
-# ## Data
-# Every photo is decoded and resized once (and cached on disk), with cats as class 0 and dogs as class 1.
+# ## Start the stage, load the photos
+# `stage_run.start` checks the devices, seeds Python, NumPy and TensorFlow, sets the compute precision and makes
+# this stage's output folder. Every photo is decoded and resized once (and cached on disk), with cats as class 0
+# and dogs as class 1.
 
 # %%
-STAGE = "01_feature_extraction"
-precision = training.prepare(seed=seed, deterministic=deterministic, mixed_precision=mixed_precision,
-                             require_gpu=require_gpu, distribution=distribution, replicas=replicas,
-                             batch_size=batch_size)
-started = reporting.now()
-output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
-image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
-data.describe(image_sets)
+stage = stage_run.start("01_feature_extraction", globals())
+image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+photos.describe(image_sets)
 
 # %% [markdown]
 # ## The conv base
-# VGG16 without its classifier (`include_top=False`): 150x150x3 photos in, 4x4x512 feature maps out.
-# It stays frozen.
+# VGG16 without its classifier (`keras.applications.VGG16(include_top=False)`): 150x150x3 photos in, 4x4x512
+# feature maps out. It stays frozen.
 
 # %%
-weights_choice = lib.weights.resolve_weights(weights)
-display(reporting.weights_notice(weights_choice))
+weights_choice = vgg16_weights.resolve_weights(weights)
+display(stage_run.weights_notice(weights_choice))
 conv_base = models.build_conv_base(weights_choice, image_size)
-classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
-cut = models.cut_base(conv_base, classifier, preprocessing)
 print(f"Conv base output: {conv_base.output_shape[1:]}, {conv_base.count_params():,} parameters, all frozen.")
+
+# %% [markdown]
+# ## The classifier
+# A small densely connected classifier on the conv base's features: flatten the 4x4x512 maps, one hidden layer
+# of 256 units, dropout against overfitting, and one sigmoid unit that gives P(dog).
+
+# %%
+classifier = keras.Sequential(
+    [
+        keras.Input(shape=conv_base.output_shape[1:]),
+        keras.layers.Flatten(),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dropout(dropout),
+        keras.layers.Dense(1, activation="sigmoid", dtype="float32"),  # float32 even under 16-bit compute.
+    ],
+    name="classifier",
+)
+classifier.summary()
 
 # %% [markdown]
 # ## Extract the features once
@@ -123,23 +137,26 @@ print(f"Conv base output: {conv_base.output_shape[1:]}, {conv_base.count_params(
 # nothing.
 
 # %%
+cut = models.cut_base(conv_base, classifier, preprocessing)
 extracted = features.at_cut(cut, image_sets, list(image_sets), weights_choice)
 {split: array.shape for split, array in extracted.arrays.items()}
 
 # %% [markdown]
 # ## Train the classifier on the features
-# Flatten, Dense(256, relu), Dropout, Dense(1, sigmoid). The weights of the epoch with the highest validation
-# accuracy (ties: lowest validation loss) are restored at the end.
+# RMSprop at a low learning rate, binary cross-entropy. Two callbacks: `CachedValidation` scores the validation
+# features after each epoch (what `validation_data` would do), and `BestEpoch` keeps the weights of the epoch
+# with the highest validation accuracy (ties: lowest validation loss) and restores them at the end.
 
 # %%
-models.compile_binary(classifier, learning_rate)
-train_dataset = data.make_tf_dataset(extracted.arrays["train"], image_sets["train"].labels, batch_size,
-                                     shuffle=True, seed=seed)
-fitted = training.fit(classifier, train_dataset, epochs=epochs,
-                      validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
-                      verbose=verbose)
-reporting.write_history_csv(output_folder / reporting.HISTORY_FILE, fitted.rows)
-handoff.save(STAGE, output_folder, classifier)
+classifier.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="binary_crossentropy",
+                   metrics=["accuracy"])
+train_dataset = photos.make_tf_dataset(extracted.arrays["train"], image_sets["train"].labels, batch_size,
+                                       shuffle=True, seed=seed)
+callbacks = [training.CachedValidation(classifier, extracted.arrays["validation"], image_sets["validation"].labels),
+             training.BestEpoch()]
+fitted = training.fit(classifier, train_dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
+stage.save_history(fitted.rows)
+stage.hand_on(classifier)
 
 # %% [markdown]
 # ## Learning curves
@@ -148,7 +165,7 @@ handoff.save(STAGE, output_folder, classifier)
 
 # %%
 figure = plots.learning_curves(fitted.rows, title="Stage 1: classifier on frozen VGG16 features")
-plots.save(figure, output_folder / "learning_curves.png")
+stage.save_figure(figure, "learning_curves.png")
 
 # %% [markdown]
 # ## Where it goes wrong
@@ -160,7 +177,7 @@ plots.save(figure, output_folder / "learning_curves.png")
 held_out = [split for split in image_sets if split != "train"]
 evaluations = evaluation.evaluate(cut, extracted.arrays, image_sets, held_out, weights_choice, test_time_augmentation,
                                   calibrate)
-figures = plots.evaluation_figures(output_folder, image_sets["validation"], evaluations["validation"])
+figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evaluations["validation"])
 
 # %% [markdown]
 # ## What the model looks at
@@ -171,21 +188,14 @@ figures = plots.evaluation_figures(output_folder, image_sets["validation"], eval
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
                                    evaluations["validation"]["probabilities"])
-plots.save(figure, output_folder / "heatmaps.png")
+stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]
 # ## Result
 
 # %%
-metrics = reporting.build_metrics(
-    STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
-    image_size=image_size, evaluations=evaluations, best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
-    extraction_seconds=extracted.seconds, training_seconds=fitted.seconds, image_sets=image_sets,
-    started=started, parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
-    features_from_cache=extracted.from_cache,
-)
-reporting.write_metrics(output_folder, metrics)
-print(reporting.summary_sentence(metrics))
+metrics = stage.finish(weights=weights_choice, image_sets=image_sets, evaluations=evaluations, fitted=fitted,
+                       extraction_seconds=extracted.seconds, features_from_cache=extracted.from_cache)
 
 # %% [markdown]
 # ## Conclusion

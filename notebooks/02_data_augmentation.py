@@ -68,14 +68,14 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 # %% [markdown]
 # ## Setup
 # In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The next ones start TensorFlow and import the suite's modules this stage uses.
+# elsewhere it does nothing. The next ones start TensorFlow and Keras and import the suite's modules this stage uses.
 
 # %%
 import os
 import subprocess
 import sys
 
-REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/colab.py.
+REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/run/colab.py.
 if "google.colab" in sys.modules and not os.path.isdir("../lib"):
     folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
     if not os.path.isdir(folder):
@@ -83,7 +83,7 @@ if "google.colab" in sys.modules and not os.path.isdir("../lib"):
         subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
     os.chdir(os.path.join(folder, "notebooks"))
     sys.path.insert(0, folder)
-    from lib import colab
+    from lib.run import colab
 
     colab.prepare(data_dir)
 
@@ -94,28 +94,24 @@ from IPython.display import display
 
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
-import lib.weights
 
 tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+import keras
 
 # %%
-from lib import data, evaluation, features, handoff, heatmaps, models, plots, pool, reporting, training
+from lib.study import evaluation, features, handoff, heatmaps, models, photos, plots, pool, stage_run, training
+from lib.study import weights as vgg16_weights
 
 # %% [markdown]
-# ## Data
+# ## Start the stage, load the photos
 # Photos are decoded once and kept in memory; augmentation happens later, inside the model, on training
 # photos only.
 
 # %%
-STAGE = "02_data_augmentation"
-precision = training.prepare(seed=seed, deterministic=deterministic, mixed_precision=mixed_precision,
-                             require_gpu=require_gpu, distribution=distribution, replicas=replicas,
-                             batch_size=batch_size)
-started = reporting.now()
-output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
-image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+stage = stage_run.start("02_data_augmentation", globals())
+image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
 evaluation_splits = [split for split in image_sets if split != "train"]
-data.describe(image_sets)
+photos.describe(image_sets)
 
 # %% [markdown]
 # ## What augmentation does
@@ -127,16 +123,17 @@ augmentation_settings = dict(rotation_degrees=rotation_degrees, width_shift=widt
                              zoom=zoom, horizontal_flip=horizontal_flip, vertical_flip=vertical_flip)
 augmentation = models.build_augmentation(**augmentation_settings, seed=seed)
 examples = image_sets["train"].images[[0, 1, -1, -2]]  # Two cats, two dogs.
-plots.save(plots.augmented_examples(examples, augmentation, seed=seed), output_folder / "augmented_examples.png")
+stage.save_figure(plots.augmented_examples(examples, augmentation, seed=seed), "augmented_examples.png")
 
 # %% [markdown]
 # ## The model: frozen conv base plus classifier
+# One model from raw pixels to P(dog): augmentation, preprocessing, the conv base, stage 1's classifier layers.
 # Freezing matters: without it, the large gradients from the new, randomly initialised classifier would wreck
 # the pretrained features. The counts below show that only the classifier is trainable.
 
 # %%
-weights_choice = lib.weights.resolve_weights(weights)
-display(reporting.weights_notice(weights_choice))
+weights_choice = vgg16_weights.resolve_weights(weights)
+display(stage_run.weights_notice(weights_choice))
 conv_base = models.build_conv_base(weights_choice, image_size)
 classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
 model = models.build_end_to_end(conv_base, classifier, preprocessing, augmentation)
@@ -150,7 +147,7 @@ print(f"Trainable parameters with the conv base frozen: {counts['trainable']:,} 
 # layer shapes), so augmentation refines an already good classifier instead of starting from random weights.
 
 # %%
-start = handoff.find_start(STAGE, output_folder, start_from, weights_choice, image_size, preprocessing, precision)
+start = handoff.find_start(stage, start_from, weights_choice)
 handoff.warm_start_classifier(classifier, start)
 print(f"Classifier starts {start.description}.")
 
@@ -171,20 +168,20 @@ extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice)
 # notes: every epoch pushes every photo through the frozen conv base again. With `augmentation_pool=K`, K
 # augmented variants of each photo go through the frozen base once (cached like the features), and each epoch
 # draws one of them (or the photo itself) per photo and trains the classifier alone on their features: the same
-# model, the same weights, in seconds per epoch. The weights of the epoch with the highest validation accuracy
-# (ties: lowest validation loss) are restored at the end.
+# model, the same weights, in seconds per epoch. Compiled and trained as in stage 1, with the same callbacks.
 
 # %%
 training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                    augmentation=augmentation_settings, batch_size=batch_size,
                                    steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
-models.compile_binary(training_data.model, learning_rate)
+training_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+                            loss="binary_crossentropy", metrics=["accuracy"])
+callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], image_sets["validation"].labels),
+             training.BestEpoch()]
 fitted = training.fit(training_data.model, training_data.dataset, epochs=epochs,
-                      steps_per_epoch=training_data.steps_per_epoch,
-                      validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
-                      validation_model=cut.top, verbose=verbose)
-reporting.write_history_csv(output_folder / reporting.HISTORY_FILE, fitted.rows)
-handoff.save(STAGE, output_folder, model)
+                      steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+stage.save_history(fitted.rows)
+stage.hand_on(model)
 
 # %% [markdown]
 # ## Learning curves
@@ -193,7 +190,7 @@ handoff.save(STAGE, output_folder, model)
 
 # %%
 figure = plots.learning_curves(fitted.rows, title="Stage 2: frozen VGG16 + classifier on augmented photos")
-plots.save(figure, output_folder / "learning_curves.png")
+stage.save_figure(figure, "learning_curves.png")
 
 # %% [markdown]
 # ## Where it goes wrong
@@ -203,7 +200,7 @@ plots.save(figure, output_folder / "learning_curves.png")
 # %%
 evaluations = evaluation.evaluate(cut, extracted.arrays, image_sets, evaluation_splits, weights_choice,
                                   test_time_augmentation, calibrate)
-figures = plots.evaluation_figures(output_folder, image_sets["validation"], evaluations["validation"])
+figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evaluations["validation"])
 
 # %% [markdown]
 # ## What the model looks at
@@ -214,23 +211,16 @@ figures = plots.evaluation_figures(output_folder, image_sets["validation"], eval
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
                                    evaluations["validation"]["probabilities"])
-plots.save(figure, output_folder / "heatmaps.png")
+stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]
 # ## Result
 
 # %%
-metrics = reporting.build_metrics(
-    STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
-    image_size=image_size, evaluations=evaluations, best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
-    extraction_seconds=extracted.seconds + training_data.seconds, training_seconds=fitted.seconds,
-    image_sets=image_sets, started=started, parameters=reporting.parameter_values(STAGE, globals()),
-    precision=precision, started_from=start.description, trainable_parameters=counts["trainable"],
-    frozen_parameters=counts["frozen"], features_from_cache=extracted.from_cache, trained_on=training_data.description,
-    pool_seconds=round(training_data.seconds, 2), pool_bytes=training_data.pool_bytes,
-)
-reporting.write_metrics(output_folder, metrics)
-print(reporting.summary_sentence(metrics))
+metrics = stage.finish(weights=weights_choice, image_sets=image_sets, evaluations=evaluations, fitted=fitted,
+                       extraction_seconds=extracted.seconds + training_data.seconds, started_from=start.description,
+                       trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
+                       features_from_cache=extracted.from_cache, **training_data.record())
 
 # %% [markdown]
 # ## Conclusion

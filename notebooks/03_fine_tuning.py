@@ -72,14 +72,14 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 # %% [markdown]
 # ## Setup
 # In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The next ones start TensorFlow and import the suite's modules this stage uses.
+# elsewhere it does nothing. The next ones start TensorFlow and Keras and import the suite's modules this stage uses.
 
 # %%
 import os
 import subprocess
 import sys
 
-REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/colab.py.
+REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/run/colab.py.
 if "google.colab" in sys.modules and not os.path.isdir("../lib"):
     folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
     if not os.path.isdir(folder):
@@ -87,7 +87,7 @@ if "google.colab" in sys.modules and not os.path.isdir("../lib"):
         subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
     os.chdir(os.path.join(folder, "notebooks"))
     sys.path.insert(0, folder)
-    from lib import colab
+    from lib.run import colab
 
     colab.prepare(data_dir)
 
@@ -98,36 +98,32 @@ from IPython.display import display
 
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
-import lib.weights
 
 tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+import keras
 
 # %%
-from lib import data, evaluation, features, handoff, heatmaps, models, plots, pool, reporting, training
+from lib.study import evaluation, features, handoff, heatmaps, models, photos, plots, pool, stage_run, training
+from lib.study import weights as vgg16_weights
 
 # %% [markdown]
-# ## Data
+# ## Start the stage, load the photos
 
 # %%
-STAGE = "03_fine_tuning"
-precision = training.prepare(seed=seed, deterministic=deterministic, mixed_precision=mixed_precision,
-                             require_gpu=require_gpu, distribution=distribution, replicas=replicas,
-                             batch_size=batch_size)
-started = reporting.now()
-output_folder = reporting.stage_output_dir(output_dir, run_name, STAGE)
-image_sets = data.load_dataset(data.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+stage = stage_run.start("03_fine_tuning", globals())
+image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
 evaluation_splits = [split for split in image_sets if split != "train"]
-data.describe(image_sets)
+photos.describe(image_sets)
 
 # %% [markdown]
 # ## Steps 1-2: a classifier on the frozen conv base
-# Taken from stage 2 of this run when it completed with the same weights, image size and preprocessing;
-# otherwise built here.
+# Taken from stage 2 of this run when it completed with the same weights, image size, preprocessing and
+# precision; otherwise built here.
 
 # %%
-weights_choice = lib.weights.resolve_weights(weights)
-display(reporting.weights_notice(weights_choice))
-start = handoff.find_start(STAGE, output_folder, start_from, weights_choice, image_size, preprocessing, precision)
+weights_choice = vgg16_weights.resolve_weights(weights)
+display(stage_run.weights_notice(weights_choice))
+start = handoff.find_start(stage, start_from, weights_choice)
 conv_base, classifier = handoff.conv_base_and_classifier(start, weights_choice, image_size, dropout)
 augmentation_settings = dict(rotation_degrees=rotation_degrees, width_shift=width_shift, height_shift=height_shift,
                              zoom=zoom, horizontal_flip=horizontal_flip, vertical_flip=vertical_flip)
@@ -141,39 +137,51 @@ print(f"Starting {start.description}.")
 # on the augmentation pool.
 
 # %%
-classifier_phase = training.FitResult(rows=[], best_epoch=None, seconds=0.0)
-extraction_seconds = 0.0
+classifier_phase, extraction_seconds = training.FitResult(rows=[], best_epoch=None, seconds=0.0), 0.0
 if not start.from_previous:
     cut = models.cut_base(conv_base, classifier, preprocessing)
     frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice)
     classifier_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                          augmentation=augmentation_settings, batch_size=batch_size,
                                          steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
-    models.compile_binary(classifier_data.model, learning_rate)
+    classifier_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+                                  loss="binary_crossentropy", metrics=["accuracy"])
+    callbacks = [training.CachedValidation(cut.top, frozen.arrays["validation"], image_sets["validation"].labels),
+                 training.BestEpoch()]
     classifier_phase = training.fit(classifier_data.model, classifier_data.dataset, epochs=classifier_epochs,
-                                    steps_per_epoch=classifier_data.steps_per_epoch,
-                                    validation_data=(frozen.arrays["validation"], image_sets["validation"].labels),
-                                    validation_model=cut.top, verbose=verbose, phase="classifier")
+                                    steps_per_epoch=classifier_data.steps_per_epoch, callbacks=callbacks,
+                                    verbose=verbose, phase="classifier")
     extraction_seconds = frozen.seconds + classifier_data.seconds
 
 # %% [markdown]
-# ## Step 4: unfreeze the top block, and compile again
+# ## Step 4: unfreeze the top block
+# The conv base becomes trainable as a whole, then every layer but the ones named in `unfreeze_layers`
+# (`block5_conv1..3`) is frozen again.
+
+# %%
+models.check_layer_names(conv_base, unfreeze_layers)  # A clear error for a layer VGG16 does not have.
+conv_base.trainable = True
+for layer in conv_base.layers:
+    layer.trainable = layer.name in unfreeze_layers
+display(stage_run.table(models.trainable_table(model), title="Layers with weights: which train in steps 4-5"))
+
+# %% [markdown]
+# ## ... and compile again
 # Keras collects the trainable weights when a model is compiled: changing `trainable` without compiling again
 # would silently keep training the old set. Everything below the first unfrozen layer stays frozen: with
 # `augmentation_pool=K` the pool of augmented photos is taken at that cut (block 4's output, shared with
 # stage 2), and only block 5 and the classifier train on it. `feature_flips` also mirrors half of the pooled
 # feature maps left to right, at random: not the features of mirrored photos, but a free augmentation that
-# keeps block 5 from memorizing the few stored variants (see the README for what it does on the CPU schedule).
+# keeps block 5 from memorizing the few stored variants.
 
 # %%
-models.unfreeze(conv_base, unfreeze_layers)
 cut = models.cut_base(conv_base, classifier, preprocessing)
 training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                    augmentation=augmentation_settings, batch_size=batch_size,
                                    steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice,
                                    feature_flips=feature_flips)
-models.compile_binary(training_data.model, fine_tune_learning_rate)
-display(reporting.table_html(models.trainable_table(model), title="Layers with weights: which train in steps 4-5"))
+training_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=fine_tune_learning_rate),
+                            loss="binary_crossentropy", metrics=["accuracy"])
 counts = models.count_parameters(model)
 print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']:,}")
 
@@ -188,16 +196,17 @@ print(f"Cached at {cut.cut_layer}: " + ", ".join(f"{split} {array.shape}" for sp
 
 # %% [markdown]
 # ## Step 5: train the top block and the classifier together
+# With the same two callbacks as before; the best epoch is chosen among the fine-tuning epochs.
 
 # %%
+callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], image_sets["validation"].labels),
+             training.BestEpoch()]
 fine_tuning = training.fit(training_data.model, training_data.dataset, epochs=epochs,
-                           steps_per_epoch=training_data.steps_per_epoch,
-                           validation_data=(extracted.arrays["validation"], image_sets["validation"].labels),
-                           validation_model=cut.top, verbose=verbose, phase="fine_tuning",
-                           first_epoch=len(classifier_phase.rows) + 1)
-history_rows = classifier_phase.rows + fine_tuning.rows
-reporting.write_history_csv(output_folder / reporting.HISTORY_FILE, history_rows)
-handoff.save(STAGE, output_folder, model)
+                           steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                           phase="fine_tuning", first_epoch=len(classifier_phase.rows) + 1)
+fitted = classifier_phase.then(fine_tuning)
+stage.save_history(fitted.rows)
+stage.hand_on(model)
 
 # %% [markdown]
 # ## Learning curves across both phases
@@ -205,12 +214,12 @@ handoff.save(STAGE, output_folder, model)
 # tuning after the dashed line.
 
 # %%
-earlier_rows = handoff.previous_history(STAGE, output_folder) if start.from_previous else []
-plot_rows = reporting.concatenate_histories(earlier_rows, classifier_phase.rows, fine_tuning.rows)
+earlier_rows = handoff.previous_history(stage) if start.from_previous else []
+plot_rows = training.concatenate_histories(earlier_rows, fitted.rows)
 boundary = len(earlier_rows) + len(classifier_phase.rows)
 figure = plots.learning_curves(plot_rows, title="Stage 3: classifier, then fine tuning of block 5",
                                phase_boundaries=[boundary] if boundary else None)
-plots.save(figure, output_folder / "learning_curves.png")
+stage.save_figure(figure, "learning_curves.png")
 
 # %% [markdown]
 # ## Where it goes wrong
@@ -220,7 +229,7 @@ plots.save(figure, output_folder / "learning_curves.png")
 # %%
 evaluations = evaluation.evaluate(cut, extracted.arrays, image_sets, evaluation_splits, weights_choice,
                                   test_time_augmentation, calibrate)
-figures = plots.evaluation_figures(output_folder, image_sets["validation"], evaluations["validation"])
+figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evaluations["validation"])
 
 # %% [markdown]
 # ## What the model looks at
@@ -231,35 +240,28 @@ figures = plots.evaluation_figures(output_folder, image_sets["validation"], eval
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
                                    evaluations["validation"]["probabilities"])
-plots.save(figure, output_folder / "heatmaps.png")
+stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]
 # ## Compared with the earlier stages of this run
 
 # %%
-comparison = reporting.stage_comparison(output_folder, {STAGE: evaluations["validation"]["accuracy"]})
-display(reporting.table_html(comparison, title="Validation accuracy by stage (this run and the course notes)"))
+comparison = stage_run.stage_comparison(stage, evaluations["validation"]["accuracy"])
+display(stage_run.table(comparison, title="Validation accuracy by stage (this run and the course notes)"))
 
 # %% [markdown]
 # ## Result
 
 # %%
-metrics = reporting.build_metrics(
-    STAGE, run_name=run_name, profile_name=profile_name, weights=weights_choice, preprocessing=preprocessing,
-    image_size=image_size, evaluations=evaluations, best_epoch=len(classifier_phase.rows) + fine_tuning.best_epoch,
-    epochs_run=len(history_rows), extraction_seconds=extraction_seconds + extracted.seconds + training_data.seconds,
-    training_seconds=classifier_phase.seconds + fine_tuning.seconds, image_sets=image_sets, started=started,
-    parameters=reporting.parameter_values(STAGE, globals()), precision=precision,
-    started_from=start.description, unfrozen_layers=unfreeze_layers, cached_at=cut.cut_layer,
-    fine_tuning_epochs=len(fine_tuning.rows), classifier_phase_epochs=len(classifier_phase.rows),
-    trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
-    features_from_cache=extracted.from_cache, trained_on=training_data.description,
-    pool_seconds=round(training_data.seconds, 2), pool_bytes=training_data.pool_bytes,
+metrics = stage.finish(
+    weights=weights_choice, image_sets=image_sets, evaluations=evaluations, fitted=fitted,
+    extraction_seconds=extraction_seconds + extracted.seconds + training_data.seconds, started_from=start.description,
+    unfrozen_layers=unfreeze_layers, cached_at=cut.cut_layer, fine_tuning_epochs=len(fine_tuning.rows),
+    classifier_phase_epochs=len(classifier_phase.rows), trainable_parameters=counts["trainable"],
+    frozen_parameters=counts["frozen"], features_from_cache=extracted.from_cache, **training_data.record(),
     best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across "
                     "this notebook's phases",
 )
-reporting.write_metrics(output_folder, metrics)
-print(reporting.summary_sentence(metrics))
 
 # %% [markdown]
 # ## Conclusion

@@ -90,3 +90,36 @@ def run_runner(project: Path, outputs: Path, *arguments: str, timeout: float = 9
     env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1", **environment)
     return subprocess.run([sys.executable, "-m", "lib.runner", *arguments], cwd=project, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def unfreeze(conv_base, names: list[str]) -> None:
+    """What stage 3's notebook does in view: the names checked, the conv base trainable, every other layer frozen."""
+    from lib.study import models
+
+    models.check_layer_names(conv_base, names)
+    conv_base.trainable = True
+    for layer in conv_base.layers:
+        layer.trainable = layer.name in names
+
+
+def compile_like_the_stages(model, learning_rate: float):
+    """What every stage's notebook does in view: RMSprop, binary cross-entropy, accuracy; returns `model`."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def complete_stage(run: str, stage: str, **metrics) -> None:
+    """A stage folder as a completed stage leaves it: its model file, `metrics.json` and `history.csv`."""
+    from lib.core import paths, stages, storage
+
+    folder = paths.stage_dir(run, stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / stages.get(stage).artifact).write_bytes(b"model")
+    base = {"weights_sha256": "a" * 64, "image_size": 150, "preprocessing": "vgg16", "val_accuracy": 0.97,
+            "val_loss": 0.1, "test_accuracy": None, "best_epoch": 3, "epochs_run": 5, "random_weights": False,
+            "weights": "ImageNet", "profile": "cpu", "extraction_seconds": 10.0, "training_seconds": 20.0}
+    storage.write_json(folder / "metrics.json", {**base, **metrics})
+    storage.write_text(folder / "history.csv", "epoch,val_accuracy\n1,0.95\n2,0.97\n")

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import SuiteError, cluster, data, distribute, imagestore, runner, storage
+from lib import SuiteError, runner
+from lib.core import storage
+from lib.run import cluster
+from lib.study import decode, distribute, imagestore, photos
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RANDOMNESS = ["dropout=0", "rotation_degrees=0", "width_shift=0", "height_shift=0", "zoom=0",
@@ -37,12 +40,15 @@ def test_tf_config_gives_the_workers_and_this_ones_place_or_a_clear_error():
         distribute.cluster_spec({"TF_CONFIG": '{"cluster": {}}'})
 
 
-def test_a_worker_other_than_the_chief_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(distribute, "_current", distribute.Distribution("multi_worker", None, 2, 2, 1))
+def test_a_process_told_to_discard_its_writes_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "_discarding", False)  # Restored after the test.
+    storage.discard_writes(True)  # What lib.study.distribute tells a worker other than the chief.
     storage.write_json(tmp_path / "run" / "metrics.json", {"a": 1})
     storage.write_arrays(tmp_path / "cache" / "features.npz", features=np.zeros(3))
+    with storage.atomic_path(tmp_path / "run" / "model.keras") as temporary:
+        temporary.write_text("model")
     assert not list(tmp_path.iterdir())
-    monkeypatch.setattr(distribute, "_current", distribute.Distribution("multi_worker", None, 2, 2, 0))
+    storage.discard_writes(False)
     storage.write_json(tmp_path / "run" / "metrics.json", {"a": 1})
     assert (tmp_path / "run" / "metrics.json").is_file()
 
@@ -82,8 +88,8 @@ def test_a_worker_still_running_when_the_chief_fails_is_stopped(tmp_path):
 
 
 def test_the_disk_store_reads_the_same_photos_as_memory(tiny_dataset):
-    in_memory = data.load_split(tiny_dataset, "train", 32)
-    on_disk = data.load_split(tiny_dataset, "train", 32, image_store="disk")
+    in_memory = photos.load_split(tiny_dataset, "train", 32)
+    on_disk = photos.load_split(tiny_dataset, "train", 32, image_store="disk")
     assert isinstance(on_disk.images, imagestore.DiskImages) and on_disk.images.shape == in_memory.images.shape
     np.testing.assert_array_equal(on_disk.images[2:5], in_memory.images[2:5])
     np.testing.assert_array_equal(on_disk.images[[6, 1]], in_memory.images[[6, 1]])
@@ -91,26 +97,26 @@ def test_the_disk_store_reads_the_same_photos_as_memory(tiny_dataset):
     np.testing.assert_array_equal(on_disk.images[:, :, ::-1][0:8], in_memory.images[:, :, ::-1])
     np.testing.assert_array_equal(np.asarray(on_disk.images), in_memory.images)
     np.testing.assert_array_equal(on_disk.labels, in_memory.labels)
-    batches = list(data.make_tf_dataset(on_disk.images, on_disk.labels, 3, shuffle=True, seed=1))
+    batches = list(photos.make_tf_dataset(on_disk.images, on_disk.labels, 3, shuffle=True, seed=1))
     assert sorted(np.concatenate([b[0].numpy() for b in batches]).sum(axis=(1, 2, 3))) == sorted(
         in_memory.images.astype(int).sum(axis=(1, 2, 3)))
 
 
 def test_an_interrupted_disk_store_is_not_taken_for_complete(tiny_dataset, monkeypatch):
-    real = data.decode_files
+    real = decode.decode_files
 
     def failing(*arguments, **keywords):
         real(*arguments, **keywords)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(imagestore, "CHUNK", 4)
-    monkeypatch.setattr(data, "decode_files", failing)
+    monkeypatch.setattr(decode, "decode_files", failing)
     with pytest.raises(KeyboardInterrupt):
-        data.load_split(tiny_dataset, "train", 32, image_store="disk")
-    monkeypatch.setattr(data, "decode_files", real)
+        photos.load_split(tiny_dataset, "train", 32, image_store="disk")
+    monkeypatch.setattr(decode, "decode_files", real)
     cache_files = list((Path(os.environ["OUTPUTS_DIR"]) / "cache" / "images").glob("*"))
     assert not [path for path in cache_files if not path.name.startswith(".")]
-    assert len(data.load_split(tiny_dataset, "train", 32, image_store="disk")) == 8
+    assert len(photos.load_split(tiny_dataset, "train", 32, image_store="disk")) == 8
 
 
 def test_auto_store_goes_to_disk_when_the_photos_would_not_fit(monkeypatch, capsys):
@@ -123,10 +129,10 @@ def test_auto_store_goes_to_disk_when_the_photos_would_not_fit(monkeypatch, caps
 
 
 def test_a_synthetic_set_of_a_given_size():
-    folder, counts = data.synthetic_of_size("synthetic:2000")
+    folder, counts = photos.synthetic_of_size("synthetic:2000")
     assert counts == {"train": 1000, "validation": 500, "test": 500} and folder.name.endswith("_2000")
     with pytest.raises(SuiteError, match="synthetic:2000"):
-        data.synthetic_of_size("synthetic:many")
+        photos.synthetic_of_size("synthetic:many")
 
 
 def run_suite(outputs: Path, *arguments: str) -> subprocess.CompletedProcess:

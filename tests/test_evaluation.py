@@ -5,40 +5,40 @@ import keras
 import numpy as np
 import pytest
 
-from lib import evaluation, heatmaps, models
-from lib.weights import WeightsChoice
+from lib.study import evaluation, heatmaps, models, scores
+from lib.study.weights import WeightsChoice
 
 
 def test_expected_calibration_error_of_known_cases():
     labels = np.array([1] * 9 + [0])
-    assert evaluation.calibration(labels, np.full(10, 0.9))["ece"] == pytest.approx(0.0)  # 90% sure, 90% dogs.
-    overconfident = evaluation.calibration(np.array([1, 0] * 5), np.full(10, 1.0))
+    assert scores.calibration(labels, np.full(10, 0.9))["ece"] == pytest.approx(0.0)  # 90% sure, 90% dogs.
+    overconfident = scores.calibration(np.array([1, 0] * 5), np.full(10, 1.0))
     assert overconfident["ece"] == pytest.approx(0.5)
-    table = evaluation.calibration(np.array([0, 1, 1]), np.array([0.01, 0.5, 0.99]))["bins"]
-    assert len(table) == evaluation.ECE_BINS and sum(row["count"] for row in table) == 3
+    table = scores.calibration(np.array([0, 1, 1]), np.array([0.01, 0.5, 0.99]))["bins"]
+    assert len(table) == scores.ECE_BINS and sum(row["count"] for row in table) == 3
     assert table[0]["count"] == 1 and table[-1]["count"] == 1 and table[7]["mean_probability"] == 0.5
 
 
 def test_temperature_scaling_calibrates_without_changing_a_decision():
     generator = np.random.default_rng(0)
     labels = generator.integers(0, 2, 2000)
-    scores = (labels * 2 - 1) * 12.0 + generator.normal(0, 10, 2000)  # Right mostly, and far too sure.
-    temperature = evaluation.fit_temperature(scores, labels)
+    logits = (labels * 2 - 1) * 12.0 + generator.normal(0, 10, 2000)  # Right mostly, and far too sure.
+    temperature = scores.fit_temperature(logits, labels)
     assert 3 < temperature < 30
-    before = evaluation.calibration(labels, evaluation.sigmoid(scores))
-    after = evaluation.calibration(labels, evaluation.sigmoid(scores / temperature))
+    before = scores.calibration(labels, scores.sigmoid(logits))
+    after = scores.calibration(labels, scores.sigmoid(logits / temperature))
     assert after["ece"] < before["ece"] / 2
-    assert np.array_equal(evaluation.sigmoid(scores) > 0.5, evaluation.sigmoid(scores / temperature) > 0.5)
-    assert evaluation.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # No overflow.
+    assert np.array_equal(scores.sigmoid(logits) > 0.5, scores.sigmoid(logits / temperature) > 0.5)
+    assert scores.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # No overflow.
 
     # Every photo right: there is no temperature to fit, and the model's own probabilities stay.
-    assert evaluation.fit_temperature(np.array([-3.0, -0.5, 2.0, 9.0]), np.array([0, 0, 1, 1])) == 1.0
+    assert scores.fit_temperature(np.array([-3.0, -0.5, 2.0, 9.0]), np.array([0, 0, 1, 1])) == 1.0
 
 
 def test_confident_examples_are_the_surest_right_and_wrong():
     labels = np.array([0, 0, 1, 1, 0])
     probabilities = np.array([0.01, 0.4, 0.99, 0.3, 0.95])
-    chosen = evaluation.confident_examples(labels, probabilities, count=2)
+    chosen = scores.confident_examples(labels, probabilities, count=2)
     assert list(chosen["right"]) == [0, 2] and list(chosen["wrong"]) == [4, 3]
 
 

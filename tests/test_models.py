@@ -4,9 +4,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import compile_like_the_stages, unfreeze
 
-from lib import SuiteError, models, training
-from lib.weights import WeightsChoice, resolve_weights
+from lib import SuiteError
+from lib.study import models, training
+from lib.study.weights import WeightsChoice, resolve_weights
 
 RANDOM = WeightsChoice("none", None, None)
 
@@ -68,7 +70,8 @@ def test_preprocessing_equals_keras_vgg16_preprocess_input():
 
 
 def test_unfreeze_trains_exactly_the_named_layers(small_base):
-    names = models.unfreeze(small_base, ["block5_conv1", "block5_conv2", "block5_conv3"])
+    names = ["block5_conv1", "block5_conv2", "block5_conv3"]
+    unfreeze(small_base, names)
     trainable = [layer.name for layer in small_base.layers if layer.trainable and layer.weights]
     assert trainable == names
     assert len(small_base.trainable_weights) == 6
@@ -77,7 +80,7 @@ def test_unfreeze_trains_exactly_the_named_layers(small_base):
 
 def test_unknown_layer_to_unfreeze_lists_the_real_ones(small_base):
     with pytest.raises(SuiteError, match=r"Cannot unfreeze \['block6_conv1'\].*block5_conv3"):
-        models.unfreeze(small_base, ["block6_conv1"])
+        models.check_layer_names(small_base, ["block6_conv1"])
 
 
 def _train_one_step(model, images, labels):
@@ -88,15 +91,15 @@ def test_fine_tuning_trains_block5_only_after_recompiling():
     keras.utils.set_random_seed(1)
     base = models.build_conv_base(RANDOM, 32)
     classifier = models.build_classifier(base.output_shape[1:])
-    model = models.compile_binary(models.build_end_to_end(base, classifier, "vgg16"), 1e-3)
+    model = compile_like_the_stages(models.build_end_to_end(base, classifier, "vgg16"), 1e-3)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1, 0, 1], dtype="float32")
     _train_one_step(model, images, labels)
     before = {name: base.get_layer(name).get_weights()[0].copy() for name in ("block4_conv3", "block5_conv3")}
-    models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
+    unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
     _train_one_step(model, images, labels)  # Not recompiled: the old trainable set is still trained.
     assert np.array_equal(base.get_layer("block5_conv3").get_weights()[0], before["block5_conv3"])
-    models.compile_binary(model, 1e-3)
+    compile_like_the_stages(model, 1e-3)
     _train_one_step(model, images, labels)
     assert not np.array_equal(base.get_layer("block5_conv3").get_weights()[0], before["block5_conv3"])
     assert np.array_equal(base.get_layer("block4_conv3").get_weights()[0], before["block4_conv3"])
@@ -105,7 +108,7 @@ def test_fine_tuning_trains_block5_only_after_recompiling():
 def test_trainable_table_shows_effective_flags():
     base = models.build_conv_base(RANDOM, 32)
     model = models.build_end_to_end(base, models.build_classifier(base.output_shape[1:]), "vgg16")
-    models.unfreeze(base, ["block5_conv3"])
+    unfreeze(base, ["block5_conv3"])
     rows = {row["layer"]: row for row in models.trainable_table(model)}
     assert rows["vgg16/block5_conv3"]["trainable"] and not rows["vgg16/block4_conv3"]["trainable"]
     assert rows["vgg16/block5_conv3"]["parameters"] == 3 * 3 * 512 * 512 + 512
@@ -119,15 +122,16 @@ def test_cached_evaluation_equals_full_model_evaluation(unfrozen, cut):
     keras.utils.set_random_seed(2)
     base = models.build_conv_base(RANDOM, 32)
     classifier = models.build_classifier(base.output_shape[1:])
-    model = models.compile_binary(models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation()), 1e-3)
+    model = compile_like_the_stages(models.build_end_to_end(base, classifier, "vgg16", models.build_augmentation()),
+                                    1e-3)
     if unfrozen:
-        models.unfreeze(base, unfrozen)
+        unfreeze(base, unfrozen)
     split = models.cut_base(base, classifier, "vgg16")
     assert split.cut_layer == cut
     images = np.random.default_rng(3).uniform(0, 255, (10, 32, 32, 3)).astype("float32")
     labels = np.array([0, 1] * 5, dtype="float32")
     features = np.asarray(split.frozen(images))
-    cached = training.evaluate(split.top, features, labels, batch_size=4)
+    cached = training.loss_and_accuracy(split.top, features, labels, batch_size=4)
     full_loss, full_accuracy = model.evaluate(images, labels, batch_size=4, verbose=0)
     assert cached["loss"] == pytest.approx(full_loss, rel=1e-4, abs=1e-5)
     assert cached["accuracy"] == pytest.approx(full_accuracy)
@@ -179,7 +183,7 @@ def test_imagenet_offline_fails_fast_naming_the_fix(tmp_path, monkeypatch, serve
     import socket
     import time
 
-    from lib import weights
+    from lib.study import weights
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

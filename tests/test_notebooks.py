@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import stages
+from lib.core import stages
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # Every test here runs notebooks through papermill.
@@ -223,7 +223,7 @@ def test_test_time_augmentation_is_reported_beside_the_plain_accuracy(smoke_run)
 def predict(outputs: Path, *arguments: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
     env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "lib.predict", *arguments], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lib.run.predict", *arguments], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -260,7 +260,7 @@ def test_predict_errors_name_the_fix(smoke_run, tmp_path):
 
 
 def test_compare_page_lists_every_run(smoke_run):
-    result = subprocess.run([sys.executable, "-m", "lib.compare", "smoke-test", "other-head", "tta"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "lib.pages.compare", "smoke-test", "other-head", "tta"], cwd=ROOT,
                             env={**os.environ, "OUTPUTS_DIR": str(smoke_run)}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     page = (smoke_run / "compare.html").read_text()

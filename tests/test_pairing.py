@@ -13,7 +13,8 @@ import nbformat
 import pytest
 from conftest import copy_project, run_runner
 
-from lib import colab, pairing, stages
+from lib.core import stages
+from lib.run import colab, pairing
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKE = ["make", f"VENV={ROOT / '.venv'}"]
@@ -70,7 +71,7 @@ def test_papermill_reads_every_parameter_with_its_help(stage):
     result = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(stage.notebook)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "Unable to parse" not in result.stdout + result.stderr
-    from lib import params
+    from lib.core import params
 
     for name, parameter in params.declared(stage.stem).items():
         assert f"  {name}: {parameter.type_name}" in result.stdout
@@ -147,7 +148,7 @@ def test_outputs_never_reach_a_commit(project):
 
 
 def test_one_repository_url_sets_every_colab_link(project):
-    settings = project / "lib" / "colab.py"
+    settings = project / "lib" / "run" / "colab.py"
     settings.write_text(settings.read_text().replace(colab.REPOSITORY_URL, "https://github.com/someone/cats-suite"))
     assert "Colab links differ" in make(project, "lint").stderr
     assert make(project, "notebooks").returncode == 0
@@ -182,7 +183,7 @@ def test_the_colab_path_runs_without_colab(project, tmp_path, monkeypatch):
     clone = content / "vgg16-cats-vs-dogs"
     # The kernel's cwd has no ../lib and its PYTHONPATH holds only the stand-in, so `lib` can only come from
     # the clone (no __pycache__ check: CI may run with PYTHONDONTWRITEBYTECODE).
-    assert (clone / "lib" / "stages.py").is_file() and not (content / "lib").exists()
+    assert (clone / "lib" / "core" / "stages.py").is_file() and not (content / "lib").exists()
     assert subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True).returncode == 0
     printed = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
     assert "Nothing to install" in printed and "Validation accuracy" in printed

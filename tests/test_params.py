@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from lib import SuiteError, params, paths, runner, stages
+from lib import SuiteError, runner
+from lib.core import params, paths, stages
 
 
 @pytest.mark.parametrize("stage", stages.STEMS)

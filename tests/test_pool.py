@@ -5,10 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import make_dataset, unfreeze
 
-from lib import SuiteError, data, features, models, paths, pool
-from lib.weights import WeightsChoice
+from lib import SuiteError
+from lib.core import paths
+from lib.study import features, models, photos, pool
+from lib.study.weights import WeightsChoice
 
 RANDOM = WeightsChoice("none", None, None)
 SETTINGS = dict(rotation_degrees=40.0, width_shift=0.1, height_shift=0.1, zoom=0.2, horizontal_flip=True,
@@ -17,7 +19,7 @@ SETTINGS = dict(rotation_degrees=40.0, width_shift=0.1, height_shift=0.1, zoom=0
 
 @pytest.fixture
 def image_set(tmp_path):
-    return data.load_split(make_dataset(tmp_path / "photos", per_class=5), "train", 32)
+    return photos.load_split(make_dataset(tmp_path / "photos", per_class=5), "train", 32)
 
 
 def cut_at(block: str):
@@ -25,7 +27,7 @@ def cut_at(block: str):
     keras.utils.set_random_seed(0)
     base = models.build_conv_base(RANDOM, 32)
     if block == "block4_pool":
-        models.unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
+        unfreeze(base, ["block5_conv1", "block5_conv2", "block5_conv3"])
     return models.cut_base(base, models.build_classifier(base.output_shape[1:]), "vgg16")
 
 
@@ -45,21 +47,21 @@ def test_features_through_the_shared_cut_equal_direct_extraction(image_set):
 
 def test_pool_holds_the_photo_and_its_variants_and_is_reproducible(image_set, tmp_path, monkeypatch):
     cut = cut_at("block4_pool")
-    first, seconds = pool.build(cut, image_set, RANDOM, SETTINGS, seed=3, variants=2)
+    first, seconds = pool.build(cut, image_set, RANDOM, SETTINGS, seed=3, augmentation_pool=2)
     assert first.shape == (10, 3, 2, 2, 512) and first.dtype == np.float16 and seconds > 0
     unaugmented, _, _ = features.frozen_features(cut, image_set, RANDOM)
     np.testing.assert_array_equal(first[:, 0], unaugmented.astype(np.float16))
     assert not np.array_equal(first[:, 1], first[:, 0]) and not np.array_equal(first[:, 1], first[:, 2])
     monkeypatch.setenv("CACHE_DIR", str(tmp_path / "another-cache"))
-    second, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=3, variants=2)
+    second, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=3, augmentation_pool=2)
     np.testing.assert_array_equal(first, second)
-    other_seed, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=4, variants=2)
+    other_seed, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=4, augmentation_pool=2)
     assert not np.array_equal(first[:, 1:], other_seed[:, 1:])
 
 
 def test_stage_two_pool_runs_block5_over_the_shared_pool(image_set):
     cut = cut_at("block5_pool")
-    pooled, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=1, variants=2)
+    pooled, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=1, augmentation_pool=2)
     assert pooled.shape == (10, 3, 1, 1, 512)
     assert sorted(path.name.split("-")[1] for path in (paths.cache_root() / "pool").glob("*.npz")) == \
         ["block4_pool", "block4_pool"]  # Computed at the cut stage 3 shares.
@@ -69,9 +71,9 @@ def test_stage_two_pool_runs_block5_over_the_shared_pool(image_set):
 
 def test_a_larger_pool_reuses_the_smaller_one(image_set):
     cut = cut_at("block4_pool")
-    small, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=5, variants=2)
+    small, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=5, augmentation_pool=2)
     stamps = {path: path.stat().st_mtime_ns for path in (paths.cache_root() / "pool").glob("*.npz")}
-    large, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=5, variants=3)
+    large, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=5, augmentation_pool=3)
     np.testing.assert_array_equal(large[:, :3], small)
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
     assert len(list((paths.cache_root() / "pool").glob("*.npz"))) == 3
@@ -88,22 +90,22 @@ def test_interrupted_pool_computation_leaves_only_whole_variants(image_set, tmp_
 
     monkeypatch.setattr(pool, "compute_variant", interrupted_at_the_second)
     with pytest.raises(KeyboardInterrupt):
-        pool.build(cut, image_set, RANDOM, SETTINGS, seed=7, variants=3)
+        pool.build(cut, image_set, RANDOM, SETTINGS, seed=7, augmentation_pool=3)
     files = list((paths.cache_root() / "pool").iterdir())
     assert [path.name.split("-")[2] for path in files] == ["v0"]  # Whole, and nothing else.
     with np.load(files[0]) as stored:
         assert stored["features"].shape == (10, 2, 2, 512)
     monkeypatch.setattr(pool, "compute_variant", original)
-    resumed, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=7, variants=3)
+    resumed, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=7, augmentation_pool=3)
     monkeypatch.setenv("CACHE_DIR", str(tmp_path / "fresh-cache"))
-    fresh, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=7, variants=3)
+    fresh, _ = pool.build(cut, image_set, RANDOM, SETTINGS, seed=7, augmentation_pool=3)
     np.testing.assert_array_equal(resumed, fresh)
 
 
 def test_a_pool_over_the_memory_limit_names_the_fix(image_set, monkeypatch):
     monkeypatch.setattr(pool, "MEMORY_LIMIT_BYTES", 100_000)
     with pytest.raises(SuiteError, match=r"augmentation_pool=4 would need .* Use augmentation_pool=1 or less"):
-        pool.build(cut_at("block4_pool"), image_set, RANDOM, SETTINGS, seed=0, variants=4)
+        pool.build(cut_at("block4_pool"), image_set, RANDOM, SETTINGS, seed=0, augmentation_pool=4)
     assert not (paths.cache_root() / "pool").exists()
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import SuiteError, runner, storage
+from lib import SuiteError, runner
+from lib.core import storage
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, copy_project, run_runner
 
-from lib import devices, freshness, manifest, runner, storage, summary
+from lib import runner
+from lib.core import devices, paths, records, storage
+from lib.pages import summary
+from lib.run import freshness, manifest
 
 STAGE1 = "01_feature_extraction"
 SMOKE = ("feature_extraction", "--profile", "smoke", "--run", "trust", "--no-forecast")
@@ -27,9 +30,9 @@ def inject_cell(project: Path, code: str) -> None:
     """Add a code cell to stage 1 right after its imports, in the .py, and sync the pair as a user would."""
     source = project / "notebooks" / f"{STAGE1}.py"
     text = source.read_text()
-    marker = "# %% [markdown]\n# ## Data"
+    marker = "# %% [markdown]\n# ## Start the stage"
     source.write_text(text.replace(marker, f"# %%\n{code}\n\n{marker}", 1))
-    subprocess.run([sys.executable, "-m", "lib.pairing", "sync"], cwd=project, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "lib.run.pairing", "sync"], cwd=project, check=True, capture_output=True)
 
 
 def stage_folder(outputs: Path) -> Path:
@@ -55,13 +58,15 @@ def test_code_and_library_changes_redo_a_stage_and_say_what_changed(project, tmp
     first = run_runner(project, outputs, *SMOKE)
     assert first.returncode == 0
     assert "over TCP" not in first.stderr + first.stdout  # Kernels talk over IPC sockets.
-    (project / "lib" / "bench.py").write_text((project / "lib" / "bench.py").read_text() + "\n# A benchmark edit.\n")
+    page = project / "lib" / "pages" / "compare.py"  # A page no notebook runs.
+    page.write_text(page.read_text() + "\n# A page edit.\n")
     unchanged = run_runner(project, outputs, *SMOKE)
     assert "skipped, complete with the same parameters, photos, weights, notebook, lib/ code" in unchanged.stdout
-    (project / "lib" / "training.py").write_text((project / "lib" / "training.py").read_text() + "\n# A fix.\n")
+    training = project / "lib" / "study" / "training.py"
+    training.write_text(training.read_text() + "\n# A fix.\n")
     redone = run_runner(project, outputs, *SMOKE)
-    assert redone.returncode == 0 and "redone: lib/ changed (training.py)" in redone.stdout
-    record_file = stage_folder(outputs) / freshness.STAGE_FILE
+    assert redone.returncode == 0 and "redone: lib/ changed (study/training.py)" in redone.stdout
+    record_file = stage_folder(outputs) / records.STAGE_FILE
     record = storage.read_json(record_file)  # As if the stage had run under an older TensorFlow.
     record["inputs"]["environment"]["tensorflow"] = "2.20.0"
     del record["inputs"]["hash"]
@@ -169,7 +174,7 @@ def test_a_killed_runner_leaves_no_kernel_computing_and_no_running_manifest(proj
     assert gone(kernel), "the kernel outlived its runner"
     os.environ["OUTPUTS_DIR"] = str(outputs)  # The isolated_environment fixture restores it.
     assert json.loads((outputs / "trust" / "manifest.json").read_text())["status"] == "running"  # As it was left,
-    assert manifest.read("trust")["status"] == "interrupted"  # but read as what it is now,
+    assert records.read_manifest("trust")["status"] == "interrupted"  # but read as what it is now,
     assert summary.collect("trust")["status"] == "interrupted"  # and shown so on the summary page.
 
 
@@ -182,9 +187,9 @@ def test_a_mistake_before_any_stage_prints_one_clear_error(capsys):
 
 def test_files_get_the_permissions_a_normal_write_would(tmp_path):
     script = ("import os, sys; os.umask(int(sys.argv[1], 8)); sys.path.insert(0, '.');"
-              "from pathlib import Path; from lib import storage, data;"
+              "from pathlib import Path; from lib.core import storage; from lib.study import photos;"
               "storage.write_json(Path(sys.argv[2]) / 'metrics.json', {});"
-              "data.make_synthetic_dataset(Path(sys.argv[2]) / 'photos', {'train': 2})")
+              "photos.make_synthetic_dataset(Path(sys.argv[2]) / 'photos', {'train': 2})")
     for umask, file_mode, folder_mode in (("022", 0o644, 0o755), ("027", 0o640, 0o750)):
         folder = tmp_path / umask
         folder.mkdir()
@@ -208,12 +213,36 @@ def test_the_forecast_names_the_precision_the_stages_will_use(tmp_path, monkeypa
 
 def test_no_stage_is_shown_running_once_its_runner_is_gone():
     """Even when the runner's last act was cut short (a second Ctrl-C during a stage's clean-up)."""
-    from lib import paths
-
     storage.write_json(paths.run_dir("cut") / "manifest.json",
                        {"status": "interrupted", "stages": {STAGE1: {"status": "running"}}})
-    assert manifest.read("cut")["stages"][STAGE1]["status"] == "interrupted"
+    assert records.read_manifest("cut")["stages"][STAGE1]["status"] == "interrupted"
     manifest.finish("closed", {"status": "failed", "hardware": {"gpus_checked": True},
                                "stages": {STAGE1: {"status": "running"}}})
     stage = storage.read_json(paths.run_dir("closed") / "manifest.json")["stages"][STAGE1]
     assert stage["status"] == "failed" and "runner stopped" in stage["message"]
+
+
+def test_a_report_is_rendered_from_the_executed_notebook_with_its_banner(tmp_path):
+    import nbformat
+
+    from lib.run import execution
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Stage 1"),
+                                               nbformat.v4.new_code_cell("print(1)")])
+    nbformat.write(notebook, tmp_path / "stage.ipynb")
+    report = execution.render_html(tmp_path / "stage.ipynb", tmp_path / "stage.html", banner="stage failed in cell [2]")
+    page = report.read_text()
+    assert page.index("stage failed in cell [2]") < page.index("Stage 1") and ">print<" in page
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["stage.html", "stage.ipynb"]
+
+
+def test_provenance_fingerprints_the_photos_and_names_the_versions(tiny_dataset):
+    from lib.run import provenance
+
+    first = provenance.dataset_fingerprint(str(tiny_dataset))
+    assert set(first["splits"]) == {"train", "validation"} and len(first["splits"]["train"]["files"]) == 8
+    (tiny_dataset / "train" / "cats" / "cat.0.jpg").write_bytes(b"changed")
+    assert provenance.dataset_fingerprint(str(tiny_dataset))["sha256"] != first["sha256"]
+    versions = provenance.versions(("numpy", "no-such-package"))
+    assert versions["numpy"][0].isdigit() and versions["no-such-package"] == "not installed" and "python" in versions
+    assert provenance.weights_fingerprint("none")["kind"] == "none"

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from lib import SuiteError, devices, estimate, params, paths, schedule, stages, storage
+from lib import SuiteError
+from lib.core import devices, params, paths, stages, storage
+from lib.run import estimate, schedule
 
 RATE = 10.0  # Conv-base images per second, as on a 2-core AVX2 CPU in float32.
 COUNTS = {"train": 2000, "validation": 1000, "test": 2000}
@@ -112,3 +114,15 @@ def test_budget_must_be_positive(monkeypatch):
     assert schedule.budget_minutes(None) == 45 and schedule.budget_minutes(20) == 20
     with pytest.raises(SuiteError, match="BUDGET_MINUTES=0"):
         schedule.budget_minutes(0)
+
+
+def test_forecast_grows_with_the_work():
+    counts = {"train": 2000, "validation": 1000}
+    schedule = {"steps_per_epoch": 100, "batch_size": 20}
+    short = estimate.stage_seconds("02_data_augmentation", {"epochs": 5, **schedule}, counts, 40)
+    long = estimate.stage_seconds("02_data_augmentation", {"epochs": 50, **schedule}, counts, 40)
+    assert 0 < short < long
+    # Stage 1: a kernel and a report, decoding, the conv base once per photo, 30 classifier epochs.
+    expected = (estimate.STAGE_SECONDS + 3000 * estimate.DECODE_SECONDS + 3000 / 30
+                + 30 * 2000 * estimate.CLASSIFIER_STEP / 30)
+    assert estimate.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30) == pytest.approx(expected)

@@ -23,8 +23,9 @@ tf = lib.load_tensorflow()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lib import data, models, training  # noqa: E402
-from lib.weights import WeightsChoice  # noqa: E402
+from lib.study import models, training  # noqa: E402
+from lib.study import photos as data  # noqa: E402
+from lib.study.weights import WeightsChoice  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -51,7 +52,8 @@ def train(dataset, epochs: int) -> tuple[float, float, list[float]]:
     base = models.build_conv_base(WeightsChoice("none", None, None), 150)
     model = models.build_end_to_end(base, models.build_classifier(base.output_shape[1:]), "vgg16",
                                     models.build_augmentation(seed=0))
-    models.compile_binary(model, 2e-5)
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=2e-5), loss="binary_crossentropy",
+                  metrics=["accuracy"])
     timer = EpochTimer()
     cpu, started = cpu_seconds(), time.perf_counter()
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib import compare, manifest, paths, stages  # noqa: E402
+from lib.core import paths, records, stages  # noqa: E402
+from lib.pages import compare  # noqa: E402
 
 STEMS = tuple(stage.stem for stage in stages.STAGES if stage.trains_on == "photos")  # Those a pool changes.
 
@@ -50,10 +51,10 @@ def run(data: Path, pool: int, seed: int, work: Path) -> dict:
                "--run", name, "--no-forecast", "--set", f"augmentation_pool={pool}", "--set", f"seed={seed}"]
     with open(work / f"{name}.log", "w") as log:
         subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    records = manifest.read(name)["stages"]
+    recorded = records.read_manifest(name)["stages"]
     rows = {}
     for stem in STEMS:
-        result = compare.stage_results(name, stages.get(stem), records[stem])
+        result = compare.stage_results(name, stages.get(stem), recorded[stem])
         rows[stem] = (result["val_accuracy"], result["test_accuracy"], result["seconds"])
     return rows
 

@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib import data, paths, storage  # noqa: E402
+from lib.core import paths, storage  # noqa: E402
+from lib.study import photos as data  # noqa: E402
 
 STEM = "01_feature_extraction"
 FEATURE_BYTES = 512 * 4  # One photo's 1x1x512 float32 block5 features at 32x32.

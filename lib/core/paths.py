@@ -1,0 +1,54 @@
+"""The one place that decides where things live: project root, run folders, caches, generated data."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+PARAMS_DIR = PROJECT_ROOT / "params"
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def outputs_root() -> Path:
+    """Folder that holds one sub-folder per run; `OUTPUTS_DIR` moves it (default: `outputs/`)."""
+    return Path(os.environ.get("OUTPUTS_DIR") or PROJECT_ROOT / "outputs").resolve()
+
+
+def cache_root() -> Path:
+    """Folder for caches shared by runs (decoded images, conv features); `CACHE_DIR` moves it."""
+    return Path(os.environ.get("CACHE_DIR") or outputs_root() / "cache").resolve()
+
+
+def check_run_name(run: str) -> str:
+    """Return `run` if it is usable as a folder name, else raise a `SuiteError` saying what is allowed."""
+    from lib import SuiteError
+
+    if not _RUN_NAME.match(run or "") or run in {"cache", "bench"}:
+        raise SuiteError(
+            f"Run name {run!r} is not usable as a folder name: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit), and not the reserved names 'cache' or 'bench'."
+        )
+    return run
+
+
+def run_dir(run: str) -> Path:
+    """Folder of one run: `outputs/<run>/`."""
+    return outputs_root() / check_run_name(run)
+
+
+def stage_dir(run: str, stage: str) -> Path:
+    """Folder of one stage of a run: `outputs/<run>/<notebook stem>/`."""
+    return run_dir(run) / stage
+
+
+def default_data_dir() -> Path:
+    """Where the dataset is downloaded to when none is given: `data/cats_and_dogs_filtered` in the project."""
+    return PROJECT_ROOT / "data" / "cats_and_dogs_filtered"
+
+
+def synthetic_data_dir() -> Path:
+    """Where the tiny synthetic image set of the smoke profile is generated."""
+    return cache_root() / "synthetic_cats_and_dogs"

@@ -1,0 +1,228 @@
+"""The records a run writes, in one documented schema: each stage's `metrics.json`, `stage.json` and `history.csv`,
+and the run's `manifest.json` with one entry per stage.
+
+Who writes what: a stage's notebook writes `history.csv` and, last, `metrics.json` (`lib.study.stage_run`); the
+runner writes `stage.json` once the stage's report is rendered (so its presence means the stage is complete) and
+keeps `manifest.json` true at every step (`lib.run.manifest`). Pages and the runner read them through here.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import os
+import platform
+from pathlib import Path
+from typing import Any, TypedDict
+
+from lib.core import paths, storage
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+STAGE_FILE = "stage.json"
+MANIFEST_FILE = "manifest.json"
+
+
+class Metrics(TypedDict, total=False):
+    """`<run>/<stage>/metrics.json`: a stage's results, written last by its notebook.
+
+    Every stage writes the keys down to `best_epoch_rule`; `val_*`/`test_*` scores are None where a split is
+    missing, the `*_tta` ones appear only with test-time augmentation. Stages 2 and 3 add what they trained on.
+    """
+
+    stage: str  # The notebook stem.
+    status: str  # "complete".
+    run_name: str
+    profile: str
+    val_accuracy: float
+    val_loss: float
+    val_ece: float  # Expected calibration error of the model's own P(dog).
+    val_ece_calibrated: float  # ... after the temperature fitted on the validation photos.
+    val_accuracy_tta: float  # With test-time augmentation (the photo and its mirror image).
+    val_ece_tta: float
+    test_accuracy: float | None
+    test_loss: float | None
+    test_ece: float | None
+    test_ece_calibrated: float | None
+    test_accuracy_tta: float
+    test_ece_tta: float
+    temperature: float
+    reliability_validation: list[dict[str, Any]]
+    reliability_validation_uncalibrated: list[dict[str, Any]]
+    best_epoch: int | None  # 1-based, counted across the stage's phases.
+    epochs_run: int
+    weights: str  # One line describing the conv base's weights.
+    weights_kind: str  # "imagenet", "file" or "none".
+    random_weights: bool
+    weights_sha256: str | None
+    preprocessing: str
+    image_size: int
+    images: dict[str, int]  # Photos per split.
+    skipped_files: int
+    skipped: list[dict[str, str]]  # {"file", "reason"}.
+    extraction_seconds: float
+    training_seconds: float
+    course_notes_val_accuracy: float
+    started: str  # ISO 8601.
+    finished: str
+    host: str
+    peak_memory_mb: float  # The kernel's peak resident memory.
+    distribution: str
+    replicas: int
+    workers: int
+    parameters: dict[str, Any]  # The notebook's parameter values.
+    confusion_matrix_validation: list[list[int]]
+    best_epoch_rule: str
+    precision: str  # The Keras dtype policy the stage computed in.
+    features_from_cache: dict[str, bool]
+    started_from: str  # Stages 2 and 3: the earlier stage's result, or scratch, and why.
+    trained_on: str  # Stages 2 and 3: online augmentation or the pool.
+    pool_seconds: float
+    pool_bytes: int
+    unfrozen_layers: list[str]  # Stage 3.
+    cached_at: str
+    fine_tuning_epochs: int
+    classifier_phase_epochs: int
+    trainable_parameters: int
+    frozen_parameters: int
+
+
+class StageRecord(TypedDict, total=False):
+    """`<run>/<stage>/stage.json`: written by the runner once the stage completed and its report is rendered."""
+
+    stage: str
+    status: str  # "complete".
+    run: str
+    profile: str
+    profile_path: str
+    parameters: dict[str, Any]  # As checked by the runner (the profile's values and overrides).
+    parameters_hash: str
+    started: float  # Seconds since the epoch.
+    finished: float
+    seconds: float
+    notebook: str  # File names in the stage's folder.
+    report: str
+    inputs: dict[str, Any]  # What the stage read, fingerprinted (`lib.run.freshness.stage_inputs`).
+    inputs_hash: str
+    distribution: str | None
+    replicas: int | None
+    workers: int | None
+
+
+class ManifestStage(StageRecord, total=False):
+    """One stage's entry in `manifest.json`: `running` with its parameters while a runner works on it, then its
+    `stage.json` record and the forecast (complete), or a status and a message (`failed`, `interrupted`)."""
+
+    message: str
+    forecast_seconds: float | None
+    skipped_this_time: bool
+
+
+class Manifest(TypedDict, total=False):
+    """`<run>/manifest.json`: what the run was made from and how each stage ended (`lib.run.manifest`)."""
+
+    run: str
+    profile: dict[str, Any]  # name, path, description, and why it was chosen.
+    schedule: dict[str, Any] | None  # PROFILE=auto's sizing on a CPU.
+    command: str
+    started: str
+    finished: str | None
+    status: str  # running, complete, failed or interrupted.
+    runner: dict[str, Any]  # pid and host of the runner.
+    versions: dict[str, str]
+    git: dict[str, Any]
+    hardware: dict[str, Any]
+    environment: dict[str, str | None]
+    stages: dict[str, ManifestStage]
+    inputs: list[dict[str, Any]]
+    seed: Any
+
+
+def now() -> str:
+    """The current time, ISO 8601 with time zone, to the second."""
+    return datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def stage_record(*, stem: str, run: str, profile: dict[str, Any], parameters: dict[str, Any], parameters_hash: str,
+                 seconds: float, finished: float, inputs: dict[str, Any], metrics: Metrics) -> StageRecord:
+    """The `stage.json` record of a stage that completed in `seconds`, ending at `finished`."""
+    return StageRecord(
+        stage=stem, status="complete", run=run, profile=profile["name"], profile_path=profile["path"],
+        parameters=parameters, parameters_hash=parameters_hash, started=finished - seconds, finished=finished,
+        seconds=round(seconds, 1), notebook=f"{stem}.ipynb", report=f"{stem}.html", inputs=inputs,
+        inputs_hash=inputs["hash"], distribution=metrics.get("distribution"), replicas=metrics.get("replicas"),
+        workers=metrics.get("workers"))
+
+
+def read_metrics(folder: str | os.PathLike) -> Metrics | None:
+    """A stage folder's `metrics.json`, or None when the stage has not completed there."""
+    path = Path(folder) / METRICS_FILE
+    return storage.read_json(path) if path.is_file() else None
+
+
+def write_metrics(folder: str | os.PathLike, metrics: Metrics) -> Path:
+    """Write `metrics.json` atomically; written last by a stage, so its presence means the stage ended."""
+    return storage.write_json(Path(folder) / METRICS_FILE, metrics)
+
+
+def read_history(path: str | os.PathLike, phase: str | None = None) -> list[dict]:
+    """History rows from a CSV written by `write_history` (empty when the file is missing); empty cells are left
+    out of their row, numbers are floats; `phase` labels every row."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = [{key: (value if key == "phase" else float(value)) for key, value in row.items() if value != ""}
+                for row in csv.DictReader(handle)]
+    if phase:
+        for row in rows:
+            row["phase"] = phase
+    return rows
+
+
+def write_history(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write history rows (`{epoch, [phase], metric: value, ...}`) as CSV, atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return storage.write_text(path, buffer.getvalue())
+
+
+def _runner_alive(manifest: Manifest) -> bool:
+    runner = manifest.get("runner") or {}
+    if runner.get("host") != platform.node() or not runner.get("pid"):
+        return False
+    try:
+        os.kill(runner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's live process.
+        return True
+    return True
+
+
+def close_running_stages(manifest: Manifest, status: str, message: str) -> None:
+    """No stage is shown `running` once its runner is gone: such entries get `status` and `message`."""
+    for record in manifest.get("stages", {}).values():
+        if record.get("status") == "running":
+            record["status"] = status
+            record["message"] = message
+
+
+def read_manifest(run: str) -> Manifest:
+    """The run's manifest ({} when there is none), with a runner that is gone shown as `interrupted`: a stage is
+    `running` only while a runner works on it."""
+    path = paths.run_dir(run) / MANIFEST_FILE
+    if not path.is_file():
+        return Manifest()
+    manifest: Manifest = storage.read_json(path)
+    if manifest.get("status") == "running" and not _runner_alive(manifest):
+        manifest["status"] = "interrupted"
+        close_running_stages(manifest, "interrupted", "the runner was killed while this stage ran")
+    elif manifest.get("status") != "running":
+        close_running_stages(manifest, "interrupted", "the runner stopped while this stage ran")
+    return manifest

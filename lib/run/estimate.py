@@ -1,0 +1,223 @@
+"""A forecast of each stage's duration, from a short measurement of the conv base on this machine.
+
+The unit of work is one VGG16 conv-base forward pass of one image at the stage's size, in the precision the
+stage computes in: the forecast measures how many of those this machine does per second, counts the work
+each stage will do, and adds a fixed cost per stage (kernel start, TensorFlow, plots, report). Work that
+the caches already hold, or that an earlier stage of the same command computes, is not counted twice:
+blocks 1-4 of the unaugmented photos once per run, the augmentation pool once for stages 2 and 3.
+
+The factors below were measured on 2-core CPUs (AMD EPYC with AVX-512/bfloat16, and the same capped to
+AVX2 in float32, 8-10 images/s); `make bench` and the forecast-against-actual column of each run's summary
+page show how well they hold on another machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+import lib
+from lib.core import devices, params, stages
+from lib.study import cache, photos
+
+# VGG16's convolutions: output channels per layer, in order (3x3, same padding; a 2x2 pool after each block).
+_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+AUGMENTATION = 0.05  # Random rotation, shift, zoom and flip of one image.
+TRAINING = 3.95  # Forward, backward and update of trained conv layers, per forward pass of those layers.
+CLASSIFIER_STEP = 0.0065  # One sample of a training step of the dense classifier on 4x4x512 features.
+STAGE_SECONDS = 25.0  # Per stage: a kernel, TensorFlow's start, the model, plots, the HTML report.
+DECODE_SECONDS = 0.004  # Decoding and resizing one photo (a 2-core CPU; once, then cached).
+
+
+def layer_flops(image_size: int) -> dict[str, float]:
+    """Multiply-adds x 2 of each VGG16 conv layer (and 0 for each pool) at `image_size`."""
+    flops, side, channels = {}, image_size, 3
+    for block, widths in enumerate(_BLOCKS, start=1):
+        for conv, width in enumerate(widths, start=1):
+            flops[f"block{block}_conv{conv}"] = 2.0 * side * side * 9 * channels * width
+            channels = width
+        flops[f"block{block}_pool"] = 0.0
+        side //= 2
+    return flops
+
+
+def fraction(image_size: int, end: str, start: str | None = None) -> float:
+    """The share of a whole conv-base forward pass done by the layers after `start` up to `end`."""
+    flops = layer_flops(image_size)
+    names = list(flops)
+    first = names.index(start) + 1 if start else 0
+    return sum(flops[name] for name in names[first:names.index(end) + 1]) / sum(flops.values())
+
+
+def conv_base_rate(image_size: int, policy: str, batch_size: int = 32, batches: int = 2) -> float:
+    """Images per second of a VGG16 conv base forward pass at `image_size` (random weights and images),
+    in the Keras dtype `policy` the stages will compute in."""
+    tf = lib.load_tensorflow()
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
+    forward = tf.function(lambda images: base(images, training=False))
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, image_size, image_size, 3)),
+                         dtype=tf.float32)
+    try:
+        forward(images).numpy()  # Trace and warm up.
+        started = time.perf_counter()
+        for _ in range(batches):
+            forward(images).numpy()
+        return batches * batch_size / (time.perf_counter() - started)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@dataclasses.dataclass
+class Known:
+    """Work that needs no doing: in the caches on disk (`keys`: a split's cache key, where it can be known
+    before the stage runs) or counted for an earlier stage of this forecast (`done`)."""
+
+    keys: dict[str, cache.CacheKey]
+    done: set = dataclasses.field(default_factory=set)
+
+    def has(self, *item: Any) -> bool:
+        if item in self.done:
+            return True
+        split = str(item[1])
+        key = self.keys.get(split.removesuffix("|mirror"))
+        if key is None:
+            return False
+        if split.endswith("|mirror"):  # A split's mirrored photos are cached under its fingerprint + "|mirror".
+            key = dataclasses.replace(key, fingerprint=key.fingerprint + "|mirror")
+        if item[0] == "decoded":
+            return photos.image_cache_file(key.split, key.fingerprint, key.image_size).is_file()
+        if item[0] == "variant":
+            from lib.study import pool  # Only here: it loads TensorFlow.
+
+            return pool.variant_path(key, item[2], json.loads(item[3]), item[4], item[5]).is_file()
+        return key.path(item[2]).is_file()
+
+    def take(self, *item: Any) -> bool:
+        """Whether `item` still needs doing; it counts as done from now on."""
+        needed = not self.has(*item)
+        self.done.add(item)
+        return needed
+
+
+def _features_work(known: Known, split: str, count: int, size: int, layer: str) -> float:
+    """Conv work to get a split's unaugmented output at `layer` (through the shared cut when beyond it)."""
+    if not known.take("features", split, layer):
+        return 0.0
+    names = list(layer_flops(size))
+    if names.index(layer) > names.index(cache.SHARED_CUT):
+        return _features_work(known, split, count, size, cache.SHARED_CUT) + count * fraction(
+            size, layer, cache.SHARED_CUT)
+    return count * fraction(size, layer)
+
+
+def cut_layer(values: dict[str, Any]) -> str:
+    """The last frozen layer of a stage: before the first layer it unfreezes (`block5_pool` if none)."""
+    names = list(layer_flops(values.get("image_size", 150)))
+    unfrozen = [names.index(name) for name in values.get("unfreeze_layers", []) if name in names]
+    return names[min(unfrozen) - 1] if unfrozen else names[-1]
+
+
+def _training_work(known: Known, values: dict[str, Any], counts: dict[str, int], layer: str, epochs: int) -> float:
+    """Work of `epochs` epochs of a stage that trains on augmented photos above `layer`."""
+    size, train = values["image_size"], counts["train"]
+    samples = epochs * (values["steps_per_epoch"] * values["batch_size"] if values["steps_per_epoch"] else train)
+    trained = TRAINING * fraction(size, "block5_pool", layer) if layer != "block5_pool" else 0.0
+    per_epoch_validation = counts.get("validation", 0) * (fraction(size, "block5_pool", layer) if trained else 0)
+    work = epochs * per_epoch_validation + samples * (trained + CLASSIFIER_STEP)
+    variants = values.get("augmentation_pool", 0)
+    if not variants:
+        return work + samples * (fraction(size, layer) + AUGMENTATION)
+    pool_layer = cache.SHARED_CUT if layer == "block5_pool" else layer
+    work += _features_work(known, "train", train, size, pool_layer)
+    augmentation = json.dumps({key: values[key] for key in ("rotation_degrees", "width_shift", "height_shift", "zoom",
+                                                             "horizontal_flip", "vertical_flip")}, sort_keys=True)
+    for variant in range(variants):
+        if known.take("variant", "train", pool_layer, augmentation, values["seed"], variant):
+            work += train * (fraction(size, pool_layer) + AUGMENTATION)
+    if pool_layer != layer:  # Stage 2: the frozen block 5 over the whole pool, once.
+        work += (variants + 1) * train * fraction(size, layer, pool_layer)
+    return work
+
+
+def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], rate: float,
+                  known: Known | None = None, previous_available: bool = True) -> float:
+    """Forecast seconds of one stage from its parameters (notebook defaults filled in), the photo counts per
+    split, the conv-base rate, and what is `known` to be cached or done before it."""
+    values = params.with_defaults(stage, values)
+    known = known or Known({})
+    size = values["image_size"]
+    seconds = STAGE_SECONDS + sum(DECODE_SECONDS * count for split, count in counts.items()
+                                  if known.take("decoded", split))
+    layer = "block5_pool" if stages.get(stage).trains_on == "features" else cut_layer(values)
+    held_out = {split: count for split, count in counts.items() if split != "train"}
+    if values.get("test_time_augmentation"):  # The mirrored photos too, once per run.
+        held_out.update({f"{split}|mirror": count for split, count in list(held_out.items())})
+    work = sum(_features_work(known, split, count, size, layer) for split, count in held_out.items())
+    if stages.get(stage).trains_on == "features":
+        work += _features_work(known, "train", counts.get("train", 0), size, layer)
+        return seconds + (work + values["epochs"] * counts.get("train", 0) * CLASSIFIER_STEP) / rate
+    if "classifier_epochs" in values and (values["start_from"] == "scratch" or not previous_available):
+        classifier = {**values, "unfreeze_layers": []}
+        work += _features_work(known, "validation", counts.get("validation", 0), size, "block5_pool")
+        work += _training_work(known, classifier, counts, "block5_pool", values["classifier_epochs"])
+    return seconds + (work + _training_work(known, values, counts, layer, values["epochs"])) / rate
+
+
+def image_counts(values: dict[str, Any], dataset: dict[str, Any]) -> dict[str, int]:
+    """Photos per split that a stage will use, from the dataset fingerprint and `max_images_per_class`."""
+    counts = {split: len(info["files"]) for split, info in dataset["splits"].items()}
+    if values.get("max_images_per_class"):
+        counts = {split: min(count, 2 * values["max_images_per_class"]) for split, count in counts.items()}
+    return counts
+
+
+def cache_keys(values: dict[str, Any], dataset: dict[str, Any], weights: dict[str, Any], policy: str
+               ) -> dict[str, cache.CacheKey]:
+    """The cache keys of each split as the stage will compute them (none when a subset of photos is used)."""
+    if values.get("max_images_per_class"):
+        return {}
+    return {split: cache.CacheKey(split, info["sha256"], weights["sha256"], values.get("image_size", 150),
+                                     values.get("preprocessing", "vgg16"), policy)
+            for split, info in dataset["splits"].items()}
+
+
+def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any], gpus: list[str],
+                 rates: dict[tuple[int, str], float], run_has: set[str] = frozenset()) -> dict[str, float]:
+    """Forecast seconds of each stage of a command, in order, with the work they share counted once."""
+    seconds, known = {}, None
+    for stem in stems:
+        values = resolved[stem]
+        dataset, weights = fingerprints[(values.get("data_dir", ""), values.get("weights", "imagenet"))]
+        policy = devices.compute_policy(values.get("mixed_precision", False), gpus)
+        keys = cache_keys(values, dataset, weights, policy)
+        known = Known(keys, known.done if known and known.keys == keys else set())
+        previous = stages.get(stem).previous
+        seconds[stem] = stage_seconds(stem, values, image_counts(values, dataset),
+                                      rates[(values.get("image_size", 150), policy)], known,
+                                      previous in stems or previous in run_has)
+    return seconds
+
+
+def forecast(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
+             run_has: set[str] = frozenset()) -> dict[str, float]:
+    """Print roughly how long each stage will take here, from a short conv-base measurement; return the
+    seconds per stage (recorded in the manifest and shown beside the actual times on the summary page).
+    `run_has` names the stages already complete in the run folder."""
+    gpus = devices.gpu_names()
+    settings = {(values.get("image_size", 150), devices.compute_policy(values.get("mixed_precision", False), gpus))
+                for values in resolved.values()}
+    rates = {setting: conv_base_rate(*setting) for setting in settings}
+    seconds = plan_seconds(stems, resolved, fingerprints, gpus, rates, run_has)
+    for stem, value in seconds.items():
+        print(f"    forecast {stem}: about {value / 60:.1f} min", flush=True)
+    rate_text = ", ".join(f"{rate:.1f} images/s at {size}px in {policy}" for (size, policy), rate in rates.items())
+    print(f"    forecast total: about {sum(seconds.values()) / 60:.0f} min (conv base measured here: {rate_text}; "
+          f"{devices.describe_cpu()})", flush=True)
+    return seconds

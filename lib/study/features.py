@@ -1,0 +1,117 @@
+"""Running the frozen part of the conv base once per image, with an on-disk cache.
+
+The cache key (`lib.study.cache.CacheKey`) holds everything that changes the output: the split's image contents
+(fingerprint), the weights file (sha256), image size, preprocessing, the layer where the frozen part ends, and the
+precision.
+A rerun with other classifier settings therefore extracts nothing; a changed photo or weights file
+extracts again.
+
+Blocks 1-4 are 91% of VGG16's work at 150x150 and frozen in every stage, so their output (`SHARED_CUT`) is
+computed once per photo for the whole run: stage 1's features and stage 2's validation features are block 5 run
+over it, and stage 3 trains on top of it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from lib.study import cache, distribute, models
+from lib.study.cache import SHARED_CUT, CacheKey
+from lib.study.photos import ImageSet
+from lib.study.weights import WeightsChoice
+
+EXTRACTION_BATCH_SIZE = 32
+def cache_key_of(image_set: ImageSet, weights: WeightsChoice, cut: models.CutBase) -> CacheKey:
+    """The cache key of a data split's outputs through a cut conv base, in the current precision."""
+    import keras
+
+    return CacheKey(image_set.split, image_set.fingerprint, weights.sha256, cut.conv_base.input_shape[1],
+                    cut.preprocessing, keras.mixed_precision.global_policy().name)
+
+
+def extract(extractor, images: np.ndarray, label: str = "images", batch_size: int = EXTRACTION_BATCH_SIZE,
+            training: bool = False, dtype: str = "float32") -> np.ndarray:
+    """Run `extractor` over `images` in batches, printing progress with images/s and time left.
+
+    NumPy batches go straight into one compiled function: no tf.data pipeline to plan, nothing to
+    autotune, and the last smaller batch costs one extra trace only. `training=True` runs random layers
+    (augmentation) as in training; the result is stored in `dtype`.
+    """
+    import tensorflow as tf
+
+    forward = models.traced(extractor, f"forward-{training}",
+                              lambda: lambda batch: extractor(batch, training=training))
+    outputs = []
+    started = time.perf_counter()
+    next_report = started + 10.0
+    for start in range(0, len(images), batch_size):
+        # float32 (or float16) on disk whatever the compute precision: bfloat16 does not round-trip through .npz.
+        batch = tf.constant(images[start:start + batch_size])
+        # Split between the replicas, unless random layers run: replicas would draw the same numbers for their
+        # shares (and a pool must not depend on the replica count: its cache key does not name it).
+        result = forward(batch) if training else distribute.forward(forward, batch)
+        outputs.append(result.numpy().astype(dtype))
+        done = min(start + batch_size, len(images))
+        now = time.perf_counter()
+        if now >= next_report and done < len(images):
+            rate = done / (now - started)
+            print(f"  extracting {label}: {done}/{len(images)} images, {rate:.1f} images/s, "
+                  f"about {(len(images) - done) / rate:.0f} s left", flush=True)
+            next_report = now + 30.0
+    elapsed = time.perf_counter() - started
+    print(f"Extracted {label}: {len(images)} images in {elapsed:.1f} s "
+          f"({len(images) / max(elapsed, 1e-9):.1f} images/s).", flush=True)
+    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=dtype)
+
+
+def after_shared_cut(conv_base, cut_layer: str) -> bool:
+    """Whether `cut_layer` lies beyond `SHARED_CUT`, so that its features derive from the shared cache."""
+    names = models.layer_names(conv_base)
+    return SHARED_CUT in names and names.index(cut_layer) > names.index(SHARED_CUT)
+
+
+def frozen_features(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice,
+                    cut_layer: str | None = None) -> tuple[np.ndarray, float, bool]:
+    """Features of `image_set` at `cut_layer` (default: the cut's) from the cache, or computed and cached now.
+
+    Beyond the shared cut they are computed from the cached block-4 output (itself computed first if
+    needed). Returns `(features, seconds spent computing, whether they came from the cache)`. Cache
+    entries are written atomically, so two processes computing the same split at once both end whole.
+    """
+    cut_layer = cut_layer or cut.cut_layer
+    path = cache_key_of(image_set, weights, cut).path(cut_layer)
+    started = time.perf_counter()
+
+    def compute() -> dict[str, np.ndarray]:
+        if after_shared_cut(cut.conv_base, cut_layer):
+            shared, _, _ = frozen_features(cut, image_set, weights, SHARED_CUT)
+            segment = models.conv_segment(cut.conv_base, cut_layer, start=SHARED_CUT)
+            return {"features": extract(segment, shared, label=f"{image_set.split} ({SHARED_CUT} to {cut_layer})")}
+        segment = models.conv_segment(cut.conv_base, cut_layer, preprocessing=cut.preprocessing)
+        return {"features": extract(segment, image_set.images, label=image_set.split)}
+
+    arrays, from_cache = cache.cached_arrays(path, compute,
+                                               usable=lambda arrays: len(arrays["features"]) == len(image_set))
+    if from_cache:
+        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} at {cut_layer}.", flush=True)
+        return arrays["features"], 0.0, True
+    return arrays["features"], time.perf_counter() - started, False
+
+
+@dataclasses.dataclass
+class SplitFeatures:
+    """Features of several data splits at one cut: arrays by split, seconds spent extracting, cache hits."""
+
+    arrays: dict[str, np.ndarray]
+    seconds: float
+    from_cache: dict[str, bool]
+
+
+def at_cut(cut: models.CutBase, image_sets: dict, splits, weights: WeightsChoice) -> SplitFeatures:
+    """`frozen_features` for each of the data `splits`, at the cut of a `models.CutBase`."""
+    results = {split: frozen_features(cut, image_sets[split], weights) for split in splits}
+    return SplitFeatures({split: result[0] for split, result in results.items()},
+                         sum(result[1] for result in results.values()),
+                         {split: result[2] for split, result in results.items()})

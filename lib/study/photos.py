@@ -1,0 +1,396 @@
+"""The cats-vs-dogs photos: finding or downloading them, checking the folders, decoding once, tf.data.
+
+Class order is fixed (cats = 0, dogs = 1) whatever the order on disk. Every image is decoded and resized
+once, then kept in memory and in a disk cache under `paths.cache_root()` (never inside the dataset
+folder, which may be read-only), so no epoch decodes a JPEG again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lib import SuiteError
+from lib.core import params, paths, storage
+from lib.study import cache, decode, distribute, imagestore
+
+CLASS_NAMES = ("cats", "dogs")
+SPLITS = ("train", "validation", "test")
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
+# Files that photo folders collect and that are no images: skipped silently, and counted.
+HOUSEKEEPING_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+DATASET_URLS = (
+    "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
+    "https://download.mlcc.google.com/mledu-datasets/cats_and_dogs_filtered.zip",
+)
+EXPECTED_COUNTS = {"train": 2000, "validation": 1000}
+SYNTHETIC_VALUE = "synthetic"
+# Bump when decoding or resizing changes, so cached decoded images are not reused.
+_DECODER_VERSION = "pil-bilinear-rgb-1"
+
+
+@dataclasses.dataclass
+class SplitListing:
+    """The image files of one split, their labels, and what was skipped (path and reason)."""
+
+    split: str
+    files: list[Path]
+    labels: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """Decoded images of one split: uint8 `(n, size, size, 3)`, labels `(n,)`, and their origin."""
+
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    files: list[str]
+    skipped: list[tuple[str, str]]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def resolve_data_dir(data_dir: str = "") -> Path:
+    """Find the dataset root: `DATA_DIR` if set, else `data_dir`; `synthetic` builds the tiny test set.
+
+    Empty means the project's own download folder, fetched from the public address when it is missing.
+    A path that does not exist is an error (it is never silently replaced by a download).
+    """
+    chosen = params.overridden("data_dir", data_dir)
+    if chosen == SYNTHETIC_VALUE:
+        return make_synthetic_dataset(paths.synthetic_data_dir())
+    if chosen.startswith(f"{SYNTHETIC_VALUE}:"):
+        return make_synthetic_dataset(*synthetic_of_size(chosen))
+    if not chosen:
+        target = paths.default_data_dir()
+        if not (target / "train").is_dir():
+            download_dataset(target)
+        return target
+    root = Path(chosen).expanduser().resolve()
+    if not root.is_dir():
+        raise SuiteError(
+            f"Dataset folder {root} does not exist. Set the data_dir parameter or the DATA_DIR "
+            "environment variable to a folder holding train/cats, train/dogs, validation/cats and "
+            "validation/dogs (for example DATA_DIR=../shared/datasets/cats_and_dogs_small)."
+        )
+    return root
+
+
+def synthetic_of_size(value: str) -> tuple[Path, dict[str, int]]:
+    """`synthetic:N`: where a synthetic set of N photos goes, and its split sizes (half for training, a
+    quarter each for validation and test), for measurements at scale."""
+    try:
+        photos = int(value.split(":", 1)[1])
+    except ValueError:
+        photos = 0
+    if photos < 8:
+        raise SuiteError(f"data_dir={value!r}: give the number of synthetic photos, at least 8 (synthetic:2000).")
+    counts = {"train": photos // 2, "validation": photos // 4, "test": photos - photos // 2 - photos // 4}
+    return paths.synthetic_data_dir().with_name(f"synthetic_cats_and_dogs_{photos}"), counts
+
+
+def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
+                     expected_counts: dict[str, int] | None = None) -> Path:
+    """Download and unpack TensorFlow's public `cats_and_dogs_filtered.zip` into `target`.
+
+    Tries each known address in turn; offline, stops with a message naming what was tried and how to
+    point `DATA_DIR` at a local copy. The archive is unpacked beside `target` and renamed into place, so
+    an interrupted download never looks like a dataset.
+    """
+    import keras
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        for url in urls:
+            try:
+                archive = keras.utils.get_file(
+                    "cats_and_dogs_filtered.zip", origin=url, cache_dir=str(target.parent),
+                    cache_subdir="downloads",
+                )
+                break
+            except Exception as error:  # Keras wraps network errors in several types.
+                errors.append(f"{url}: {type(error).__name__}: {error}")
+        else:
+            raise SuiteError(
+                "No dataset found and the download failed (offline?). Tried:\n  " + "\n  ".join(errors)
+                + f"\nPoint DATA_DIR (or the data_dir parameter) at a local copy with train/ and "
+                "validation/ folders of cats/ and dogs/, or place the unpacked archive at "
+                f"{target}."
+            )
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    unpack_dir = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            bundle.extractall(unpack_dir)
+        unpacked = next(unpack_dir.glob("**/train")).parent
+        for split, expected in (expected_counts or EXPECTED_COUNTS).items():
+            found = len(list_split(unpacked, split).files)
+            if found != expected:
+                raise SuiteError(f"Downloaded dataset has {found} {split} images, expected {expected}.")
+        storage.apply_umask(unpacked, folder=True)  # mkdtemp made 0700 what may be the unpacked root.
+        os.replace(unpacked, target)
+    finally:
+        shutil.rmtree(unpack_dir, ignore_errors=True)
+    return target
+
+
+def _class_folders(split_dir: Path) -> dict[str, Path]:
+    return {child.name.lower(): child for child in split_dir.iterdir() if child.is_dir()}
+
+
+def list_split(root: Path, split: str) -> SplitListing:
+    """List the image files of `root/split/{cats,dogs}` with labels, checking the folder layout.
+
+    A missing split or class folder, an extra class folder, or a class with no images is an error that
+    names the folder; non-image files are skipped and reported.
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise SuiteError(
+            f"Split folder {split_dir} is missing: the dataset needs train/ and validation/ "
+            "(test/ is optional), each with cats/ and dogs/ inside."
+        )
+    folders = _class_folders(split_dir)
+    extra = sorted(set(folders) - set(CLASS_NAMES))
+    if extra:
+        raise SuiteError(
+            f"{split_dir} holds class folders {extra} besides cats/ and dogs/: this suite is a two-class "
+            "classifier. Move the extra folders out of the dataset."
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    for label, name in enumerate(CLASS_NAMES):
+        if name not in folders:
+            raise SuiteError(f"Class folder {split_dir / name} is missing: put the {name} photos there.")
+        found = []
+        for path in sorted(folders[name].rglob("*")):
+            if not path.is_file():
+                continue
+            if path.name.lower() in HOUSEKEEPING_FILES or path.name.startswith("._"):
+                skipped.append((str(path), "not an image (system file)"))
+            elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((str(path), f"not an image ({path.suffix or 'no'} extension)"))
+            elif path.stat().st_size == 0:
+                skipped.append((str(path), "empty file"))
+            else:
+                found.append(path)
+        if not found:
+            raise SuiteError(
+                f"Class folder {folders[name]} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+            )
+        files.extend(found)
+        labels.extend([label] * len(found))
+    return SplitListing(split, files, np.asarray(labels, dtype=np.int32), skipped)
+
+
+def available_splits(root: Path) -> list[str]:
+    """The splits present under `root`: train and validation (required), and test when it exists."""
+    return [split for split in SPLITS if split != "test" or (Path(root) / "test").is_dir()]
+
+
+def fingerprint_files(files: list[Path], root: Path) -> str:
+    """SHA-256 over the relative paths and contents of `files`: changes when any image changes."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(bytes.fromhex(storage.file_sha256(path)))
+    return digest.hexdigest()
+
+
+def image_cache_file(split: str, fingerprint: str, image_size: int) -> Path:
+    """Where the decoded images of a split (by its files' fingerprint) are cached at `image_size`."""
+    key = hashlib.sha256(f"{fingerprint}|{image_size}|{_DECODER_VERSION}".encode()).hexdigest()[:24]
+    return paths.cache_root() / "images" / f"{split}-{image_size}px-{key}.npz"
+
+
+def load_split(
+    root: str | os.PathLike, split: str, image_size: int, max_images_per_class: int = 0,
+    use_cache: bool = True, image_store: str = "memory",
+) -> ImageSet:
+    """Decode one split to an in-memory `ImageSet`, from the disk cache when it holds the same images; with
+    `image_store="disk"`, to a disk store read as needed (`lib.study.imagestore`).
+
+    A file that cannot be decoded (corrupt, truncated, not really an image) is skipped with a warning and
+    listed in `skipped`; the run goes on with the others.
+    """
+    root = Path(root)
+    listing = list_split(root, split)
+    files, labels = listing.files, listing.labels
+    if max_images_per_class:
+        keep = np.concatenate([np.flatnonzero(labels == label)[:max_images_per_class] for label in (0, 1)])
+        files, labels = [files[i] for i in keep], labels[keep]
+    fingerprint = fingerprint_files(files, root)
+    cache_file = image_cache_file(split, fingerprint, image_size)
+    errors: dict[str, str] = {}
+
+    def decode_all() -> dict[str, np.ndarray]:
+        images, ok = decode.decode_files(files, image_size, errors, label=split)
+        if not ok.any():
+            raise SuiteError(f"No image in {root / split} could be decoded: check that they are photos.")
+        return {"images": images[ok], "ok": ok}
+
+    if use_cache and image_store == "disk":
+        images, ok = imagestore.load(files, image_size, errors, cache_file, split)
+        arrays = {"images": images, "ok": ok}
+    elif use_cache:
+        arrays, _ = cache.cached_arrays(cache_file, decode_all, usable=lambda arrays: len(arrays["ok"]) == len(files),
+                                          chief_computes=True)  # In a cluster the others read what it decoded.
+    else:
+        arrays = decode_all()
+    ok = arrays["ok"]
+    skipped = list(listing.skipped) + [(str(path), errors.get(str(path), "could not be decoded"))
+                                       for path, good in zip(files, ok) if not good]
+    _report_skipped(split, skipped)
+    return ImageSet(split, arrays["images"], labels[ok], [str(path) for path, good in zip(files, ok) if good],
+                    skipped, fingerprint)
+
+
+def _report_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        print(f"WARNING: skipped {len(skipped)} file(s) in {split}:", file=sys.stderr, flush=True)
+        for path, reason in skipped[:10]:
+            print(f"  {path}: {reason}", file=sys.stderr, flush=True)
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more", file=sys.stderr, flush=True)
+
+
+def load_dataset(
+    root: str | os.PathLike, image_size: int, max_images_per_class: int = 0, image_store: str = "memory"
+) -> dict[str, ImageSet]:
+    """Load every available split (train, validation, and test when present), in memory or in a disk store
+    (`image_store`: memory, disk, or auto by the memory available; see `lib.study.imagestore`)."""
+    splits = available_splits(Path(root))
+    if image_store != "memory":
+        photos = sum(len(list_split(Path(root), split).files) for split in splits)
+        if max_images_per_class:
+            photos = min(photos, 2 * max_images_per_class * len(splits))
+        image_store = imagestore.choose(image_store, photos, image_size)
+        image_store = "disk" if distribute.chief_decides(image_store == "disk") else "memory"  # The chief's.
+    return {split: load_split(root, split, image_size, max_images_per_class, image_store=image_store)
+            for split in splits}
+
+
+def describe(image_sets: dict[str, ImageSet]) -> dict[str, str]:
+    """Photos per split, for display: `{"train": "2000 images (1000 dogs)", ...}`."""
+    return {split: f"{len(image_set)} images ({int(image_set.labels.sum())} dogs)"
+            for split, image_set in image_sets.items()}
+
+
+def make_tf_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
+                    seed: int = 0):
+    """Batch in-memory inputs (images or features) into a prefetched `tf.data.Dataset`.
+
+    With `shuffle`, the order is reshuffled each epoch, reproducibly from `seed`.
+
+    tf.data's autotuner is switched off: on small CPU machines it was seen to leave `fit` idle for
+    seconds at a time while it re-planned the pipeline, and an in-memory pipeline has nothing to tune.
+    """
+    import tensorflow as tf
+
+    if isinstance(inputs, imagestore.DiskImages):
+        dataset = _disk_batches(inputs, labels, batch_size, shuffle, seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, labels.astype("float32")))
+        if shuffle:
+            dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size).prefetch(2)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.deterministic = True
+    return dataset.with_options(options)
+
+
+def _disk_batches(images: imagestore.DiskImages, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+    """Batches read from a disk store as they are needed: each pass in a new seeded order when `shuffle`."""
+    import tensorflow as tf
+
+    labels = labels.astype("float32")
+    passes = iter(range(1 << 62))
+
+    def batches():
+        generator = np.random.default_rng([seed, next(passes)])
+        order = generator.permutation(len(labels)) if shuffle else np.arange(len(labels))
+        for start in range(0, len(order), batch_size):
+            chosen = np.sort(order[start:start + batch_size]) if shuffle else order[start:start + batch_size]
+            yield images[chosen], labels[chosen]
+
+    shape = (None, images.size, images.size, 3)
+    signature = (tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.float32))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(labels) // batch_size))).prefetch(2)
+
+
+def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 64) -> Path:
+    """Generate (once) a tiny two-class image set in the dataset layout, for smoke runs and tests.
+
+    "Cats" are warm images with round blobs, "dogs" cool images with bars: a pattern that even a
+    randomly initialised VGG16 plus a small head can learn a little, so smoke runs exercise real training.
+    """
+    counts = counts or {"train": 24, "validation": 12, "test": 12}
+    if (root / "done").is_file():
+        return root
+    shutil.rmtree(root, ignore_errors=True)  # Left half-built by an interrupted run.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
+    generator = np.random.default_rng(1234)
+    for split, count in counts.items():
+        for label, name in enumerate(CLASS_NAMES):
+            folder = building / split / name
+            folder.mkdir(parents=True)
+            for index in range(count // 2):
+                base = np.array([200, 120, 60]) if label == 0 else np.array([60, 120, 200])
+                pixels = np.clip(base + generator.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                draw = ImageDraw.Draw(image)
+                for _ in range(3):
+                    x, y = generator.integers(0, size - 16, 2)
+                    extent = int(generator.integers(8, 16))
+                    if label == 0:
+                        draw.ellipse([x, y, x + extent, y + extent], fill=(250, 230, 90))
+                    else:
+                        draw.rectangle([x, 0, x + extent // 3, size], fill=(20, 40, 90))
+                image.save(folder / f"{name[:-1]}.{index}.jpg", quality=90)
+    (building / "done").write_text("complete\n")
+    storage.apply_umask(building, folder=True)  # mkdtemp made it 0700.
+    try:
+        os.replace(building, root)
+    except OSError:  # Another process finished first; its copy is identical.
+        shutil.rmtree(building, ignore_errors=True)
+    return root
+
+
+def main() -> int:
+    """`make data`: find or download the dataset, check its layout, print the image count per split."""
+    try:
+        root = resolve_data_dir()
+        print(root)
+        for split in available_splits(root):
+            listing = list_split(root, split)
+            print(f"  {split}: {len(listing.files)} images ({int(listing.labels.sum())} dogs), "
+                  f"{len(listing.skipped)} other files skipped")
+    except SuiteError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""A stage's start and end in one object.
+
+`start` opens a stage from its notebook's parameters: it checks the devices (a GPU when one is required), sets up
+the distribution strategy before anything computes, seeds Python, NumPy and TensorFlow, sets the compute precision
+and makes the stage's folder. The `StageRun` it returns knows the stage, its folder, its start time, its parameters
+and precision; it saves what the stage hands on and writes the stage's records (`history.csv`, and last
+`metrics.json`, in the schema of `lib.core.records`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import platform
+import resource
+from pathlib import Path
+from typing import Any
+
+from lib.core import devices, params, paths, records, stages
+from lib.study import distribute, evaluation, models, plots, scores, training
+from lib.study.weights import WeightsChoice
+
+
+@dataclasses.dataclass
+class StageRun:
+    """A stage being run: its registry entry, parameter values, output folder, start time and precision."""
+
+    stage: stages.Stage
+    parameters: dict[str, Any]
+    folder: Path
+    started: str
+    precision: str
+    run_name: str
+    profile_name: str
+
+    def save_history(self, rows: list[dict]) -> None:
+        """Write the stage's `history.csv` (one row per epoch)."""
+        records.write_history(self.folder / records.HISTORY_FILE, rows)
+
+    def save_figure(self, figure, name: str) -> None:
+        """Save a figure into the stage's folder as PNG (it stays open, so the notebook shows it)."""
+        plots.save(figure, self.folder / name)
+
+    def hand_on(self, model) -> None:
+        """Save the model the stage hands on (its registry `artifact`: stage 1's classifier, later the whole model)."""
+        path = self.folder / self.stage.artifact
+        models.save_model(model, path)
+        print(f"Saved {path.name} for the next stage and for predictions.", flush=True)
+
+    def finish(self, *, weights: WeightsChoice, image_sets: dict, evaluations: dict[str, dict],
+               fitted: training.FitResult, extraction_seconds: float, **extra: Any) -> records.Metrics:
+        """Write `metrics.json` (last: its presence means the stage ended) and print the result in a sentence.
+
+        `evaluations` holds `lib.study.evaluation.evaluate`'s results by split; `extra` adds the stage's own keys.
+        """
+        metrics = records.Metrics(
+            stage=self.stage.stem, status="complete", run_name=self.run_name, profile=self.profile_name,
+            **evaluation.metrics_of(evaluations), best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
+            **_weights_record(weights), preprocessing=self.parameters["preprocessing"],
+            image_size=self.parameters["image_size"], **_photos_record(image_sets),
+            extraction_seconds=round(extraction_seconds, 2), training_seconds=round(fitted.seconds, 2),
+            course_notes_val_accuracy=self.stage.course_notes_val_accuracy, started=self.started,
+            finished=records.now(), host=platform.node(),
+            peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # This kernel's.
+            **distribute.current().record(), parameters=self.parameters,
+            confusion_matrix_validation=scores.confusion_counts(image_sets["validation"].labels,
+                                                                evaluations["validation"]["probabilities"]),
+            best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision)
+        metrics.update(extra)
+        records.write_metrics(self.folder, metrics)
+        print(sentence(metrics), flush=True)
+        return metrics
+
+
+def _weights_record(weights: WeightsChoice) -> dict[str, Any]:
+    return {"weights": weights.describe(), "weights_kind": weights.kind, "random_weights": weights.is_random,
+            "weights_sha256": weights.sha256}
+
+
+def _photos_record(image_sets: dict) -> dict[str, Any]:
+    skipped = [item for image_set in image_sets.values() for item in image_set.skipped]
+    return {"images": {split: len(image_set) for split, image_set in image_sets.items()},
+            "skipped_files": len(skipped), "skipped": [{"file": path, "reason": reason} for path, reason in skipped]}
+
+
+def parameter_values(stem: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """The values of a stage notebook's parameters as the notebook sees them (pass `globals()`), the runner's
+    own keys left out."""
+    return {name: namespace[name] for name in params.declared(stem)
+            if name in namespace and name not in params.RUNNER_KEYS}
+
+
+def start(stem: str, namespace: dict[str, Any]) -> StageRun:
+    """Open stage `stem` with the parameter values in `namespace` (the notebook's `globals()`): devices (a
+    `SuiteError` when a GPU is required and missing), the distribution strategy (`batch_size` must split evenly
+    between its replicas), seeds, the compute precision, and the stage's folder: the runner's `output_dir`, else
+    `outputs/<run_name>/<stem>`."""
+    values = parameter_values(stem, namespace)
+    gpus = devices.check(values["require_gpu"])
+    print(distribute.setup(values["distribution"], values["replicas"], gpus).describe(), flush=True)
+    distribute.check_batch(values.get("batch_size", 0))
+    training.seed_everything(values["seed"], values["deterministic"])
+    precision = training.configure_precision(values["mixed_precision"], gpus)
+    run_name = namespace.get("run_name") or "interactive"
+    folder = Path(namespace.get("output_dir") or paths.stage_dir(run_name, stem))
+    folder.mkdir(parents=True, exist_ok=True)
+    return StageRun(stages.get(stem), values, folder, records.now(), precision, run_name,
+                    namespace.get("profile_name", "notebook defaults"))
+
+
+def sentence(metrics: records.Metrics) -> str:
+    """One sentence stating a stage's result, for the notebook's closing cell."""
+    reference = metrics.get("course_notes_val_accuracy")
+    text = (f"Validation accuracy {metrics['val_accuracy']:.2%} (loss {metrics['val_loss']:.4f}) at epoch "
+            f"{metrics['best_epoch']} of {metrics['epochs_run']}")
+    if reference:
+        text += f", against about {reference:.0%} in the course notes"
+    if metrics.get("test_accuracy") is not None:
+        text += f"; test accuracy {metrics['test_accuracy']:.2%}"
+    if metrics.get("val_ece") is not None:
+        text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
+    if metrics.get("val_accuracy_tta") is not None:
+        text += f"; with test-time augmentation {metrics['val_accuracy_tta']:.2%}"
+    text += "."
+    if metrics.get("random_weights"):
+        text += " RANDOM WEIGHTS: these numbers only show that the pipeline runs."
+    return text
+
+
+def weights_notice(weights: WeightsChoice):
+    """A loud HTML banner when the conv base has random weights, else a one-line note (for `display`)."""
+    from IPython.display import HTML
+
+    if weights.is_random:
+        return HTML(
+            '<div style="background:#b00020;color:white;padding:10px;font-weight:bold;font-size:1.1em">'
+            f"{weights.describe()} This run only checks that the pipeline works.</div>"
+        )
+    return HTML(f"<p>Conv base: {weights.describe()}</p>")
+
+
+def table(rows: list[dict], title: str = ""):
+    """Rows of dicts as an HTML table for `display` in a notebook (and so in its HTML report)."""
+    from IPython.display import HTML
+
+    if not rows:
+        return HTML(f"<p>{html.escape(title)}: nothing to show.</p>")
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(column))}</th>" for column in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_format(row.get(column)))}</td>" for column in columns) + "</tr>"
+        for row in rows
+    )
+    caption = f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>" if title else ""
+    return HTML(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def stage_comparison(run: StageRun, accuracy: float) -> list[dict]:
+    """Validation accuracy of each stage of the run (this one's is `accuracy`, the others' from their metrics)
+    beside the course notes'."""
+    rows = []
+    for stage in stages.STAGES:
+        value = accuracy if stage.stem == run.stage.stem else None
+        if value is None:
+            value = (records.read_metrics(run.folder.parent / stage.stem) or {}).get("val_accuracy")
+        rows.append({"stage": stage.stem, "this run": value, "course notes": stage.course_notes_val_accuracy})
+    return rows

@@ -1,0 +1,202 @@
+"""Training helpers: seeding and precision, the callbacks the stages train with (validation on cached features,
+the best epoch), `fit` (Keras's, or the multi-worker loop where Keras's fails), and history rows."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+
+import numpy as np
+
+import lib
+from lib.core import devices
+from lib.study import distribute, models
+
+lib.load_tensorflow()  # Keras starts TensorFlow: this way without TensorFlow's native start-up log lines.
+import keras  # noqa: E402  (after the quiet start above)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, also turn on TF op determinism.
+
+    Op determinism makes GPU runs repeatable at some cost in speed; on CPU, seeding alone already gives
+    repeatable runs for the ops this suite uses.
+    """
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
+    """Set Keras's global dtype policy (`devices.compute_policy`) and return its name (part of cache keys).
+
+    With `mixed_precision`, layers compute in 16 bits and keep float32 weights where that is native here;
+    elsewhere float32. The classifier's output layer always computes in float32.
+    """
+    policy = devices.compute_policy(mixed_precision, gpus)
+    if mixed_precision and policy == "float32":
+        print("mixed_precision=True: this CPU has no native bfloat16 and no GPU is visible; computing in "
+              "float32.", flush=True)
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"Precision: {policy}.", flush=True)
+    return policy
+
+
+class CachedValidation(keras.callbacks.Callback):
+    """Validate each epoch on cached features instead of running the frozen conv base again.
+
+    `top` shares its weights with the model being trained and starts where the frozen part ends, so its
+    loss and accuracy on the cached validation features equal a full-model evaluation of the images. The
+    results go into the epoch's logs as `val_loss` and `val_accuracy`, where History, the progress line
+    and the callbacks after this one see them.
+    """
+
+    def __init__(self, top: keras.Model, features: np.ndarray, labels: np.ndarray, batch_size: int = 64):
+        super().__init__()
+        self.top = top
+        self.features = features
+        self.labels = labels.astype("float32")
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = loss_and_accuracy(self.top, self.features, self.labels, self.batch_size)
+        if logs is not None:
+            logs["val_loss"] = results["loss"]
+            logs["val_accuracy"] = results["accuracy"]
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Remember the weights of the best epoch and restore them when training ends.
+
+    Best means the highest `val_accuracy`, ties broken by the lower `val_loss`: accuracy is what the
+    study reports, and loss separates epochs that classify the same number of images correctly.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.best_epoch: int | None = None  # 1-based
+        self.best_score = (-math.inf, -math.inf)
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        score = (logs.get("val_accuracy", -math.inf), -logs.get("val_loss", math.inf))
+        if score > self.best_score:
+            self.best_score = score
+            self.best_epoch = epoch + 1
+            self.best_weights = [np.array(w) for w in self.model.get_weights()]
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            print(f"Restored the weights of epoch {self.best_epoch} (best validation accuracy "
+                  f"{self.best_score[0]:.4f}, loss {-self.best_score[1]:.4f}).", flush=True)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a training phase leaves: its history rows, best epoch (1-based, within it) and duration."""
+
+    rows: list[dict]
+    best_epoch: int | None
+    seconds: float
+
+    def then(self, later: FitResult) -> FitResult:
+        """This phase followed by a `later` one, as one result: the later phase's best epoch, counted across both
+        (a stage's result is the model its last phase ends with)."""
+        best = None if later.best_epoch is None else len(self.rows) + later.best_epoch
+        return FitResult(self.rows + later.rows, best, self.seconds + later.seconds)
+
+
+def fit(model: keras.Model, train_dataset, *, epochs: int, callbacks: list, steps_per_epoch: int = 0,
+        verbose: int = 2, phase: str | None = None, first_epoch: int = 1) -> FitResult:
+    """`model.fit` on `train_dataset` with `callbacks`; returns the history rows, the best epoch that a `BestEpoch`
+    among the callbacks kept, and the duration.
+
+    `steps_per_epoch` 0 means one pass over `train_dataset`; otherwise the dataset repeats and each epoch takes
+    that many batches. The dataset reshuffles itself, so Keras is told not to. Under `distribution=multi_worker`,
+    where Keras's own `fit` fails, the same epochs and callbacks run in the suite's loop (`lib.study.distribute`).
+    """
+    started = time.perf_counter()
+    if distribute.current().name == "multi_worker":
+        steps = steps_per_epoch or int(train_dataset.cardinality())
+        if steps < 1:
+            raise lib.SuiteError("distribution=multi_worker needs the number of steps per epoch: set "
+                                 "steps_per_epoch (this training set's length is not known in advance).")
+        history = distribute.fit_multi_worker(model, train_dataset.repeat(), epochs=epochs, steps_per_epoch=steps,
+                                              callbacks=callbacks, verbose=verbose)
+    else:
+        history = model.fit(
+            train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None,
+            epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks,
+        ).history
+    best = next((callback.best_epoch for callback in callbacks if isinstance(callback, BestEpoch)), None)
+    return FitResult(history_rows(history, phase, first_epoch), best, time.perf_counter() - started)
+
+
+def loss_and_accuracy(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:
+    """Loss, accuracy and probabilities of a sigmoid model on in-memory inputs.
+
+    The loss is Keras's own binary cross-entropy computed on the model's output tensor, so (as in `fit`
+    and `evaluate`) it uses the sigmoid's logits and is not capped for confidently wrong predictions:
+    the numbers equal what Keras reports for the same model and data.
+    """
+    probabilities, losses = _forward_batches(model, inputs, np.asarray(labels, dtype="float32").reshape(-1),
+                                             batch_size)
+    labels = np.asarray(labels).reshape(-1)
+    accuracy = float(np.mean((probabilities > 0.5) == (labels > 0.5))) if len(labels) else float("nan")
+    return {"loss": float(np.mean(losses)) if len(losses) else float("nan"), "accuracy": accuracy,
+            "probabilities": probabilities}
+
+
+def _forward_batches(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int):
+    """Probabilities and per-example losses, batch by batch through one compiled function."""
+    import tensorflow as tf
+
+    def make():
+        def forward_function(batch, batch_labels):
+            probabilities = model(batch, training=False)
+            losses = keras.losses.binary_crossentropy(batch_labels[:, None], probabilities)
+            return tf.reshape(tf.cast(probabilities, tf.float32), [-1]), tf.cast(losses, tf.float32)
+        return forward_function
+
+    forward = models.traced(model, "loss_and_accuracy", make)
+    probabilities, losses = [], []
+    for start in range(0, len(inputs), batch_size):
+        batch_probabilities, batch_losses = forward(tf.constant(inputs[start:start + batch_size]),
+                                                    tf.constant(labels[start:start + batch_size]))
+        probabilities.append(batch_probabilities.numpy())
+        losses.append(batch_losses.numpy().reshape(-1))
+    if not probabilities:
+        return np.zeros((0,), dtype="float32"), np.zeros((0,), dtype="float32")
+    return np.concatenate(probabilities), np.concatenate(losses)
+
+
+def history_rows(history: dict[str, list[float]], phase: str | None = None, first_epoch: int = 1
+                 ) -> list[dict]:
+    """A Keras `History.history` dict as rows `{epoch, [phase], metric: value...}`."""
+    keys = sorted(history)
+    count = len(history[keys[0]]) if keys else 0
+    rows = []
+    for index in range(count):
+        row = {"epoch": first_epoch + index}
+        if phase:
+            row["phase"] = phase
+        row.update({key: float(history[key][index]) for key in keys})
+        rows.append(row)
+    return rows
+
+
+def concatenate_histories(*parts: list[dict]) -> list[dict]:
+    """History rows of consecutive phases as one list, epochs renumbered from 1."""
+    rows = [dict(row) for part in parts for row in part]
+    for number, row in enumerate(rows, start=1):
+        row["epoch"] = number
+    return rows
