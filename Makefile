@@ -12,10 +12,11 @@ FROM ?=
 CELL_TIMEOUT ?=
 BUDGET_MINUTES ?=
 WORKERS ?=
+VERBOSE ?=
 RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) $(foreach item,$(SET),--set $(item)) \
 	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(FROM),--from $(FROM)) \
 	$(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES)) \
-	$(if $(WORKERS),--workers $(WORKERS))
+	$(if $(WORKERS),--workers $(WORKERS)) $(if $(filter 1 yes true,$(VERBOSE)),--verbose)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
@@ -26,7 +27,8 @@ help: ## List the targets with one line each.
 	@echo "  Variables: PROFILE=$(PROFILE) (auto|full|cpu|smoke|path/to.yaml), RUN=<name>, SET='key=value ...',"
 	@echo "             FORCE=1 (redo up-to-date stages), FROM=outputs/<run>/manifest.json, DATA_DIR, VGG16_WEIGHTS,"
 	@echo "             BUDGET_MINUTES=30 (PROFILE=auto on a CPU), CELL_TIMEOUT=<seconds> (stop a cell running longer),"
-	@echo "             WORKERS=2 (each stage on a local cluster of that many processes: distribution=multi_worker)"
+	@echo "             WORKERS=2 (each stage on a local cluster of that many processes: distribution=multi_worker),"
+	@echo "             VERBOSE=1 (show every cell and everything the kernels print)"
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "Need $(PYTHON_BASE) (or set PYTHON_BASE=python3.x)."; exit 1; }

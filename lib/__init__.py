@@ -6,6 +6,12 @@ them by default on some Intel CPUs) and C++ log noise down. Import `lib` before 
 take effect; a value the user already exported wins.
 """
 import os
+import re
+
+# A line of TensorFlow's own logging: its native (absl) log, e.g. "E0000 00:00:1764553044.301 12 util.h:123] ...",
+# and its Python logger's "WARNING:tensorflow:..." lines. Kept out of the console and the reports.
+TENSORFLOW_LOG_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING:tensorflow:|WARNING: All log messages before absl)")
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -37,6 +37,7 @@ class Plan:
     schedule: dict[str, Any] | None = None
     fingerprints: dict[Any, Any] = dataclasses.field(default_factory=dict)
     workers: int = 1
+    verbose: bool = False
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +58,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="stop a notebook cell that runs longer than this many seconds")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="PROFILE=auto on a CPU: the time the whole run should fit in (default 30)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show everything papermill and the kernels print (VERBOSE=1 on the make line)")
     parser.add_argument("--workers", type=int, default=1,
                         help="run each stage on a local cluster of this many worker processes "
                              "(distribution=multi_worker, for testing; WORKERS=2 on the make line)")
@@ -109,7 +112,7 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         devices.require_gpu(True, devices.gpu_names(), where=f"Profile {profile['name']}")
     for stem in stems:
         pairing.check_in_sync(stem)
-    plan = Plan(run, profile, choice, resolved, schedule, fingerprints, arguments.workers)
+    plan = Plan(run, profile, choice, resolved, schedule, fingerprints, arguments.workers, arguments.verbose)
     if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
         check_writable(run)
     return plan
@@ -158,7 +161,8 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
         storage.remove(folder / stale)
     print(f" {stem}  (run {plan.run}, profile {plan.profile['name']}) -> {folder}", flush=True)
     print("    parameters: " + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())), flush=True)
-    seconds = execution.execute(stem, folder, injected_parameters(plan, stem), cell_timeout, plan.workers)
+    seconds = execution.execute(stem, folder, injected_parameters(plan, stem), cell_timeout, plan.workers,
+                                plan.verbose)
     metrics = records.read_metrics(folder)
     if metrics is None:
         raise execution.StageFailed(f"{stem} finished without writing {folder / records.METRICS_FILE}.")
@@ -172,7 +176,7 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
 
 def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
-    record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule)
+    record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule, planned=list(plan.parameters))
     fingerprints = plan.fingerprints
     forecasts: dict[str, float] | None = None if forecast else {}
     if forecast and plan.schedule and not plan.choice.startswith("PROFILE=auto keeps"):
@@ -186,8 +190,8 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {why} "
                       f"({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes it.", flush=True)
                 stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / records.STAGE_FILE)
-                record["stages"][stem] = {**stage_record, "skipped_this_time": True}
-                manifest.write(plan.run, record, fingerprints)
+                record["stages"][stem] = manifest.completed(stage_record, stage_record.get("forecast_seconds"), True)
+                publish(plan.run, record, fingerprints)
                 continue
             if forecasts is None:
                 forecasts = estimate.forecast(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,
@@ -196,7 +200,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
             tell_workers(plan, record, stem, "run")
             record["stages"][stem] = manifest.running(plan.parameters[stem])
-            manifest.write(plan.run, record, fingerprints)
+            publish(plan.run, record, fingerprints)
             try:
                 stage_record = run_stage(plan, stem, inputs, cell_timeout)
             except execution.StageFailed as failure:
@@ -204,7 +208,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 record["status"] = failure.status
                 raise
             record["stages"][stem] = manifest.completed(stage_record, (forecasts or {}).get(stem), skipped=False)
-            manifest.write(plan.run, record, fingerprints)
+            publish(plan.run, record, fingerprints)
         record["status"] = "complete"
         return 0
     except execution.StageFailed as failure:
@@ -225,17 +229,26 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
         write_summary(plan.run)
 
 
-def write_summary(run: str) -> None:
-    """Rewrite the run's summary page; a failure to do so never hides the run's own outcome."""
+def publish(run: str, record: records.Manifest, fingerprints: dict[Any, Any]) -> None:
+    """Write the manifest and rewrite the run's summary page from it, so that a run can be watched as it goes."""
+    manifest.write(run, record, fingerprints)
+    write_summary(run, quiet=True)
+
+
+def write_summary(run: str, quiet: bool = False) -> None:
+    """Rewrite the run's summary page (and say where it is unless `quiet`); a failure to do so never hides the
+    run's own outcome."""
     try:
-        print(f"Summary: {summary.write(run)}", flush=True)
+        page = summary.write(run)
+        if not quiet:
+            print(f"Summary: {page}", flush=True)
     except Exception as error:
         print(f"(Could not write the summary page: {type(error).__name__}: {error})", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    execution.configure_logging()
+    execution.configure_logging(arguments.verbose)
     execution.raise_on_sigterm()
     try:
         plan = prepare(arguments)

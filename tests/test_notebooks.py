@@ -31,7 +31,56 @@ def smoke_run(tmp_path_factory):
     outputs = tmp_path_factory.mktemp("smoke") / "outputs"
     result = run_suite(outputs, "all", "--profile", "smoke", "--run", "smoke-test")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (outputs.parent / "console.txt").write_text(result.stdout + result.stderr)
     return outputs
+
+
+def test_the_console_says_a_line_for_each_thing_worth_a_line(smoke_run):
+    console = (smoke_run.parent / "console.txt").read_text()
+    assert len(console.splitlines()) <= 120
+    for noise in ("Executing Cell", "Ending Cell", "<Figure size", "<IPython.core", "WARNING:tensorflow", "Model: "):
+        assert noise not in console
+    assert not [line for line in console.splitlines() if line.startswith(("E0000", "W0000"))]
+    for stage in stages.STEMS:
+        assert f"=== {stage} done in " in console and f"{stage}.html" in console
+    assert "epoch 2/2 - " in console and console.count("Validation accuracy ") == 3
+
+
+def test_verbose_shows_every_cell_and_what_the_kernel_prints(smoke_run):
+    result = run_suite(smoke_run, "feature_extraction", "--profile", "smoke", "--run", "verbose", "--set", "epochs=1",
+                       "--verbose")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Executing Cell 1" in result.stdout and "Model: " in result.stdout and "<Figure size" in result.stdout
+
+
+@pytest.mark.parametrize("stage", stages.STEMS)
+def test_each_report_opens_on_its_result_and_stands_alone(smoke_run, stage):
+    import re
+    from html.parser import HTMLParser
+
+    page = (smoke_run / "smoke-test" / stage / f"{stage}.html").read_text()
+    assert f"<title>Stage {stages.get(stage).number}: {stages.get(stage).title} (smoke-test)</title>" in page
+    assert not re.findall(r"(?:src|href)=[\"']?(?:https?:)?//", page) and not re.findall(r"url\((?:https?:)?//", page)
+    assert not re.findall(r"^[EWI]0000 ", page, flags=re.MULTILINE)
+
+    class Text(HTMLParser):
+        parts, hidden = [], 0
+
+        def handle_starttag(self, tag, attributes):
+            self.hidden += tag in ("style", "script")
+
+        def handle_endtag(self, tag):
+            self.hidden -= tag in ("style", "script")
+
+        def handle_data(self, data):
+            if not self.hidden:
+                self.parts.append(data)
+
+    reader = Text()
+    reader.feed(page)
+    text = " ".join(" ".join(reader.parts).split())
+    assert 0 <= text.index("Validation accuracy") < len(text) / 5
+    assert "<details class=\"suite-code\">" in page  # The code is there, folded.
 
 
 @pytest.mark.parametrize("stage", stages.STEMS)

@@ -26,9 +26,9 @@ def project(tmp_path):
     return copy_project(tmp_path / "project")
 
 
-def inject_cell(project: Path, code: str) -> None:
-    """Add a code cell to stage 1 right after its imports, in the .py, and sync the pair as a user would."""
-    source = project / "notebooks" / f"{STAGE1}.py"
+def inject_cell(project: Path, code: str, stem: str = STAGE1) -> None:
+    """Add a code cell to a stage right after its imports, in the .py, and sync the pair as a user would."""
+    source = project / "notebooks" / f"{stem}.py"
     text = source.read_text()
     marker = "# %% [markdown]\n# ## Start the stage"
     source.write_text(text.replace(marker, f"# %%\n{code}\n\n{marker}", 1))
@@ -225,15 +225,18 @@ def test_no_stage_is_shown_running_once_its_runner_is_gone():
 def test_a_report_is_rendered_from_the_executed_notebook_with_its_banner(tmp_path):
     import nbformat
 
-    from lib.run import execution
+    from lib.core import stages
+    from lib.pages import report
 
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Stage 1"),
+    folder = tmp_path / "run" / STAGE1
+    folder.mkdir(parents=True)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Stage 1 notes"),
                                                nbformat.v4.new_code_cell("print(1)")])
-    nbformat.write(notebook, tmp_path / "stage.ipynb")
-    report = execution.render_html(tmp_path / "stage.ipynb", tmp_path / "stage.html", banner="stage failed in cell [2]")
-    page = report.read_text()
-    assert page.index("stage failed in cell [2]") < page.index("Stage 1") and ">print<" in page
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["stage.html", "stage.ipynb"]
+    nbformat.write(notebook, folder / "stage.ipynb")
+    page = report.render(folder / "stage.ipynb", folder / "stage.html", stages.get(STAGE1),
+                         banner="stage failed in cell [2]").read_text()
+    assert page.index("stage failed in cell [2]") < page.index("Stage 1 notes") and ">print<" in page
+    assert sorted(path.name for path in folder.iterdir()) == ["stage.html", "stage.ipynb"]
 
 
 def test_provenance_fingerprints_the_photos_and_names_the_versions(tiny_dataset):
@@ -246,3 +249,98 @@ def test_provenance_fingerprints_the_photos_and_names_the_versions(tiny_dataset)
     versions = provenance.versions(("numpy", "no-such-package"))
     assert versions["numpy"][0].isdigit() and versions["no-such-package"] == "not installed" and "python" in versions
     assert provenance.weights_fingerprint("none")["kind"] == "none"
+
+
+def test_the_console_shows_the_lines_worth_a_line():
+    import io
+
+    from lib.run import console
+
+    out = io.StringIO()
+    lines = console.KernelLines(out)
+    lines.write("Devices: CPU only; distribution: none (one device); precision float32.\n\n")
+    lines.write("E0000 00:00:1764553044.301513   12 mkl_util.h:123] oneDNN supports DT_HALF only on platforms with "
+                "AVX-512.\nWARNING:tensorflow:5 out of the last 5 calls to <function> triggered tf.function "
+                "retracing.\n")
+    lines.write('\x1b[1mModel: "classifier"\x1b[0m\n┏━━━━━┳━━━┓\n│ dense (Dense) │ 257 │\n')
+    lines.write("\x1b[1m Total params: \x1b[0m1\n")
+    lines.write("/x/saving_lib.py:911: UserWarning: Skipping nested container\n  _load_container_state(\n")
+    lines.write("Epoch 3/30\n100/100 - 2s - 18ms/step - accuracy: 0.98 - loss: 0.05 - val_accuracy: 0.97\nExtr")
+    lines.write("acted train: 2000 images in 11.6 s.\n")
+    assert out.getvalue().splitlines() == [
+        "    Devices: CPU only; distribution: none (one device); precision float32.",
+        "    epoch 3/30 - 2s - 18ms/step - accuracy: 0.98 - loss: 0.05 - val_accuracy: 0.97",
+        "    Extracted train: 2000 images in 11.6 s."]
+
+
+def test_markup_in_a_failure_or_a_weights_file_name_stays_text_in_the_report(tmp_path):
+    import nbformat
+
+    from lib.core import stages
+    from lib.pages import report
+    from lib.study import stage_run
+    from lib.study.weights import WeightsChoice
+
+    hostile = "<img src=x onerror=alert(1)>.h5"
+    notice = stage_run.weights_notice(WeightsChoice("file", tmp_path / hostile, "a" * 64)).data
+    assert "<img src=x" not in notice and "&lt;img src=x onerror=alert(1)&gt;.h5" in notice
+    folder = tmp_path / "run" / STAGE1
+    folder.mkdir(parents=True)
+    log_line = nbformat.v4.new_output("stream", name="stderr", text="E0000 00:00:1764553044.3 1 a.cc:1] x\n")
+    shown = nbformat.v4.new_output("display_data", data={"text/html": notice})
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Stage 1"),
+                                               nbformat.v4.new_code_cell("x = 1", outputs=[log_line, shown])])
+    nbformat.write(notebook, folder / f"{STAGE1}.ipynb")
+    banner = f"{STAGE1} failed in cell [7]: TypeError: expected <class 'int'>, got {hostile}"
+    page = report.render(folder / f"{STAGE1}.ipynb", folder / f"{STAGE1}.html", stages.get(STAGE1), banner).read_text()
+    assert "<img src=x" not in page and "<class 'int'>" not in page
+    assert "expected &lt;class 'int'&gt;, got &lt;img src=x onerror=alert(1)&gt;.h5" in page
+    assert "E0000" not in page and "<title>Stage 1: Feature extraction (run)</title>" in page
+
+
+@pytest.mark.slow
+def test_the_summary_page_follows_a_run_as_it_goes(project, tmp_path):
+    """index.html is there once stage 1 ends, with stage 1's result, stage 2 running and stage 3 waiting."""
+    inject_cell(project, "import time\n\ntime.sleep(600)", stem="02_data_augmentation")
+    outputs = tmp_path / "outputs"
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "lib.runner", "all", "--profile", "smoke", "--run", "watch",
+                                "--no-forecast"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    page, deadline = "", time.time() + 300
+    try:
+        while time.time() < deadline and not ("running: in progress" in page and "01_feature_extraction.html" in page):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.5)
+            index = outputs / "watch" / "index.html"
+            page = index.read_text() if index.is_file() else ""
+        assert "running: in progress" in page and "waiting: runs after the stages above" in page
+        assert "01_feature_extraction/01_feature_extraction.html" in page and 'http-equiv="refresh"' in page
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=120)
+    page = (outputs / "watch" / "index.html").read_text()
+    assert "interrupted" in page and "not run: the command stopped before this stage" in page
+    assert 'http-equiv="refresh"' not in page
+
+
+def test_every_way_a_stage_ends_early_gets_one_line_naming_the_fix(tmp_path):
+    import errno
+    import logging
+
+    from lib.run import execution
+
+    partial = tmp_path / "missing.ipynb"  # No notebook yet: the cell is unknown.
+    cases = {execution.Terminated(): ("stopped by SIGTERM in cell [?]", "interrupted"),
+             KeyboardInterrupt(): ("interrupted (Ctrl-C) in cell [?]", "interrupted"),
+             OSError(errno.ENOSPC, "No space left on device"): ("the disk is full", "failed"),
+             RuntimeError("kernel died before replying"): ("kernel did not start", "failed"),
+             ValueError("odd"): ("unexpected error (ValueError: odd)", "failed")}
+    for error, (phrase, status) in cases.items():
+        failure = execution._failure(error, STAGE1, partial, 60)
+        assert phrase in str(failure) and failure.status == status and str(failure).startswith(STAGE1)
+    execution.configure_logging(verbose=False)
+    assert logging.getLogger("papermill").level == logging.WARNING
+    execution.configure_logging(verbose=True)
+    assert logging.getLogger("papermill").level == logging.INFO

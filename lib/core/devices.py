@@ -40,11 +40,15 @@ def require_gpu(required: bool, gpus: list[str], where: str = "This run") -> Non
 
 
 def check(required: bool) -> list[str]:
-    """The GPUs TensorFlow sees, printed; a `SuiteError` when `required` and there are none."""
+    """The GPUs TensorFlow sees; a `SuiteError` when `required` and there are none."""
     gpus = gpu_names()
     require_gpu(required, gpus)
-    print(f"Devices: {', '.join(gpus) if gpus else 'CPU only (no GPU visible to TensorFlow)'}.", flush=True)
     return gpus
+
+
+def describe_devices(gpus: list[str]) -> str:
+    """What the stages compute on, in a few words."""
+    return ", ".join(gpus) if gpus else "CPU only (no GPU visible to TensorFlow)"
 
 
 def cpu_flags() -> set[str]:

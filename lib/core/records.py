@@ -206,11 +206,13 @@ def _runner_alive(manifest: Manifest) -> bool:
 
 
 def close_running_stages(manifest: Manifest, status: str, message: str) -> None:
-    """No stage is shown `running` once its runner is gone: such entries get `status` and `message`."""
+    """No stage is shown `running` or `waiting` once its runner is gone: a running one gets `status` and `message`,
+    a waiting one `not run`."""
     for record in manifest.get("stages", {}).values():
         if record.get("status") == "running":
-            record["status"] = status
-            record["message"] = message
+            record.update(status=status, message=message)
+        elif record.get("status") == "waiting":
+            record.update(status="not run", message="the command stopped before this stage")
 
 
 def read_manifest(run: str) -> Manifest:

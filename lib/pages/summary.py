@@ -23,7 +23,9 @@ from lib.study import plots
 def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) -> dict[str, Any]:
     metrics = records.read_metrics(folder / stage.stem)
     if metrics is None:
-        if record.get("status") in {"failed", "interrupted", "running"}:
+        if record.get("status") == "waiting":
+            return {"status": "waiting: runs after the stages above"}
+        if record.get("status") in {"failed", "interrupted", "running", "not run"}:
             return {"status": f"{record['status']}: {record.get('message') or 'in progress'}"}
         return {"status": "not run or incomplete"}
     history = records.read_history(folder / stage.stem / records.HISTORY_FILE)
@@ -97,12 +99,16 @@ def _messages(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
     if summary["random_weights"]:
         warnings.append("RANDOM WEIGHTS: this run's conv base was not trained on ImageNet (weights=none). "
                         "Its accuracies only show that the pipeline runs.")
+    if summary.get("status") == "running":
+        notes.append("Running now: this page is rewritten as each stage starts and ends, and reloads itself every "
+                     "30 seconds.")
     if summary.get("status") in {"failed", "interrupted"}:
         warnings.append(f"This run {summary['status']}: the stages below marked incomplete did not finish.")
-    if profile.get("name") and profile.get("name") != "full":
+    reduced = profile.get("name") and profile.get("name") != "full"
+    if reduced:  # One notice: how the schedule was chosen when it was, else what the profile is for.
         notes.append(f"Reduced profile '{profile.get('name')}', not the full reference schedule: "
-                     f"{profile.get('description', '')}")
-    if profile.get("choice"):
+                     + (profile.get("choice") or profile.get("description", "")))
+    elif profile.get("choice"):
         notes.append(profile["choice"])
     return warnings, notes
 
@@ -120,7 +126,8 @@ def render(summary: dict[str, Any]) -> str:
                         any_forecast=any(row.get("forecast_seconds") for row in rows),
                         stages_started=summary.get("stages_started"),
                         stages_finished=summary.get("stages_finished"),
-                        stage_seconds_total=summary.get("stage_seconds_total"))
+                        stage_seconds_total=summary.get("stage_seconds_total"),
+                        live=summary.get("status") == "running")
 
 
 def write(run: str) -> Path:

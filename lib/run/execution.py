@@ -24,7 +24,8 @@ from typing import Any
 
 from lib import SuiteError
 from lib.core import paths, stages, storage
-from lib.run import cluster
+from lib.pages import report
+from lib.run import cluster, console
 
 # A cell running longer than this is stopped: generous, since the longest cells train for hours on a CPU.
 DEFAULT_CELL_TIMEOUT = 12 * 3600
@@ -51,33 +52,17 @@ def raise_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def configure_logging() -> None:
-    """papermill's log (each cell's output as it runs) to standard output, one plain line at a time."""
+def configure_logging(verbose: bool = False) -> None:
+    """papermill's log to standard output, one plain line at a time: with `verbose` everything it says (each cell
+    and each output as it runs), else only its warnings (the console shows the kernel's lines: `lib.run.console`)."""
     import logging
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("papermill")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
-
-
-def render_html(notebook_file: Path, html_file: Path, banner: str | None = None) -> Path:
-    """Render an executed notebook to a standalone HTML report (images embedded), atomically.
-
-    `banner` (plain text) is shown first, for a stage that did not finish.
-    """
-    import nbconvert
-    import nbformat
-
-    notebook = nbformat.read(notebook_file, as_version=4)
-    if banner:
-        notebook.cells.insert(0, nbformat.v4.new_markdown_cell(
-            '<div style="background:#b00020;color:white;padding:10px;font-weight:bold">'
-            f"{banner}</div>"))
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
-    return storage.write_text(html_file, body)
 
 
 def _running_cell(notebook_file: Path) -> str:
@@ -187,20 +172,22 @@ def _signals_held():
 
 
 def run_notebook(stem: str, output_file: Path, parameters: dict[str, Any], manager,
-                 cell_timeout: int | None = None) -> None:
+                 cell_timeout: int | None = None, verbose: bool = True) -> None:
     """papermill: the stage notebook `stem` with `parameters` into `output_file`, in the kernel of `manager`,
-    from `notebooks/`, each cell's output logged as it comes."""
+    from `notebooks/`; with `verbose` each cell's output logged as it comes, else the lines worth a line of what the
+    kernel prints (`lib.run.console`)."""
     import papermill
 
+    streams = {} if verbose else {"stdout_file": console.KernelLines(), "stderr_file": console.KernelLines()}
     papermill.execute_notebook(
         str(stages.get(stem).notebook), str(output_file), parameters=parameters, kernel_name="python3",
-        cwd=str(paths.NOTEBOOKS_DIR), log_output=True, progress_bar=False, km=manager,
-        execution_timeout=cell_timeout, start_timeout=KERNEL_START_TIMEOUT,
+        cwd=str(paths.NOTEBOOKS_DIR), log_output=verbose, progress_bar=False, km=manager,
+        execution_timeout=cell_timeout, start_timeout=KERNEL_START_TIMEOUT, **streams,
     )
 
 
 def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: int = DEFAULT_CELL_TIMEOUT,
-            workers: int = 1) -> float:
+            workers: int = 1, verbose: bool = False) -> float:
     """Run the stage notebook `stem` with `parameters` into `folder/<stem>.ipynb` and render
     `<stem>.html`; return the seconds it took. Raises `StageFailed` however it ends early. With `workers` > 1
     this kernel is the chief of a local cluster (`lib.run.cluster`) whose other workers run beside it."""
@@ -214,7 +201,7 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
             workers_cluster.start(parameters)
             workers_cluster.watch(lambda: stop_kernel(manager))
             os.environ["TF_CONFIG"] = cluster.tf_config(workers_cluster.ports, 0)  # For the chief's kernel.
-        run_notebook(stem, partial, parameters, manager, cell_timeout)
+        run_notebook(stem, partial, parameters, manager, cell_timeout, verbose)
     except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
         failure = _failure(error, stem, partial, cell_timeout)
     finally:
@@ -225,7 +212,8 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
                 os.replace(partial, executed)
                 storage.apply_umask(executed)
                 try:
-                    render_html(executed, folder / f"{stem}.html", banner=str(failure) if failure else None)
+                    report.render(executed, folder / f"{stem}.html", stages.get(stem),
+                                  banner=str(failure) if failure else None)
                 except Exception as error:  # A failed stage's own message matters more than its report.
                     if not failure:
                         raise
@@ -238,7 +226,7 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
 def run_worker(stem: str, parameters: dict[str, Any], output_file: str | Path) -> int:
     """A worker other than the chief: execute the stage notebook in a kernel of its own (TF_CONFIG comes from
     the environment) into `output_file`, its log; the exit status says whether it completed."""
-    configure_logging()
+    configure_logging(verbose=True)  # A worker's log is a file: all of it.
     manager = kernel_manager()
     try:
         run_notebook(stem, Path(output_file), parameters, manager)

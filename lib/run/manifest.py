@@ -16,10 +16,15 @@ from lib.core import devices, paths, records, storage
 from lib.run import provenance
 
 
-def start(run: str, profile: dict[str, Any], choice: str, schedule: dict[str, Any] | None = None) -> records.Manifest:
-    """The run's manifest as it stands before any stage runs (earlier stages' records kept)."""
+def start(run: str, profile: dict[str, Any], choice: str, schedule: dict[str, Any] | None = None,
+          planned: list[str] = ()) -> records.Manifest:
+    """The run's manifest as it stands before any stage runs: earlier stages' records kept, and the `planned`
+    stages not complete shown as `waiting`."""
     gpus = devices.gpu_descriptions() if "tensorflow" in sys.modules else []
     earlier = records.read_manifest(run)
+    stages = earlier.get("stages", {})
+    stages.update({stem: records.ManifestStage(status="waiting") for stem in planned
+                   if stages.get(stem, {}).get("status") != "complete"})
     return records.Manifest(
         run=run,
         profile={"name": profile["name"], "path": profile["path"], "description": profile.get("description", ""),
@@ -30,7 +35,7 @@ def start(run: str, profile: dict[str, Any], choice: str, schedule: dict[str, An
         hardware={"cpu": devices.describe_cpu(), "gpus": gpus, "gpus_checked": "tensorflow" in sys.modules},
         environment={name: os.environ.get(name) for name in
                      ("DATA_DIR", "VGG16_WEIGHTS", "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")},
-        stages=earlier.get("stages", {}),
+        stages=stages,
     )
 
 
@@ -56,7 +61,7 @@ def completed(record: records.StageRecord, forecast_seconds: float | None, skipp
 
 
 def finish(run: str, manifest: records.Manifest) -> None:
-    """Close the manifest whatever happened: no stage is left `running`."""
+    """Close the manifest whatever happened: no stage is left `running` or `waiting`."""
     manifest["finished"] = records.now()
     records.close_running_stages(manifest, "failed" if manifest.get("status") == "failed" else "interrupted",
                                  "the runner stopped while this stage ran")

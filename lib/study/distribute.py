@@ -72,10 +72,10 @@ class Distribution:
 
     def describe(self) -> str:
         if self.strategy is None:
-            return "Distribution: none (one device)."
+            return "distribution: none (one device)"
         devices = ", ".join(self.strategy.extended.worker_devices)
-        return (f"Distribution: {self.name}, {self.replicas} replicas on {self.workers} worker(s) (this is worker "
-                f"{self.worker_index}{', the chief' if self.is_chief else ''}; devices here: {devices}).")
+        return (f"distribution: {self.name}, {self.replicas} replicas on {self.workers} worker(s) (this is worker "
+                f"{self.worker_index}{', the chief' if self.is_chief else ''}; devices here: {devices})")
 
 
 _current = Distribution()

@@ -48,7 +48,10 @@ def extract(extractor, images: np.ndarray, label: str = "images", batch_size: in
     next_report = started + 10.0
     for start in range(0, len(images), batch_size):
         # float32 (or float16) on disk whatever the compute precision: bfloat16 does not round-trip through .npz.
-        batch = tf.constant(images[start:start + batch_size])
+        batch = images[start:start + batch_size]
+        # A stored pool is float16: widened here (exactly), so no half-precision tensor reaches TensorFlow, whose
+        # oneDNN kernels log an error for one on CPUs without AVX-512 before computing it another way.
+        batch = tf.constant(batch.astype(np.float32) if batch.dtype == np.float16 else batch)
         # Split between the replicas, unless random layers run: replicas would draw the same numbers for their
         # shares (and a pool must not depend on the replica count: its cache key does not name it).
         result = forward(batch) if training else distribute.forward(forward, batch)

@@ -207,13 +207,22 @@ def last_frozen_layer(conv_base: keras.Model) -> str:
     return chain[first_trainable - 1].name
 
 
-def conv_segment(conv_base: keras.Model, end: str, start: str | None = None, preprocessing: str = "vgg16",
+# Segments without a classifier per conv base, dropped with it: each split and each pass reuses the same model,
+# so its traced forward function (`traced`) is traced once, not once per split.
+_SEGMENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def conv_segment(conv_base: keras.Model, end: str | None, start: str | None = None, preprocessing: str = "vgg16",
                  classifier: keras.Model | None = None) -> keras.Model:
     """The conv base's layers after `start` up to and including `end`, as a model sharing their weights.
 
     Without `start` the segment takes raw pixels and begins with `preprocessing`; with it, the segment
-    takes `start`'s output. `end` may be None (to the last layer); a `classifier` is appended when given.
+    takes `start`'s output. `end` may be None (to the last layer); a `classifier` is appended when given (a new
+    model each time: it may be compiled and trained); a segment without one is built once per conv base.
     """
+    key = (end, start, preprocessing)
+    if classifier is None and key in _SEGMENTS.get(conv_base, {}):
+        return _SEGMENTS[conv_base][key]
     names = layer_names(conv_base)
     first = names.index(start) + 1 if start else 1
     last = names.index(end) + 1 if end else len(names)
@@ -226,9 +235,10 @@ def conv_segment(conv_base: keras.Model, end: str, start: str | None = None, pre
     for layer in conv_base.layers[first:last]:
         x = layer(x)
     if classifier is not None:
-        x = classifier(x)
-    name = f"{'top_after_' + start if start else 'frozen_to_' + str(end)}"
-    return keras.Model(inputs, x, name=name)
+        return keras.Model(inputs, classifier(x), name=f"{'top_after_' + start if start else 'frozen_to_' + str(end)}")
+    segment = keras.Model(inputs, x, name=f"{'top_after_' + start if start else 'frozen_to_' + str(end)}")
+    _SEGMENTS.setdefault(conv_base, {})[key] = segment
+    return segment
 
 
 def cut_base(conv_base: keras.Model, classifier: keras.Model, preprocessing: str) -> CutBase:

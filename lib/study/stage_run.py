@@ -96,10 +96,13 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
     `outputs/<run_name>/<stem>`."""
     values = parameter_values(stem, namespace)
     gpus = devices.check(values["require_gpu"])
-    print(distribute.setup(values["distribution"], values["replicas"], gpus).describe(), flush=True)
+    distribution = distribute.setup(values["distribution"], values["replicas"], gpus)
     distribute.check_batch(values.get("batch_size", 0))
     training.seed_everything(values["seed"], values["deterministic"])
     precision = training.configure_precision(values["mixed_precision"], gpus)
+    native = " (no native 16-bit compute here)" if values["mixed_precision"] and precision == "float32" else ""
+    print(f"Devices: {devices.describe_devices(gpus)}; {distribution.describe()}; precision {precision}{native}.",
+          flush=True)
     run_name = namespace.get("run_name") or "interactive"
     folder = Path(namespace.get("output_dir") or paths.stage_dir(run_name, stem))
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,12 +133,13 @@ def weights_notice(weights: WeightsChoice):
     """A loud HTML banner when the conv base has random weights, else a one-line note (for `display`)."""
     from IPython.display import HTML
 
+    described = html.escape(weights.describe())  # It names a file: its name is text, never markup.
     if weights.is_random:
         return HTML(
             '<div style="background:#b00020;color:white;padding:10px;font-weight:bold;font-size:1.1em">'
-            f"{weights.describe()} This run only checks that the pipeline works.</div>"
+            f"{described} This run only checks that the pipeline works.</div>"
         )
-    return HTML(f"<p>Conv base: {weights.describe()}</p>")
+    return HTML(f"<p>Conv base: {described}</p>")
 
 
 def table(rows: list[dict], title: str = ""):

@@ -41,11 +41,7 @@ def configure_precision(mixed_precision: bool, gpus: list[str]) -> str:
     elsewhere float32. The classifier's output layer always computes in float32.
     """
     policy = devices.compute_policy(mixed_precision, gpus)
-    if mixed_precision and policy == "float32":
-        print("mixed_precision=True: this CPU has no native bfloat16 and no GPU is visible; computing in "
-              "float32.", flush=True)
     keras.mixed_precision.set_global_policy(policy)
-    print(f"Precision: {policy}.", flush=True)
     return policy
 
 
