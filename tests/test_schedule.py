@@ -61,14 +61,14 @@ def test_forecast_grows_with_pool_and_epochs():
 
 
 def chosen(budget: float, monkeypatch, counts=COUNTS):
-    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
+    monkeypatch.setattr(estimate, "measure", lambda size, policy, layers: estimate.Speed(RATE))
     base = params.load_profile("cpu")
     return schedule.choose(base, budget, list(stages.STEMS), {}, fingerprints(counts), set())
 
 
 def test_auto_takes_the_largest_rung_that_fits_80_percent_of_the_budget(monkeypatch):
-    rung, seconds, rate, policy = chosen(30, monkeypatch)
-    assert rate == RATE and sum(seconds.values()) <= 0.8 * 30 * 60
+    rung, seconds, speed, policy = chosen(30, monkeypatch)
+    assert speed.forward == RATE and sum(seconds.values()) <= 0.8 * 30 * 60
     larger = schedule.LADDER[schedule.LADDER.index(rung) + 1]
     profile = schedule.with_rung(params.load_profile("cpu"), larger, 30)
     resolved = {stem: params.resolve_for_stage(stem, profile, {}) for stem in stages.STEMS}
@@ -84,7 +84,7 @@ def test_a_budget_too_small_takes_the_smallest_rung_and_says_so(monkeypatch):
 
 def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: [])
-    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
+    monkeypatch.setattr(estimate, "measure", lambda size, policy, layers: estimate.Speed(RATE))
     memo = fingerprints()
     profile, choice, recorded = schedule.auto_profile("auto", 30, {}, memo)
     assert profile["name"] == "auto" and "forecast" in choice and recorded["budget_minutes"] == 30
@@ -93,10 +93,10 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     assert recorded["rung"] == {"augmentation_pool": 1, "augmentation_epochs": 30, "fine_tuning_epochs": 6}
     storage.write_json(paths.run_dir("auto") / "manifest.json", {"schedule": recorded, "stages": {}})
 
-    def no_measuring(size, policy):
+    def no_measuring(size, policy, layers):
         raise AssertionError("a run that chose its schedule must not measure again")
 
-    monkeypatch.setattr(estimate, "conv_base_rate", no_measuring)
+    monkeypatch.setattr(estimate, "measure", no_measuring)
     again, choice, kept = schedule.auto_profile("auto", 30, {}, memo)
     assert kept == recorded and again["fine_tuning"] == profile["fine_tuning"] and "keeps the schedule" in choice
     with pytest.raises(AssertionError, match="must not measure"):
@@ -126,3 +126,17 @@ def test_forecast_grows_with_the_work():
     expected = (estimate.STAGE_SECONDS + 3000 * estimate.DECODE_SECONDS + 3000 / 30
                 + 30 * 2000 * estimate.CLASSIFIER_STEP / 30)
     assert estimate.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30) == pytest.approx(expected)
+
+
+def test_the_forecast_measures_the_training_steps_it_prices():
+    """A measured training step replaces the factor; the measurement trains the layers above the cut for real."""
+    seconds = estimate.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2)
+    classifier = estimate.training_step_seconds(32, "float32", "block5_pool", batch_size=4, steps=2)
+    assert 0 < classifier < seconds < 1
+    values = {"epochs": 5, "steps_per_epoch": 100, "batch_size": 20, "augmentation_pool": 1}
+    assert estimate.trained_cuts(params.with_defaults("03_fine_tuning", values), "03_fine_tuning") == {
+        "block4_pool", "block5_pool"}
+    factors = estimate.stage_seconds("03_fine_tuning", values, COUNTS, RATE)
+    measured = estimate.Speed(RATE, {"block4_pool": estimate.Speed(RATE).step(150, "block4_pool") * 2})
+    slower = estimate.stage_seconds("03_fine_tuning", values, COUNTS, measured)
+    assert slower - factors == pytest.approx(5 * 100 * 20 * estimate.Speed(RATE).step(150, "block4_pool"))

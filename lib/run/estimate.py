@@ -1,14 +1,16 @@
-"""A forecast of each stage's duration, from a short measurement of the conv base on this machine.
+"""A forecast of each stage's duration, from a short measurement of this machine.
 
-The unit of work is one VGG16 conv-base forward pass of one image at the stage's size, in the precision the
-stage computes in: the forecast measures how many of those this machine does per second, counts the work
-each stage will do, and adds a fixed cost per stage (kernel start, TensorFlow, plots, report). Work that
-the caches already hold, or that an earlier stage of the same command computes, is not counted twice:
-blocks 1-4 of the unaugmented photos once per run, the augmentation pool once for stages 2 and 3.
+Two kinds of work, each measured here in the precision the stages compute in (`Speed`): the conv base's
+forward pass (how many images per second at the stage's size; extraction, the pool, validation are counted in
+such passes, or in the share of one that a few layers do), and training steps (seconds per training photo of
+the layers above a cut: the classifier alone, or block 5 and the classifier), measured on a few steps, since how
+fast a machine trains does not follow from how fast it runs forward (on a 2-core AVX2 CPU training block 5 was
+25% slower than the forward rate foretold). A fixed cost per stage (kernel start, TensorFlow, plots, report) is
+added. Work that the caches already hold, or that an earlier stage of the same command computes, is not counted
+twice: blocks 1-4 of the unaugmented photos once per run, the augmentation pool once for stages 2 and 3.
 
-The factors below were measured on 2-core CPUs (AMD EPYC with AVX-512/bfloat16, and the same capped to
-AVX2 in float32, 8-10 images/s); `make bench` and the forecast-against-actual column of each run's summary
-page show how well they hold on another machine.
+The factors below stand in where a training step was not measured (`Speed.step`); each run's summary page
+shows the forecast beside the actual time of each stage.
 """
 from __future__ import annotations
 
@@ -50,6 +52,31 @@ def fraction(image_size: int, end: str, start: str | None = None) -> float:
     names = list(flops)
     first = names.index(start) + 1 if start else 0
     return sum(flops[name] for name in names[first:names.index(end) + 1]) / sum(flops.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """This machine at one image size and precision: conv-base forward passes per second, and seconds per training
+    photo of the layers above each measured cut (`block5_pool`: the classifier alone)."""
+
+    forward: float
+    step_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def step(self, image_size: int, layer: str) -> float:
+        """Seconds per training photo above `layer`: measured, else from the factors."""
+        if layer in self.step_seconds:
+            return self.step_seconds[layer]
+        trained = TRAINING * fraction(image_size, "block5_pool", layer) if layer != "block5_pool" else 0.0
+        return (trained + CLASSIFIER_STEP) / self.forward
+
+    def describe(self) -> str:
+        steps = ", ".join(f"above {layer} {seconds * 1000:.1f} ms" for layer, seconds in self.step_seconds.items())
+        return f"{self.forward:.1f} images/s forward" + (f"; training per photo: {steps}" if steps else "")
+
+
+def speed_of(value: Speed | float) -> Speed:
+    """A `Speed` from a measured one or a forward rate alone (the training steps then from the factors)."""
+    return value if isinstance(value, Speed) else Speed(float(value))
 
 
 def conv_base_rate(image_size: int, policy: str, batch_size: int = 32, batches: int = 2) -> float:
@@ -117,6 +144,51 @@ def _features_work(known: Known, split: str, count: int, size: int, layer: str) 
     return count * fraction(size, layer)
 
 
+def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: int = 20, steps: int = 4) -> float:
+    """Seconds per photo of a training step (RMSprop, batch of `batch_size`) of everything above `layer`: block 5
+    and the classifier on block 4's output, or the classifier alone above `block5_pool`; random weights and
+    inputs, in the Keras dtype `policy`."""
+    lib.load_tensorflow()
+    import keras
+
+    from lib.study import models  # Only here: it builds models.
+    from lib.study.weights import WeightsChoice
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        base = models.build_conv_base(WeightsChoice("none", None, None), image_size)
+        base.trainable = True
+        names = models.layer_names(base)
+        for trained in base.layers:
+            trained.trainable = names.index(trained.name) > names.index(layer)
+        top = models.conv_segment(base, None, start=layer, classifier=models.build_classifier(base.output_shape[1:]))
+        top.compile(optimizer=keras.optimizers.RMSprop(learning_rate=1e-5), loss="binary_crossentropy",
+                    metrics=["accuracy"])
+        generator = np.random.default_rng(0)
+        inputs = generator.uniform(0, 10, (batch_size, *top.input_shape[1:])).astype("float32")
+        labels = (np.arange(batch_size) % 2).astype("float32")
+        for _ in range(2):  # Trace and warm up.
+            top.train_on_batch(inputs, labels)
+        started = time.perf_counter()
+        for _ in range(steps):
+            top.train_on_batch(inputs, labels)
+        return (time.perf_counter() - started) / (steps * batch_size)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def measure(image_size: int, policy: str, layers: set[str]) -> Speed:
+    """This machine's `Speed` at `image_size` in `policy`, with training steps measured above each of `layers`."""
+    return Speed(conv_base_rate(image_size, policy),
+                 {layer: training_step_seconds(image_size, policy, layer) for layer in sorted(layers)})
+
+
+def trained_cuts(values: dict[str, Any], stage: str) -> set[str]:
+    """The cuts above which a stage trains: the classifier's (`block5_pool`) and the stage's own."""
+    return {"block5_pool"} | ({cut_layer(values)} if stages.get(stage).trains_on == "photos" else set())
+
+
 def cut_layer(values: dict[str, Any]) -> str:
     """The last frozen layer of a stage: before the first layer it unfreezes (`block5_pool` if none)."""
     names = list(layer_flops(values.get("image_size", 150)))
@@ -124,16 +196,22 @@ def cut_layer(values: dict[str, Any]) -> str:
     return names[min(unfrozen) - 1] if unfrozen else names[-1]
 
 
-def _training_work(known: Known, values: dict[str, Any], counts: dict[str, int], layer: str, epochs: int) -> float:
-    """Work of `epochs` epochs of a stage that trains on augmented photos above `layer`."""
+def _training_seconds(known: Known, values: dict[str, Any], counts: dict[str, int], layer: str, epochs: int,
+                      speed: Speed) -> float:
+    """Seconds of `epochs` epochs of a stage that trains on augmented photos above `layer`."""
     size, train = values["image_size"], counts["train"]
     samples = epochs * (values["steps_per_epoch"] * values["batch_size"] if values["steps_per_epoch"] else train)
-    trained = TRAINING * fraction(size, "block5_pool", layer) if layer != "block5_pool" else 0.0
-    per_epoch_validation = counts.get("validation", 0) * (fraction(size, "block5_pool", layer) if trained else 0)
-    work = epochs * per_epoch_validation + samples * (trained + CLASSIFIER_STEP)
-    variants = values.get("augmentation_pool", 0)
+    per_epoch_validation = counts.get("validation", 0) * fraction(size, "block5_pool", layer)
+    steps = samples * speed.step(size, layer)
+    return steps + _augmented_work(known, values, train, samples, layer) / speed.forward + (
+        epochs * per_epoch_validation / speed.forward)
+
+
+def _augmented_work(known: Known, values: dict[str, Any], train: int, samples: int, layer: str) -> float:
+    """Conv work of the augmented photos up to `layer`: every sample online, or the pool's variants once."""
+    size, variants, work = values["image_size"], values.get("augmentation_pool", 0), 0.0
     if not variants:
-        return work + samples * (fraction(size, layer) + AUGMENTATION)
+        return samples * (fraction(size, layer) + AUGMENTATION)
     pool_layer = cache.SHARED_CUT if layer == "block5_pool" else layer
     work += _features_work(known, "train", train, size, pool_layer)
     augmentation = json.dumps({key: values[key] for key in ("rotation_degrees", "width_shift", "height_shift", "zoom",
@@ -146,11 +224,12 @@ def _training_work(known: Known, values: dict[str, Any], counts: dict[str, int],
     return work
 
 
-def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], rate: float,
+def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], speed: Speed | float,
                   known: Known | None = None, previous_available: bool = True) -> float:
     """Forecast seconds of one stage from its parameters (notebook defaults filled in), the photo counts per
-    split, the conv-base rate, and what is `known` to be cached or done before it."""
-    values = params.with_defaults(stage, values)
+    split, this machine's `Speed` (or its conv-base rate alone), and what is `known` to be cached or done before
+    it."""
+    speed, values = speed_of(speed), params.with_defaults(stage, values)
     known = known or Known({})
     size = values["image_size"]
     seconds = STAGE_SECONDS + sum(DECODE_SECONDS * count for split, count in counts.items()
@@ -162,12 +241,12 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], ra
     work = sum(_features_work(known, split, count, size, layer) for split, count in held_out.items())
     if stages.get(stage).trains_on == "features":
         work += _features_work(known, "train", counts.get("train", 0), size, layer)
-        return seconds + (work + values["epochs"] * counts.get("train", 0) * CLASSIFIER_STEP) / rate
+        return seconds + work / speed.forward + values["epochs"] * counts.get("train", 0) * speed.step(size, layer)
     if "classifier_epochs" in values and (values["start_from"] == "scratch" or not previous_available):
         classifier = {**values, "unfreeze_layers": []}
         work += _features_work(known, "validation", counts.get("validation", 0), size, "block5_pool")
-        work += _training_work(known, classifier, counts, "block5_pool", values["classifier_epochs"])
-    return seconds + (work + _training_work(known, values, counts, layer, values["epochs"])) / rate
+        seconds += _training_seconds(known, classifier, counts, "block5_pool", values["classifier_epochs"], speed)
+    return seconds + work / speed.forward + _training_seconds(known, values, counts, layer, values["epochs"], speed)
 
 
 def image_counts(values: dict[str, Any], dataset: dict[str, Any]) -> dict[str, int]:
@@ -189,7 +268,7 @@ def cache_keys(values: dict[str, Any], dataset: dict[str, Any], weights: dict[st
 
 
 def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any], gpus: list[str],
-                 rates: dict[tuple[int, str], float], run_has: set[str] = frozenset()) -> dict[str, float]:
+                 rates: dict[tuple[int, str], Speed | float], run_has: set[str] = frozenset()) -> dict[str, float]:
     """Forecast seconds of each stage of a command, in order, with the work they share counted once."""
     seconds, known = {}, None
     for stem in stems:
@@ -211,13 +290,21 @@ def forecast(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any
     seconds per stage (recorded in the manifest and shown beside the actual times on the summary page).
     `run_has` names the stages already complete in the run folder."""
     gpus = devices.gpu_names()
-    settings = {(values.get("image_size", 150), devices.compute_policy(values.get("mixed_precision", False), gpus))
-                for values in resolved.values()}
-    rates = {setting: conv_base_rate(*setting) for setting in settings}
-    seconds = plan_seconds(stems, resolved, fingerprints, gpus, rates, run_has)
+    speeds = measure_all(stems, resolved, gpus)
+    seconds = plan_seconds(stems, resolved, fingerprints, gpus, speeds, run_has)
     for stem, value in seconds.items():
         print(f"    forecast {stem}: about {value / 60:.1f} min", flush=True)
-    rate_text = ", ".join(f"{rate:.1f} images/s at {size}px in {policy}" for (size, policy), rate in rates.items())
-    print(f"    forecast total: about {sum(seconds.values()) / 60:.0f} min (conv base measured here: {rate_text}; "
+    measured = ", ".join(f"at {size}px in {policy} {speed.describe()}" for (size, policy), speed in speeds.items())
+    print(f"    forecast total: about {sum(seconds.values()) / 60:.0f} min (measured here: {measured}; "
           f"{devices.describe_cpu()})", flush=True)
     return seconds
+
+
+def measure_all(stems: list[str], resolved: dict[str, dict], gpus: list[str]) -> dict[tuple[int, str], Speed]:
+    """This machine's `Speed` at each image size and precision the stages use, with the training steps they take."""
+    cuts: dict[tuple[int, str], set[str]] = {}
+    for stem in stems:
+        values = params.with_defaults(stem, resolved[stem])
+        setting = (values["image_size"], devices.compute_policy(values["mixed_precision"], gpus))
+        cuts.setdefault(setting, set()).update(trained_cuts(values, stem))
+    return {setting: measure(*setting, layers) for setting, layers in cuts.items()}

@@ -74,16 +74,16 @@ def with_rung(base: dict[str, Any], rung: Rung, budget: float) -> dict[str, Any]
 
 
 def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dict[str, Any],
-           fingerprints: dict[Any, Any], run_has: set[str]) -> tuple[Rung, dict[str, float], float, str]:
+           fingerprints: dict[Any, Any], run_has: set[str]) -> tuple[Rung, dict[str, float], estimate.Speed, str]:
     """The largest rung whose forecast fits in `SAFETY` x budget (else the smallest), its forecast per stage,
-    the conv-base rate measured, and the precision."""
+    the speed measured (the conv base and the training steps), and the precision."""
     gpus: list[str] = []
     resolved = {stem: params.resolve_for_stage(stem, base, overrides) for stem in stems}
     size, policy = resolved[stems[0]].get("image_size", 150), devices.compute_policy(
         resolved[stems[0]].get("mixed_precision", False), gpus)
     for values in resolved.values():
         provenance.inputs_of(values, fingerprints)
-    rates = {(size, policy): estimate.conv_base_rate(size, policy)}
+    rates = estimate.measure_all(stems, resolved, gpus)
     for rung in reversed(LADDER):
         profile = with_rung(base, rung, budget)
         candidate = {stem: params.resolve_for_stage(stem, profile, overrides) for stem in stems}
@@ -116,14 +116,16 @@ def auto_profile(run: str, budget: float | None, overrides: dict[str, Any],
     # rung chosen now is kept by the commands for the later stages).
     every_stem = list(stages.STEMS)
     run_has = freshness.completed(paths.check_run_name(run or AUTO_RUN), every_stem)
-    rung, seconds, rate, policy = choose(base, budget, every_stem, overrides, fingerprints, run_has)
+    rung, seconds, speed, policy = choose(base, budget, every_stem, overrides, fingerprints, run_has)
     total = sum(seconds.values()) / 60
     fits = total <= SAFETY * budget
-    choice = (f"PROFILE=auto on a CPU ({devices.describe_cpu()}; conv base {rate:.1f} images/s in {policy}): "
+    choice = (f"PROFILE=auto on a CPU ({devices.describe_cpu()}; {speed.describe()} in {policy}): "
               f"{rung.describe()}; forecast {total:.1f} min, {total / budget:.0%} of the {budget:g}-minute budget"
               + ("." if fits else f". Even the smallest schedule does not fit in {SAFETY:.0%} of the budget: "
                  "expect it to take longer, or give a larger BUDGET_MINUTES."))
-    schedule = {"budget_minutes": budget, "rung": dataclasses.asdict(rung), "rate_images_per_second": round(rate, 2),
+    schedule = {"budget_minutes": budget, "rung": dataclasses.asdict(rung),
+                "rate_images_per_second": round(speed.forward, 2),
+                "training_step_seconds": {layer: round(value, 5) for layer, value in speed.step_seconds.items()},
                 "precision": policy, "forecast_seconds": {stem: round(value, 1) for stem, value in seconds.items()},
                 "forecast_minutes_total": round(total, 1), "safety": SAFETY, "base_profile_sha256": base_sha256,
                 "cpu": devices.describe_cpu()}
