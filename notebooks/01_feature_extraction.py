@@ -143,9 +143,11 @@ extracted = features.at_cut(cut, image_sets, list(image_sets), weights_choice)
 
 # %% [markdown]
 # ## Train the classifier on the features
-# RMSprop at a low learning rate, binary cross-entropy. Two callbacks: `CachedValidation` scores the validation
-# features after each epoch (what `validation_data` would do), and `BestEpoch` keeps the weights of the epoch
-# with the highest validation accuracy (ties: lowest validation loss) and restores them at the end.
+# RMSprop at a low learning rate, binary cross-entropy. Four callbacks: `CachedValidation` scores the validation
+# features after each epoch (what `validation_data` would do); `BestEpoch` keeps the weights of the epoch with
+# the highest validation accuracy (ties: lowest validation loss) and restores them at the end; `TensorBoard`
+# logs the curves (`make tensorboard RUN=...`); `backup_and_restore` backs the training up after every epoch, so
+# that an interrupted run continues from its last finished epoch when it runs again.
 
 # %%
 classifier.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="binary_crossentropy",
@@ -153,7 +155,9 @@ classifier.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rat
 train_dataset = photos.make_tf_dataset(extracted.arrays["train"], image_sets["train"].labels, batch_size,
                                        shuffle=True, seed=seed)
 callbacks = [training.CachedValidation(classifier, extracted.arrays["validation"], image_sets["validation"].labels),
-             training.BestEpoch()]
+             training.BestEpoch(),
+             keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),
+             stage.backup_and_restore()]
 fitted = training.fit(classifier, train_dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
 stage.save_history(fitted.rows)
 stage.hand_on(classifier)

@@ -177,7 +177,9 @@ training_data = pool.training_data(model, cut, image_sets["train"], augmentation
 training_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
                             loss="binary_crossentropy", metrics=["accuracy"])
 callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], image_sets["validation"].labels),
-             training.BestEpoch()]
+             training.BestEpoch(),
+             keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),
+             stage.backup_and_restore()]
 fitted = training.fit(training_data.model, training_data.dataset, epochs=epochs,
                       steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
 stage.save_history(fitted.rows)

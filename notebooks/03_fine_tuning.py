@@ -146,12 +146,21 @@ if not start.from_previous:
                                          steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
     classifier_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
                                   loss="binary_crossentropy", metrics=["accuracy"])
+    extraction_seconds = frozen.seconds + classifier_data.seconds
+
+# %% [markdown]
+# Trained with the callbacks of stage 1: cached validation, the best epoch, TensorBoard, and the backup that lets
+# an interrupted run resume.
+
+# %%
+if not start.from_previous:
     callbacks = [training.CachedValidation(cut.top, frozen.arrays["validation"], image_sets["validation"].labels),
-                 training.BestEpoch()]
+                 training.BestEpoch(),
+                 keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "classifier"),
+                 stage.backup_and_restore("classifier")]
     classifier_phase = training.fit(classifier_data.model, classifier_data.dataset, epochs=classifier_epochs,
                                     steps_per_epoch=classifier_data.steps_per_epoch, callbacks=callbacks,
                                     verbose=verbose, phase="classifier")
-    extraction_seconds = frozen.seconds + classifier_data.seconds
 
 # %% [markdown]
 # ## Step 4: unfreeze the top block
@@ -196,11 +205,14 @@ print(f"Cached at {cut.cut_layer}: " + ", ".join(f"{split} {array.shape}" for sp
 
 # %% [markdown]
 # ## Step 5: train the top block and the classifier together
-# With the same two callbacks as before; the best epoch is chosen among the fine-tuning epochs.
+# With the same callbacks as stage 1's; the best epoch is chosen among the fine-tuning epochs, and each phase has
+# its own TensorBoard logs and its own backup.
 
 # %%
 callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], image_sets["validation"].labels),
-             training.BestEpoch()]
+             training.BestEpoch(),
+             keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "fine_tuning"),
+             stage.backup_and_restore("fine_tuning")]
 fine_tuning = training.fit(training_data.model, training_data.dataset, epochs=epochs,
                            steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
                            phase="fine_tuning", first_epoch=len(classifier_phase.rows) + 1)

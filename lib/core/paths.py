@@ -44,6 +44,11 @@ def stage_dir(run: str, stage: str) -> Path:
     return run_dir(run) / stage
 
 
+def backup_dir(stage_folder: str | os.PathLike) -> Path:
+    """Where an interrupted stage's training backup lives until the stage completes: `<stage folder>/backup/`."""
+    return Path(stage_folder) / "backup"
+
+
 def default_data_dir() -> Path:
     """Where the dataset is downloaded to when none is given: `data/cats_and_dogs_filtered` in the project."""
     return PROJECT_ROOT / "data" / "cats_and_dogs_filtered"
