@@ -70,10 +70,11 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     A path that does not exist is an error (it is never silently replaced by a download).
     """
     chosen = params.overridden("data_dir", data_dir)
-    if chosen == SYNTHETIC_VALUE:
-        return make_synthetic_dataset(paths.synthetic_data_dir())
-    if chosen.startswith(f"{SYNTHETIC_VALUE}:"):
-        return make_synthetic_dataset(*synthetic_of_size(chosen))
+    if chosen.split(":")[0] == SYNTHETIC_VALUE:
+        sized = synthetic_of_size(chosen) if ":" in chosen else (paths.synthetic_data_dir(),)
+        root = make_synthetic_dataset(*sized)
+        cache.note_used(root)  # Generated into the cache: an entry of its own.
+        return root
     if not chosen:
         target = paths.default_data_dir()
         if not (target / "train").is_dir():

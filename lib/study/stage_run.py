@@ -15,8 +15,8 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from lib.core import devices, params, paths, records, stages, storage
-from lib.study import backup, distribute, evaluation, models, plots, scores, training
+from lib.core import devices, params, paths, records, stages, storage, versions
+from lib.study import backup, cache, distribute, evaluation, models, plots, scores, training
 from lib.study.weights import WeightsChoice
 
 
@@ -69,7 +69,8 @@ class StageRun:
             **distribute.current().record(), parameters=self.parameters,
             confusion_matrix_validation=scores.confusion_counts(image_sets["validation"].labels,
                                                                 evaluations["validation"]["probabilities"]),
-            best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision)
+            best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision,
+            cache_entries=cache.used_entries())
         metrics.update(extra)
         records.write_metrics(self.folder, metrics)
         storage.remove_tree(paths.backup_dir(self.folder))  # Complete: nothing left to resume.
@@ -101,6 +102,8 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
     between its replicas), seeds, the compute precision, and the stage's folder: the runner's `output_dir`, else
     `outputs/<run_name>/<stem>`."""
     values = parameter_values(stem, namespace)
+    for warning in versions.check():  # A SuiteError for a TensorFlow or Keras older than supported.
+        print(f"Warning: {warning}", flush=True)
     gpus = devices.check(values["require_gpu"])
     print(distribute.setup(values["distribution"], values["replicas"], gpus).describe(), flush=True)
     distribute.check_batch(values.get("batch_size", 0))
