@@ -65,7 +65,7 @@ import os
 import subprocess
 import sys
 
-REPOSITORY = ""  # The project's git URL: set in lib/run/colab.py (`make notebooks` copies it here).
+REPOSITORY = ""  # Set in lib/run/colab.py.
 if "google.colab" in sys.modules and not os.path.isfile("vgg16-suite.marker"):  # In Colab, outside the project.
     repository = os.environ.get("SUITE_REPOSITORY", REPOSITORY)
     folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")

@@ -37,10 +37,10 @@ def check(found: dict[str, str | None] | None = None) -> list[str]:
     for package, (oldest, newest) in SUPPORTED.items():
         version = found.get(package)
         if version is None or parse(version) < parse(oldest):
-            raise SuiteError(
-                f"{package} {version or 'is not installed'}{' is older than' if version else ';'} this suite supports "
-                f"{package} {oldest} to {newest}. Install a supported version: `pip install '{package}>={oldest}'`, "
-                "or `make setup` for the tested pins.")
+            found_here = f"{package} {version} is older than this suite supports" if version else (
+                f"{package} is not installed; this suite supports")
+            raise SuiteError(f"{found_here} {oldest} to {newest}. Install a supported version: `pip install "
+                             f"'{package}>={oldest}'`, or `make setup` for the tested pins.")
         if parse(version) > parse(newest):
             warnings.append(f"{package} {version} is newer than this suite was tested with ({oldest} to {newest}); "
                             "if something fails, `pip install -r requirements.txt` installs the tested pins.")
