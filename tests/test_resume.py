@@ -147,9 +147,10 @@ def test_a_stage_interrupted_with_ctrl_c_resumes_and_ends_as_an_uninterrupted_ru
     assert run("whole").returncode == 0
     process = subprocess.Popen([*command, "--run", "cut"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Even if ours ignores it.
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Even if ignored here.
     for line in process.stdout:
-        if re.match(r"Epoch (\d+)/150", line) and int(line.split()[1].split("/")[0]) > 61:
+        epoch = re.match(r"Epoch (\d+)/150", line)
+        if epoch and int(epoch.group(1)) > 61:
             process.send_signal(signal.SIGINT)  # Ctrl-C: epoch 61 (at least) is backed up.
             break
     printed = process.stdout.read()

@@ -28,7 +28,8 @@ PLACEHOLDER_ACCOUNT = "YOUR-GITHUB-ACCOUNT"
 BRANCH = "main"
 MARKER = "vgg16-suite.marker"  # In notebooks/, beside the notebooks: the Colab cell's "am I inside the project?".
 # Import name -> pip requirement, for what the notebooks need beyond Colab's own TensorFlow and Keras.
-PACKAGES = {"yaml": "pyyaml", "PIL": "pillow", "h5py": "h5py", "matplotlib": "matplotlib", "jinja2": "jinja2"}
+PACKAGES = {"yaml": "pyyaml", "PIL": "pillow", "h5py": "h5py", "matplotlib": "matplotlib", "jinja2": "jinja2",
+            "tensorboard": "tensorboard"}
 
 _BADGE_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/notebooks/")
 _CELL_REPOSITORY = re.compile(r'^REPOSITORY = "[^"]*"', re.MULTILINE)
