@@ -19,8 +19,9 @@ RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) 
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(filter 1 yes true,$(VERBOSE)),--verbose)
 
 .DEFAULT_GOAL := help
+OLDEST_VENV ?= .venv-oldest
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
-	compare bench test lint clean notebooks
+	compare bench test test-oldest lint clean clean-cache cache tensorboard notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +77,22 @@ bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/b
 test: setup ## Unit tests and smoke-profile notebook execution checks (`pytest -m "not slow"`: the fast ones).
 	$(PYTHON) -m pytest -q tests
 
+# requirements.txt with the lines of requirements-oldest.txt (the oldest supported TensorFlow, Keras, and what
+# they need) in place of its pins for the same packages.
+$(OLDEST_VENV)/.installed: requirements.txt requirements-oldest.txt
+	@command -v $(PYTHON_BASE) >/dev/null || { echo "Need $(PYTHON_BASE) (or set PYTHON_BASE=python3.x)."; exit 1; }
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON_BASE) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -v -i -E "^($$(grep -o -E '^[A-Za-z0-9_.-]+' requirements-oldest.txt | paste -sd '|'))==" requirements.txt \
+		> $(OLDEST_VENV)/requirements.txt
+	grep -E '^[A-Za-z0-9]' requirements-oldest.txt >> $(OLDEST_VENV)/requirements.txt
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -r $(OLDEST_VENV)/requirements.txt
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed ## The smoke pipeline on the oldest supported TensorFlow and Keras (in .venv-oldest).
+	$(OLDEST_VENV)/bin/python -c "import tensorflow, keras; print('TensorFlow', tensorflow.__version__, 'Keras', keras.__version__)"
+	$(MAKE) run-all PROFILE=smoke RUN=smoke-oldest FORCE=1 VENV=$(OLDEST_VENV)
+
 lint: setup ## ruff over everything (notebook sources too); notebooks match their .py twins and commit no outputs.
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m lib.run.pairing check
@@ -85,6 +102,16 @@ data: setup ## Find (or download) the dataset and check its layout; prints the i
 
 notebooks: setup ## Sync each notebook with its paired .py (the side you edited wins) and the Colab links.
 	$(PYTHON) -m lib.run.pairing sync
+
+tensorboard: setup ## Serve a run's TensorBoard logs on http://localhost:6006 (RUN=... required; PORT= moves it).
+	@test -n "$(RUN)" || { echo "Give the run: make tensorboard RUN=<name> (see outputs/)"; exit 2; }
+	$(PYTHON) -m tensorboard.main --logdir "$${OUTPUTS_DIR:-outputs}/$(RUN)" --host localhost --port $(or $(PORT),6006)
+
+cache: setup ## List the cache: kind and size of each entry, and the runs that use it.
+	$(PYTHON) -m lib.run.caches
+
+clean-cache: setup ## Remove the cache entries no run in outputs/ uses (ALL=1: every entry); never a run.
+	$(PYTHON) -m lib.run.caches --clean $(if $(filter 1 yes true,$(ALL)),--all)
 
 clean: ## Delete outputs/ (runs and caches) but keep .venv.
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

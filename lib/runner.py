@@ -198,6 +198,8 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                                               freshness.completed(plan.run, plan.parameters))
             reason = "" if why.startswith("not complete") else f" (redone: {'FORCE=1' if force else why})"
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
+            if backup_note := freshness.settle_backup(stem, plan.run, plan.parameters[stem], inputs, force):
+                print(f"    {stem}: {backup_note}", flush=True)
             tell_workers(plan, record, stem, "run")
             record["stages"][stem] = manifest.running(plan.parameters[stem])
             publish(plan.run, record, fingerprints)

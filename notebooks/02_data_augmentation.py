@@ -60,6 +60,7 @@ replicas: int = 0  # With "mirrored": logical CPU devices (0: 2) on a CPU, at mo
 test_time_augmentation: bool = False  # Also score each held-out photo with its mirror image (one more pass).
 calibrate: bool = True  # Fit a temperature on the validation photos so that P(dog) means what it says.
 verbose: int = 2  # Keras output: 2 is one line per epoch, 1 a progress bar, 0 nothing.
+drive_folder: str = ""  # In Colab: run folders on Google Drive here (e.g. "MyDrive/vgg16-runs"); "" keeps them local.
 # Set by the runner:
 run_name: str = "interactive"  # Run folder under outputs/.
 output_dir: str = ""  # This stage's folder; "" means outputs/<run_name>/<notebook name>.
@@ -67,25 +68,26 @@ profile_name: str = "notebook defaults"  # Where the parameter values came from.
 
 # %% [markdown]
 # ## Setup
-# In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call;
-# elsewhere it does nothing. The next ones start TensorFlow and Keras and import the suite's modules this stage uses.
+# In Google Colab the first cell fetches the project, whose `lib/` holds the code these notebooks call, and runs
+# on Colab's own TensorFlow and Keras; with `drive_folder` the results go to Google Drive and outlive the runtime.
+# Elsewhere it does nothing. The next ones start TensorFlow and Keras and import the suite's modules this stage uses.
 
 # %%
 import os
 import subprocess
 import sys
 
-REPOSITORY = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"  # Set in lib/run/colab.py.
-if "google.colab" in sys.modules and not os.path.isdir("../lib"):
+REPOSITORY = ""  # Set in lib/run/colab.py.
+if "google.colab" in sys.modules and not os.path.isfile("vgg16-suite.marker"):  # In Colab, outside the project.
+    repository = os.environ.get("SUITE_REPOSITORY", REPOSITORY)
     folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
+    if not (repository or os.path.isdir(folder)):
+        raise SystemExit("Set SUITE_REPOSITORY to the project's git URL (or REPOSITORY_URL in lib/run/colab.py).")
     if not os.path.isdir(folder):
-        repository = os.environ.get("SUITE_REPOSITORY", REPOSITORY)
         subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
-    os.chdir(os.path.join(folder, "notebooks"))
     sys.path.insert(0, folder)
     from lib.run import colab
-
-    colab.prepare(data_dir)
+    colab.prepare(data_dir, drive_folder)  # Into the clone's notebooks/; installs what is missing; Drive if asked.
 
 # %%
 from pathlib import Path
@@ -177,7 +179,9 @@ training_data = pool.training_data(model, cut, image_sets["train"], augmentation
 training_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
                             loss="binary_crossentropy", metrics=["accuracy"])
 callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], image_sets["validation"].labels),
-             training.BestEpoch()]
+             training.BestEpoch(),
+             keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),
+             stage.backup_and_restore()]
 fitted = training.fit(training_data.model, training_data.dataset, epochs=epochs,
                       steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
 stage.save_history(fitted.rows)

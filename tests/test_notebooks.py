@@ -106,6 +106,10 @@ def test_smoke_run_writes_every_artifact(smoke_run, stage):
     executed = json.loads((folder / f"{stage}.ipynb").read_text())
     assert any("injected-parameters" in cell["metadata"].get("tags", []) for cell in executed["cells"])
     assert not list(folder.glob(".*partial*")) and not list(folder.glob(".*running*"))
+    logs = {path.parent.relative_to(folder / "logs").as_posix() for path in (folder / "logs").rglob("events.out.*")}
+    assert {"train", "validation"} <= {name.split("/")[-1] for name in logs}  # TensorBoard, both curves.
+    assert not (folder / "backup").exists()  # Complete: nothing left to resume from.
+    assert set(metrics["cache_entries"]) >= {"synthetic_cats_and_dogs"}
 
 
 def test_stages_hand_on_within_a_run(smoke_run):

@@ -157,35 +157,3 @@ def test_one_repository_url_sets_every_colab_link(project):
         assert "YOUR-GITHUB-ACCOUNT" not in text, path.name
         assert "someone/cats-suite" in text, path.name
     assert make(project, "lint").returncode == 0
-
-
-@pytest.mark.slow
-def test_the_colab_path_runs_without_colab(project, tmp_path, monkeypatch):
-    """A kernel with a stand-in `google.colab`, the project cloned from a local repository into a stand-in
-    /content, nothing left to install, smoke parameters: the notebook runs to its end from the clone."""
-    import papermill
-
-    standin = tmp_path / "standin"
-    (standin / "google" / "colab").mkdir(parents=True)
-    (standin / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s own module."""\n')
-    (standin / "google" / "colab" / "drive.py").write_text(
-        "def mount(path):\n    raise AssertionError('Drive is not needed for these parameters')\n")
-    (standin / "sitecustomize.py").write_text("import google.colab  # Colab imports it before any cell runs.\n")
-    content = tmp_path / "content"
-    content.mkdir()
-    for name, value in (("PYTHONPATH", str(standin)), ("COLAB_WORKDIR", str(content)),
-                        ("SUITE_REPOSITORY", str(project)), ("OUTPUTS_DIR", str(tmp_path / "outputs"))):
-        monkeypatch.setenv(name, value)
-    parameters = dict(data_dir="synthetic", weights="none", image_size=32, epochs=2, batch_size=8, run_name="colab")
-    executed = papermill.execute_notebook(str(ROOT / "notebooks" / "01_feature_extraction.ipynb"),
-                                          str(tmp_path / "executed.ipynb"), parameters=parameters,
-                                          kernel_name="python3", cwd=str(content), progress_bar=False)
-    clone = content / "vgg16-cats-vs-dogs"
-    # The kernel's cwd has no ../lib and its PYTHONPATH holds only the stand-in, so `lib` can only come from
-    # the clone (no __pycache__ check: CI may run with PYTHONDONTWRITEBYTECODE).
-    assert (clone / "lib" / "core" / "stages.py").is_file() and not (content / "lib").exists()
-    assert subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True).returncode == 0
-    printed = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
-    assert "Nothing to install" in printed and "Validation accuracy" in printed
-    metrics = json.loads((tmp_path / "outputs" / "colab" / "01_feature_extraction" / "metrics.json").read_text())
-    assert metrics["status"] == "complete" and metrics["epochs_run"] == 2

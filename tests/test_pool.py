@@ -115,8 +115,8 @@ def test_pooled_batches_visit_every_photo_once_per_pass_with_a_fresh_draw():
     labels = np.arange(photos) % 2
 
     def passes(seed, count=3):
-        iterator = iter(pool.pooled_dataset(entries, labels, photos, seed))
-        return [next(iterator)[0].numpy().reshape(-1).astype(int) for _ in range(count)]
+        iterator = pool.pooled_dataset(entries, labels, photos, seed).batches()
+        return [next(iterator)[0].reshape(-1).astype(int) for _ in range(count)]
 
     drawn = passes(seed=0)
     for batch in drawn:

@@ -34,6 +34,20 @@ def check_run_name(run: str) -> str:
     return run
 
 
+def cache_entry_name(path: str | os.PathLike) -> str:
+    """The name of the cache entry a file or folder under `cache_root()` belongs to: its first-level folder for a
+    folder of photos (`synthetic_cats_and_dogs`), else its path there up to the first dot
+    (`images/train-150px-<key>` for both files of a disk store, `.u8` and `.index.npz`)."""
+    relative = Path(path).resolve().relative_to(cache_root())
+    if relative.parts[0] not in CACHE_KINDS:
+        return relative.parts[0]
+    return str(relative.parent / relative.name.split(".")[0])
+
+
+# Folders of the cache whose files are entries, and what they hold; any other folder is one entry (photos).
+CACHE_KINDS = {"features": "conv features", "images": "decoded photos", "pool": "augmentation pool"}
+
+
 def run_dir(run: str) -> Path:
     """Folder of one run: `outputs/<run>/`."""
     return outputs_root() / check_run_name(run)
@@ -42,6 +56,11 @@ def run_dir(run: str) -> Path:
 def stage_dir(run: str, stage: str) -> Path:
     """Folder of one stage of a run: `outputs/<run>/<notebook stem>/`."""
     return run_dir(run) / stage
+
+
+def backup_dir(stage_folder: str | os.PathLike) -> Path:
+    """Where an interrupted stage's training backup lives until the stage completes: `<stage folder>/backup/`."""
+    return Path(stage_folder) / "backup"
 
 
 def default_data_dir() -> Path:

@@ -73,6 +73,7 @@ class Metrics(TypedDict, total=False):
     parameters: dict[str, Any]  # The notebook's parameter values.
     confusion_matrix_validation: list[list[int]]
     best_epoch_rule: str
+    cache_entries: list[str]  # The cache entries the stage read or wrote (`make cache`, `make clean-cache`).
     precision: str  # The Keras dtype policy the stage computed in.
     features_from_cache: dict[str, bool]
     started_from: str  # Stages 2 and 3: the earlier stage's result, or scratch, and why.

@@ -162,3 +162,9 @@ def remove(path: str | os.PathLike) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         Path(path).unlink()
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove a folder and everything in it if it exists (not while discarding writes)."""
+    if _writes_here():
+        shutil.rmtree(path, ignore_errors=True)

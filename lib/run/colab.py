@@ -2,22 +2,34 @@
 
 `REPOSITORY_URL` is the one place the project's public git URL is kept. `make notebooks` copies it into
 every notebook's Colab cell and "Open in Colab" badge and into the README's badges, so setting it here once
-fixes them all (a test checks that they agree).
+fixes them all (a test checks that they agree). While it is the placeholder, the Colab cell gets an empty
+address and stops with a message saying what to set, instead of cloning whatever answers at the placeholder.
+
+The Colab cell knows it is inside the project by `MARKER`, a file that only the project's `notebooks/` folder
+holds (not by a `../lib` folder: Colab's working directory is `/content`, whose parent holds the system's
+`/lib`). Outside it, it clones the project and calls `prepare`: the notebooks run on Colab's own TensorFlow and
+Keras (`lib.core.versions` says which are supported), only missing packages are installed, and Google Drive
+is mounted only when asked for, to keep the run folders beyond the runtime's life (`drive_folder`).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from lib.core import paths, versions
+
 # PLACEHOLDER: the project has no public URL yet. Set the GitHub URL of the project here, then `make notebooks`.
 REPOSITORY_URL = "https://github.com/YOUR-GITHUB-ACCOUNT/vgg16-cats-vs-dogs"
+PLACEHOLDER_ACCOUNT = "YOUR-GITHUB-ACCOUNT"
 BRANCH = "main"
+MARKER = "vgg16-suite.marker"  # In notebooks/, beside the notebooks: the Colab cell's "am I inside the project?".
 # Import name -> pip requirement, for what the notebooks need beyond Colab's own TensorFlow and Keras.
-PACKAGES = {"yaml": "pyyaml", "PIL": "pillow", "h5py": "h5py", "matplotlib": "matplotlib", "jinja2": "jinja2"}
-DRIVE = "/content/drive"
+PACKAGES = {"yaml": "pyyaml", "PIL": "pillow", "h5py": "h5py", "matplotlib": "matplotlib", "jinja2": "jinja2",
+            "tensorboard": "tensorboard"}
 
 _BADGE_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/notebooks/")
 _CELL_REPOSITORY = re.compile(r'^REPOSITORY = "[^"]*"', re.MULTILINE)
@@ -40,7 +52,12 @@ def with_current_links(text: str) -> str:
     """`text` (a notebook source or the README) with its Colab addresses and the Colab cell's REPOSITORY set
     from `REPOSITORY_URL`."""
     text = _BADGE_LINK.sub(f"https://colab.research.google.com/github/{github_path()}/blob/{BRANCH}/notebooks/", text)
-    return _CELL_REPOSITORY.sub(f'REPOSITORY = "{REPOSITORY_URL}"', text)
+    return _CELL_REPOSITORY.sub(f'REPOSITORY = "{cell_repository()}"', text)
+
+
+def cell_repository(url: str = REPOSITORY_URL) -> str:
+    """What the Colab cell clones: `url`, or "" while it is the placeholder (the cell then stops and says why)."""
+    return "" if PLACEHOLDER_ACCOUNT in url else url
 
 
 def missing_packages() -> list[str]:
@@ -48,16 +65,44 @@ def missing_packages() -> list[str]:
     return [requirement for module, requirement in PACKAGES.items() if importlib.util.find_spec(module) is None]
 
 
-def prepare(data_dir: str = "") -> None:
-    """Colab's set-up after the project is cloned: install only what is missing, and mount Google Drive
-    when `data_dir` points into it."""
+def drive_root() -> Path:
+    """Where Colab mounts Google Drive: `drive/` in Colab's working folder (`/content`; `COLAB_WORKDIR` moves it)."""
+    return Path(os.environ.get("COLAB_WORKDIR", "/content")) / "drive"
+
+
+def outputs_on_drive(drive_folder: str) -> Path:
+    """The run folders' place on Google Drive: `drive_folder` as a path inside the mounted Drive
+    (`MyDrive/vgg16-runs`), or an absolute path under it."""
+    folder = Path(drive_folder)
+    return folder if folder.is_absolute() else drive_root() / folder
+
+
+def mount_drive() -> None:
+    """Mount Google Drive at `drive_root()` unless it is mounted already (Colab asks the user to allow it)."""
+    if not (drive_root() / "MyDrive").is_dir():
+        from google.colab import drive
+
+        drive.mount(str(drive_root()))
+
+
+def prepare(data_dir: str = "", drive_folder: str = "") -> None:
+    """Colab's set-up after the project is cloned: work from its `notebooks/`, install only what is missing, say
+    whether Colab's TensorFlow and Keras are supported, and mount Google Drive when asked: for photos under it
+    (`data_dir`), or to write the run folders there (`drive_folder`; the caches stay on the runtime's disk)."""
+    os.chdir(paths.NOTEBOOKS_DIR)
     missing = missing_packages()
     if missing:
         print(f"Installing what this Python lacks: {', '.join(missing)}", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
     else:
         print("Nothing to install: every package the notebooks need is here.", flush=True)
-    if str(data_dir).startswith(DRIVE) and not Path(DRIVE, "MyDrive").is_dir():
-        from google.colab import drive
-
-        drive.mount(DRIVE)
+    for warning in versions.check():
+        print(f"Warning: {warning}", flush=True)
+    if drive_folder or str(data_dir).startswith(str(drive_root())):
+        mount_drive()
+    if drive_folder:
+        outputs = outputs_on_drive(drive_folder)
+        outputs.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("CACHE_DIR", str(paths.cache_root()))  # Before OUTPUTS_DIR moves: local and fast.
+        os.environ["OUTPUTS_DIR"] = str(outputs)
+        print(f"Run folders go to Google Drive: {outputs} (caches stay in {os.environ['CACHE_DIR']}).", flush=True)

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lib.core import devices, paths, records, stages, storage
 from lib.run import provenance
 
@@ -160,3 +162,36 @@ def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]
                       + ", ".join(f"{key} {value}" for key, value in inputs["environment"].items())
                       + " and earlier stages")
     return False, "; ".join(found) or "inputs changed"
+
+
+def backed_up_epochs(folder: Path) -> dict[str, int]:
+    """The training phases an interrupted stage backed up (`lib.study.backup`) and the epochs each had done."""
+    done = {}
+    for path in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(path) as stored:  # Lazily: only the small "meta" entry is read.
+                done[path.stem] = json.loads(str(stored["meta"]))["epochs_done"]
+        except Exception:  # Damaged: the stage itself discards it.
+            continue
+    return done
+
+
+def settle_backup(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any], force: bool) -> str:
+    """Before a stage runs: keep the backup an interrupted attempt left when nothing that shapes its results has
+    changed since, else discard it (FORCE=1 always does); record what this attempt runs with. Returns what to
+    tell the user ("" when there was no backup)."""
+    folder = paths.backup_dir(paths.stage_dir(run, stage))
+    done, record_file = backed_up_epochs(folder), folder / "inputs.json"
+    message = ""
+    if done:
+        epochs = ", ".join(f"{phase} {count}" for phase, count in done.items())
+        record = storage.read_json(record_file) if record_file.is_file() else None
+        found = (["FORCE=1"] if force else ["it has no record of its inputs"] if record is None
+                 else changes(record, values, inputs))
+        if found:
+            storage.remove_tree(folder)
+            message = f"discarded the backup of the interrupted attempt (epochs done: {epochs}): {'; '.join(found)}"
+        else:
+            message = f"resuming from the backup of the interrupted attempt (epochs done: {epochs})"
+    storage.write_json(record_file, {"parameters": values, "inputs": inputs})
+    return message

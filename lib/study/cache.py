@@ -26,6 +26,21 @@ Usable = Callable[[dict[str, np.ndarray]], bool]
 # The cut that every stage's frozen part reaches: cached once, and the others derived from it.
 SHARED_CUT = "block4_pool"
 _FEATURE_FORMAT = "features-1"
+# The cache entries this process has read or written: a stage records them (`metrics.json`'s `cache_entries`),
+# so that `make cache` can say which runs use an entry and `make clean-cache` keeps those.
+_used: set[Path] = set()
+
+
+def note_used(path: str | os.PathLike) -> None:
+    """Remember that this process used the cache entry at `path` (ignored outside the cache folder)."""
+    path = Path(path).resolve()
+    if path.is_relative_to(paths.cache_root()):
+        _used.add(path)
+
+
+def used_entries() -> list[str]:
+    """The cache entries this process used, by name: their paths in the cache folder without suffixes."""
+    return sorted({paths.cache_entry_name(path) for path in _used})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +84,7 @@ def stored_arrays(path: str | os.PathLike, usable: Usable = lambda arrays: True)
     """The usable arrays stored at `path`, or None (a damaged or unusable file is removed). In a cluster the
     chief's answer holds for every worker: arrays on all of them, or None on all."""
     path = Path(path)
+    note_used(path)
     arrays = storage.read_arrays(path, usable)
     if distribute.chief_decides(arrays is not None):
         return arrays if arrays is not None else _chiefs_arrays(path, usable)

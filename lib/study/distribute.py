@@ -345,10 +345,11 @@ def _train_step(model, strategy):
 
 
 def fit_multi_worker(model, dataset, *, epochs: int, steps_per_epoch: int, callbacks: list,
-                     verbose: int = 2) -> dict[str, list[float]]:
-    """Keras's `fit` for `multi_worker`, where Keras's own fails: `epochs` of `steps_per_epoch` synchronous
-    steps over an endless `dataset` of global batches, with the callbacks' `on_epoch_end` and `on_train_end`;
-    returns the history as `fit` would (`loss`, `accuracy` and what the callbacks add to the logs)."""
+                     verbose: int = 2, initial_epoch: int = 0) -> dict[str, list[float]]:
+    """Keras's `fit` for `multi_worker`, where Keras's own fails: the epochs from `initial_epoch` (0-based) to
+    `epochs` of `steps_per_epoch` synchronous steps over an endless `dataset` of global batches, with the
+    callbacks' `on_train_begin`, `on_epoch_end` and `on_train_end`; returns the history of these epochs as `fit`
+    would (`loss`, `accuracy` and what the callbacks add to the logs)."""
     import time
 
     distribution = _current
@@ -360,7 +361,9 @@ def fit_multi_worker(model, dataset, *, epochs: int, steps_per_epoch: int, callb
     history: dict[str, list[float]] = {}
     for callback in callbacks:
         callback.set_model(model)
-    for epoch in range(epochs):
+    for callback in callbacks:  # After the optimizer is built: a backup restores its variables here.
+        callback.on_train_begin({})
+    for epoch in range(initial_epoch, epochs):
         started, totals = time.perf_counter(), [0.0, 0.0, 0.0]
         for _ in range(steps_per_epoch):
             totals = [total + float(value) for total, value in zip(totals, step(iterator))]

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from lib import SuiteError
 from lib.core import params, paths, storage
-from lib.study import cache, decode, distribute, imagestore
+from lib.study import batches, cache, decode, distribute, imagestore
 
 CLASS_NAMES = ("cats", "dogs")
 SPLITS = ("train", "validation", "test")
@@ -70,10 +70,11 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     A path that does not exist is an error (it is never silently replaced by a download).
     """
     chosen = params.overridden("data_dir", data_dir)
-    if chosen == SYNTHETIC_VALUE:
-        return make_synthetic_dataset(paths.synthetic_data_dir())
-    if chosen.startswith(f"{SYNTHETIC_VALUE}:"):
-        return make_synthetic_dataset(*synthetic_of_size(chosen))
+    if chosen.split(":")[0] == SYNTHETIC_VALUE:
+        sized = synthetic_of_size(chosen) if ":" in chosen else (paths.synthetic_data_dir(),)
+        root = make_synthetic_dataset(*sized)
+        cache.note_used(root)  # Generated into the cache: an entry of its own.
+        return root
     if not chosen:
         target = paths.default_data_dir()
         if not (target / "train").is_dir():
@@ -295,47 +296,20 @@ def describe(image_sets: dict[str, ImageSet]) -> dict[str, str]:
 
 
 def make_tf_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
-                    seed: int = 0):
-    """Batch in-memory inputs (images or features) into a prefetched `tf.data.Dataset`.
-
-    With `shuffle`, the order is reshuffled each epoch, reproducibly from `seed`.
-
-    tf.data's autotuner is switched off: on small CPU machines it was seen to leave `fit` idle for
-    seconds at a time while it re-planned the pipeline, and an in-memory pipeline has nothing to tune.
-    """
-    import tensorflow as tf
-
-    if isinstance(inputs, imagestore.DiskImages):
-        dataset = _disk_batches(inputs, labels, batch_size, shuffle, seed)
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((inputs, labels.astype("float32")))
-        if shuffle:
-            dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size).prefetch(2)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    options.deterministic = True
-    return dataset.with_options(options)
-
-
-def _disk_batches(images: imagestore.DiskImages, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int):
-    """Batches read from a disk store as they are needed: each pass in a new seeded order when `shuffle`."""
+                    seed: int = 0) -> batches.BatchStream:
+    """Batch inputs (images or features, in memory or in a disk store) into an endless stream of training batches
+    (`lib.study.batches`): with `shuffle`, each pass in a new order drawn from `(seed, pass)`, so that a resumed
+    stage can start the stream where it stopped."""
     import tensorflow as tf
 
     labels = labels.astype("float32")
-    passes = iter(range(1 << 62))
-
-    def batches():
-        generator = np.random.default_rng([seed, next(passes)])
-        order = generator.permutation(len(labels)) if shuffle else np.arange(len(labels))
-        for start in range(0, len(order), batch_size):
-            chosen = np.sort(order[start:start + batch_size]) if shuffle else order[start:start + batch_size]
-            yield images[chosen], labels[chosen]
-
-    shape = (None, images.size, images.size, 3)
-    signature = (tf.TensorSpec(shape, tf.uint8), tf.TensorSpec((None,), tf.float32))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(labels) // batch_size))).prefetch(2)
+    on_disk = isinstance(inputs, imagestore.DiskImages)
+    shape = (None, inputs.size, inputs.size, 3) if on_disk else (None, *inputs.shape[1:])
+    dtype = tf.uint8 if on_disk else tf.as_dtype(inputs.dtype)
+    return batches.BatchStream(len(labels), batch_size, seed, shuffle,
+                               lambda chosen, draws: (inputs[chosen], labels[chosen]),
+                               (tf.TensorSpec(shape, dtype), tf.TensorSpec((None,), tf.float32)),
+                               sort_batches=on_disk and shuffle)
 
 
 def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 64) -> Path:

@@ -24,7 +24,7 @@ import numpy as np
 
 from lib import SuiteError
 from lib.core import storage
-from lib.study import cache, distribute, features, models, photos
+from lib.study import batches, cache, distribute, features, models, photos
 from lib.study.photos import ImageSet
 from lib.study.weights import WeightsChoice
 
@@ -142,34 +142,30 @@ def build(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice, augm
     return pool_at(cut, cut.cut_layer, image_set, weights, augmentation, seed, augmentation_pool)
 
 
-def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, feature_flips: bool = False):
-    """An endless `tf.data.Dataset` of batches drawn from a pool: each pass over the photos visits them in a
-    new order and takes one of each photo's entries at random (seeded, so reproducible). With
-    `feature_flips`, half of the entries, at random, are also mirrored left to right where they are stored:
-    the flip of the feature map at the cut (as LOFF-TA augments cached features), not the features of the
-    mirrored photo; a free augmentation that doubles the variants block 5 sees."""
+def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                   feature_flips: bool = False) -> batches.BatchStream:
+    """An endless stream of batches drawn from a pool (`lib.study.batches`): each pass over the photos visits them
+    in a new order and takes one of each photo's entries at random (seeded by the pass, so reproducible and
+    resumable). With `feature_flips`, half of the entries, at random, are also mirrored left to right where they
+    are stored: the flip of the feature map at the cut (as LOFF-TA augments cached features), not the features of
+    the mirrored photo; a free augmentation that doubles the variants block 5 sees."""
     import tensorflow as tf
 
     labels = labels.astype("float32")
 
-    def batches():
-        generator = np.random.default_rng(seed)
-        while True:
-            order = generator.permutation(len(pool))
-            choice = generator.integers(0, pool.shape[1], len(pool))
-            flip = generator.random(len(pool)) < 0.5 if feature_flips else None
-            for start in range(0, len(order), batch_size):
-                chosen = order[start:start + batch_size]
-                batch = pool[chosen, choice[chosen]].astype("float32")
-                if flip is not None:
-                    batch[flip[chosen]] = batch[flip[chosen]][:, :, ::-1]  # Axis 2: the feature map's width.
-                yield batch, labels[chosen]
+    def pass_draws(generator: np.random.Generator):  # Which entry of each photo, and which are mirrored.
+        choice = generator.integers(0, pool.shape[1], len(pool))
+        return choice, (generator.random(len(pool)) < 0.5 if feature_flips else None)
+
+    def draw(chosen: np.ndarray, draws) -> tuple[np.ndarray, np.ndarray]:
+        choice, flip = draws
+        batch = pool[chosen, choice[chosen]].astype("float32")
+        if flip is not None:
+            batch[flip[chosen]] = batch[flip[chosen]][:, :, ::-1]  # Axis 2: the feature map's width.
+        return batch, labels[chosen]
 
     signature = (tf.TensorSpec((None, *pool.shape[2:]), tf.float32), tf.TensorSpec((None,), tf.float32))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
+    return batches.BatchStream(len(pool), batch_size, seed, True, draw, signature, pass_draws)
 
 
 def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentation_pool: int,

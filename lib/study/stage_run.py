@@ -15,8 +15,8 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from lib.core import devices, params, paths, records, stages
-from lib.study import distribute, evaluation, models, plots, scores, training
+from lib.core import devices, params, paths, records, stages, storage, versions
+from lib.study import backup, cache, distribute, evaluation, models, plots, scores, training
 from lib.study.weights import WeightsChoice
 
 
@@ -46,6 +46,11 @@ class StageRun:
         models.save_model(model, path)
         print(f"Saved {path.name} for the next stage and for predictions.", flush=True)
 
+    def backup_and_restore(self, phase: str = "training") -> backup.BackupAndRestore:
+        """The callback that backs up a training phase of this stage after every epoch and resumes it there when
+        the stage runs again (`lib.study.backup`); `phase` names it when a stage trains more than once."""
+        return backup.BackupAndRestore(paths.backup_dir(self.folder), self.stage.stem, self.parameters, phase)
+
     def finish(self, *, weights: WeightsChoice, image_sets: dict, evaluations: dict[str, dict],
                fitted: training.FitResult, extraction_seconds: float, **extra: Any) -> records.Metrics:
         """Write `metrics.json` (last: its presence means the stage ended) and print the result in a sentence.
@@ -64,9 +69,11 @@ class StageRun:
             **distribute.current().record(), parameters=self.parameters,
             confusion_matrix_validation=scores.confusion_counts(image_sets["validation"].labels,
                                                                 evaluations["validation"]["probabilities"]),
-            best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision)
+            best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision,
+            cache_entries=cache.used_entries())
         metrics.update(extra)
         records.write_metrics(self.folder, metrics)
+        storage.remove_tree(paths.backup_dir(self.folder))  # Complete: nothing left to resume.
         print(sentence(metrics), flush=True)
         return metrics
 
@@ -95,6 +102,8 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
     between its replicas), seeds, the compute precision, and the stage's folder: the runner's `output_dir`, else
     `outputs/<run_name>/<stem>`."""
     values = parameter_values(stem, namespace)
+    for warning in versions.check():  # A SuiteError for a TensorFlow or Keras older than supported.
+        print(f"Warning: {warning}", flush=True)
     gpus = devices.check(values["require_gpu"])
     distribution = distribute.setup(values["distribution"], values["replicas"], gpus)
     distribute.check_batch(values.get("batch_size", 0))
@@ -106,6 +115,8 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
     run_name = namespace.get("run_name") or "interactive"
     folder = Path(namespace.get("output_dir") or paths.stage_dir(run_name, stem))
     folder.mkdir(parents=True, exist_ok=True)
+    if not any(paths.backup_dir(folder).glob("*.npz")):  # A fresh start: no earlier attempt's curves in TensorBoard.
+        storage.remove_tree(folder / "logs")
     return StageRun(stages.get(stem), values, folder, records.now(), precision, run_name,
                     namespace.get("profile_name", "notebook defaults"))
 

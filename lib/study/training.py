@@ -12,7 +12,7 @@ import numpy as np
 
 import lib
 from lib.core import devices
-from lib.study import distribute, models
+from lib.study import backup, batches, distribute, models
 
 lib.load_tensorflow()  # Keras starts TensorFlow: this way without TensorFlow's native start-up log lines.
 import keras  # noqa: E402  (after the quiet start above)
@@ -89,6 +89,15 @@ class BestEpoch(keras.callbacks.Callback):
             self.best_epoch = epoch + 1
             self.best_weights = [np.array(w) for w in self.model.get_weights()]
 
+    def get_state(self) -> dict:
+        """What a backup keeps of it (`lib.study.backup`): the best epoch, its score and its weights."""
+        return {"best_epoch": self.best_epoch, "best_score": list(self.best_score), "best_weights": self.best_weights}
+
+    def set_state(self, state: dict) -> None:
+        """Take up the state `get_state` gave, read back from a backup."""
+        self.best_epoch, self.best_score = state["best_epoch"], tuple(state["best_score"])
+        self.best_weights = state["best_weights"]
+
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
@@ -111,28 +120,33 @@ class FitResult:
         return FitResult(self.rows + later.rows, best, self.seconds + later.seconds)
 
 
-def fit(model: keras.Model, train_dataset, *, epochs: int, callbacks: list, steps_per_epoch: int = 0,
+def fit(model: keras.Model, train_data: batches.BatchStream, *, epochs: int, callbacks: list, steps_per_epoch: int = 0,
         verbose: int = 2, phase: str | None = None, first_epoch: int = 1) -> FitResult:
-    """`model.fit` on `train_dataset` with `callbacks`; returns the history rows, the best epoch that a `BestEpoch`
-    among the callbacks kept, and the duration.
+    """`model.fit` on the batches of `train_data` with `callbacks`; returns the history rows, the best epoch that a
+    `BestEpoch` among the callbacks kept, and the duration.
 
-    `steps_per_epoch` 0 means one pass over `train_dataset`; otherwise the dataset repeats and each epoch takes
-    that many batches. The dataset reshuffles itself, so Keras is told not to. Under `distribution=multi_worker`,
-    where Keras's own `fit` fails, the same epochs and callbacks run in the suite's loop (`lib.study.distribute`).
+    `steps_per_epoch` 0 means one pass over the examples per epoch. With a `BackupAndRestore` among the callbacks
+    (`StageRun.backup_and_restore`), a phase that was interrupted resumes after its last finished epoch, the
+    batches read on from there, and the history holds every epoch. TensorBoard writes only on a cluster's chief.
+    Under `distribution=multi_worker`, where Keras's own `fit` fails, the same epochs and callbacks run in the
+    suite's loop (`lib.study.distribute`).
     """
     started = time.perf_counter()
+    steps = steps_per_epoch or train_data.batches_per_pass
+    callbacks = sorted((callback for callback in callbacks if distribute.is_chief()
+                        or not isinstance(callback, keras.callbacks.TensorBoard)),
+                       key=lambda callback: isinstance(callback, backup.BackupAndRestore))  # The backup last.
+    restorer = next((callback for callback in callbacks if isinstance(callback, backup.BackupAndRestore)), None)
+    initial_epoch = restorer.prepare(model, callbacks, epochs) if restorer else 0
+    dataset = train_data.dataset(initial_epoch * steps)  # Batch number k * steps starts epoch k + 1.
     if distribute.current().name == "multi_worker":
-        steps = steps_per_epoch or int(train_dataset.cardinality())
-        if steps < 1:
-            raise lib.SuiteError("distribution=multi_worker needs the number of steps per epoch: set "
-                                 "steps_per_epoch (this training set's length is not known in advance).")
-        history = distribute.fit_multi_worker(model, train_dataset.repeat(), epochs=epochs, steps_per_epoch=steps,
-                                              callbacks=callbacks, verbose=verbose)
+        history = distribute.fit_multi_worker(model, dataset, epochs=epochs, steps_per_epoch=steps,
+                                              callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
     else:
-        history = model.fit(
-            train_dataset.repeat() if steps_per_epoch else train_dataset, steps_per_epoch=steps_per_epoch or None,
-            epochs=epochs, verbose=verbose, shuffle=False, callbacks=callbacks,
-        ).history
+        history = model.fit(dataset, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial_epoch,
+                            verbose=verbose, shuffle=False, callbacks=callbacks).history
+    if restorer:
+        history = restorer.history  # The epochs before the interruption too.
     best = next((callback.best_epoch for callback in callbacks if isinstance(callback, BestEpoch)), None)
     return FitResult(history_rows(history, phase, first_epoch), best, time.perf_counter() - started)
 
