@@ -252,7 +252,8 @@ def test_predict_classifies_every_readable_photo(smoke_run, tmp_path, stage):
     assert summary["stage"] == stem and summary["accuracy"] == pytest.approx(stage_metrics["val_accuracy"])
     page = (folder / "index.html").read_text()
     assert page.count("data:image/png;base64") == 2 * 13 and "broken.jpg" in page
-    assert str(photos) not in page and str(photos) not in (folder / "predictions.csv").read_text()
+    assert f"{photos}/" not in page and str(photos) not in (folder / "predictions.csv").read_text()  # Photos by
+    assert summary["images"] == str(photos)  # their path inside the folder given, which is named as given.
 
 
 def test_predict_skips_photos_too_large_to_decode_in_bounded_memory(smoke_run, tmp_path):

@@ -176,7 +176,7 @@ def summary_of(rows: list[dict], skipped: list[dict], run: str, stage: stages.St
                images: str) -> dict[str, Any]:
     """`predictions.json`: counts, skipped files with why, and the accuracy where the photos carry labels."""
     labelled = [row for row in rows if row["true_label"]]
-    return {"run": run, "stage": stage.stem, "model": predictor.description, "images": str(Path(images).resolve()),
+    return {"run": run, "stage": stage.stem, "model": predictor.description, "images": images,  # As given.
             "count": len(rows), "labelled": len(labelled),
             "accuracy": (sum(row["label"] == row["true_label"] for row in labelled) / len(labelled)) if labelled
             else None,
@@ -226,6 +226,8 @@ def predict(run: str, images: str, stage_name: str = "") -> Path:
     rows, unreadable = classify(predictor, photos)
     for item in rows + skipped + unreadable:
         item["file"], item["path"] = item["path"], shown_path(item["path"], images)
+        if "reason" in item:  # PIL names the file it could not read.
+            item["reason"] = item["reason"].replace(item["file"], item["path"])
     summary = summary_of(rows, [{key: item[key] for key in ("path", "reason")} for item in skipped + unreadable],
                          run, stage, predictor, images)
     folder = write(run, rows, summary, gallery_images(predictor, gallery_rows(rows)))
