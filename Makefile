@@ -5,18 +5,21 @@ PYTHON_BASE ?= python3.11
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PROFILE ?= auto
-RUN ?=
-SET ?=
-FORCE ?=
-FROM ?=
-CELL_TIMEOUT ?=
-BUDGET_MINUTES ?=
-WORKERS ?=
-VERBOSE ?=
-RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) $(foreach item,$(SET),--set $(item)) \
-	$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(FROM),--from $(FROM)) \
-	$(if $(CELL_TIMEOUT),--cell-timeout $(CELL_TIMEOUT)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES)) \
-	$(if $(WORKERS),--workers $(WORKERS)) $(if $(filter 1 yes true,$(VERBOSE)),--verbose)
+# What a user gives reaches the commands as environment variables that the shell quotes ("$$IMAGES"), never pasted
+# into a command line, so a value such as IMAGES='`touch x`' is a name, not a command. SET, RUNS and STAGES are
+# lists: split on spaces, with file-name patterns off (set -f).
+export PROFILE RUN SET FORCE FROM CELL_TIMEOUT BUDGET_MINUTES WORKERS IMAGES STAGE STAGES RUNS \
+	BENCH_IMAGES BENCH_VALIDATION_IMAGES BENCH_REPEATS VERBOSE PORT ALL
+RUNNER = set -f; arguments=(--profile "$$PROFILE"); \
+	[ -z "$$RUN" ] || arguments+=(--run "$$RUN"); \
+	for item in $$SET; do arguments+=(--set "$$item"); done; \
+	case "$$FORCE" in 1|yes|true) arguments+=(--force);; esac; \
+	[ -z "$$FROM" ] || arguments+=(--from "$$FROM"); \
+	[ -z "$$CELL_TIMEOUT" ] || arguments+=(--cell-timeout "$$CELL_TIMEOUT"); \
+	[ -z "$$BUDGET_MINUTES" ] || arguments+=(--budget-minutes "$$BUDGET_MINUTES"); \
+	[ -z "$$WORKERS" ] || arguments+=(--workers "$$WORKERS"); \
+	case "$$VERBOSE" in 1|yes|true) arguments+=(--verbose);; esac; \
+	$(PYTHON) -m lib.runner "$${arguments[@]}"
 
 .DEFAULT_GOAL := help
 OLDEST_VENV ?= .venv-oldest
@@ -25,7 +28,7 @@ OLDEST_VENV ?= .venv-oldest
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: PROFILE=$(PROFILE) (auto|full|cpu|smoke|path/to.yaml), RUN=<name>, SET='key=value ...',"
+	@echo "  Variables: PROFILE=$$PROFILE (auto|full|cpu|smoke|path/to.yaml), RUN=<name>, SET='key=value ...',"
 	@echo "             FORCE=1 (redo up-to-date stages), FROM=outputs/<run>/manifest.json, DATA_DIR, VGG16_WEIGHTS,"
 	@echo "             BUDGET_MINUTES=30 (PROFILE=auto on a CPU), CELL_TIMEOUT=<seconds> (stop a cell running longer),"
 	@echo "             WORKERS=2 (each stage on a local cluster of that many processes: distribution=multi_worker),"
@@ -57,22 +60,23 @@ run-all: setup ## All three stages in order into one run folder outputs/<RUN>/.
 	$(RUNNER) all
 
 forecast: setup ## Print how long each stage of PROFILE would take on this machine, and stop (STAGES=all).
-	$(RUNNER) --forecast-only $(or $(STAGES),all)
+	$(RUNNER) --forecast-only $${STAGES:-all}
 
 report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's results (RUN=... required).
-	@test -n "$(RUN)" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }
-	$(PYTHON) -m lib.pages.summary $(RUN)
+	@test -n "$$RUN" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }
+	$(PYTHON) -m lib.pages.summary "$$RUN"
 
 predict: setup ## Classify new photos with a run's model -> outputs/<RUN>/predictions/ (RUN=, IMAGES=, STAGE= optional).
-	@test -n "$(RUN)" -a -n "$(IMAGES)" || { echo "Give the run and the photos: make predict RUN=<name> IMAGES=<file or folder>"; exit 2; }
-	$(PYTHON) -m lib.run.predict --run $(RUN) --images "$(IMAGES)" $(if $(STAGE),--stage $(STAGE))
+	@test -n "$$RUN" -a -n "$$IMAGES" || { echo "Give the run and the photos: make predict RUN=<name> IMAGES=<file or folder>"; exit 2; }
+	$(PYTHON) -m lib.run.predict --run "$$RUN" --images "$$IMAGES" $${STAGE:+--stage "$$STAGE"}
 
 compare: setup ## One page comparing runs -> outputs/compare.html (RUNS="run-a run-b ...").
-	@test -n "$(RUNS)" || { echo "Give the runs: make compare RUNS=\"run-a run-b\""; exit 2; }
-	$(PYTHON) -m lib.pages.compare $(RUNS)
+	@test -n "$$RUNS" || { echo "Give the runs: make compare RUNS=\"run-a run-b\""; exit 2; }
+	set -f; $(PYTHON) -m lib.pages.compare $$RUNS
 
 bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/bench/bench.json (BENCH_IMAGES=400).
-	$(PYTHON) tools/bench.py --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)
+	$(PYTHON) tools/bench.py --images "$${BENCH_IMAGES:-400}" --validation-images "$${BENCH_VALIDATION_IMAGES:-200}" \
+		--repeats "$${BENCH_REPEATS:-3}"
 
 test: setup ## Unit tests and smoke-profile notebook execution checks (`pytest -m "not slow"`: the fast ones).
 	$(PYTHON) -m pytest -q tests
@@ -104,14 +108,14 @@ notebooks: setup ## Sync each notebook with its paired .py (the side you edited 
 	$(PYTHON) -m lib.run.pairing sync
 
 tensorboard: setup ## Serve a run's TensorBoard logs on http://localhost:6006 (RUN=... required; PORT= moves it).
-	@test -n "$(RUN)" || { echo "Give the run: make tensorboard RUN=<name> (see outputs/)"; exit 2; }
-	$(PYTHON) -m tensorboard.main --logdir "$${OUTPUTS_DIR:-outputs}/$(RUN)" --host localhost --port $(or $(PORT),6006)
+	@test -n "$$RUN" || { echo "Give the run: make tensorboard RUN=<name> (see outputs/)"; exit 2; }
+	$(PYTHON) -m tensorboard.main --logdir "$${OUTPUTS_DIR:-outputs}/$$RUN" --host localhost --port "$${PORT:-6006}"
 
 cache: setup ## List the cache: kind and size of each entry, and the runs that use it.
 	$(PYTHON) -m lib.run.caches
 
 clean-cache: setup ## Remove the cache entries no run in outputs/ uses (ALL=1: every entry); never a run.
-	$(PYTHON) -m lib.run.caches --clean $(if $(filter 1 yes true,$(ALL)),--all)
+	case "$$ALL" in 1|yes|true) $(PYTHON) -m lib.run.caches --clean --all;; *) $(PYTHON) -m lib.run.caches --clean;; esac
 
-clean: ## Delete outputs/ (runs and caches) but keep .venv.
-	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+clean: ## Delete the runs and caches (outputs/, or what the suite made in OUTPUTS_DIR and CACHE_DIR); keep .venv.
+	$(if $(wildcard $(PYTHON)),$(PYTHON),$(PYTHON_BASE)) -m lib.run.housekeeping clean

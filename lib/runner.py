@@ -20,9 +20,9 @@ from typing import Any
 
 import lib  # noqa: F401  (sets TensorFlow's environment before any kernel inherits it)
 from lib import SuiteError
-from lib.core import devices, params, paths, records, stages, storage
+from lib.core import devices, locks, params, paths, records, stages, storage
 from lib.pages import summary
-from lib.run import cluster, estimate, execution, freshness, manifest, pairing, provenance, schedule
+from lib.run import cluster, estimate, execution, freshness, housekeeping, manifest, pairing, provenance, schedule
 from lib.study import distribute
 
 
@@ -73,12 +73,16 @@ def profile_from_manifest(path: str) -> dict[str, Any]:
     manifest_path = Path(path)
     if not manifest_path.is_file():
         raise SuiteError(f"Manifest {path} does not exist: give outputs/<run>/manifest.json of an earlier run.")
-    recorded = storage.read_json(manifest_path)
-    profile: dict[str, Any] = {"name": recorded.get("profile", {}).get("name", "from-manifest"),
-                               "path": str(manifest_path),
-                               "description": f"parameters of run {recorded.get('run')} ({manifest_path})"}
-    for stem, record in recorded.get("stages", {}).items():
-        profile[stages.get(stem).section] = dict(record["parameters"])
+    try:
+        recorded = storage.read_json(manifest_path)
+        profile: dict[str, Any] = {"name": recorded.get("profile", {}).get("name", "from-manifest"),
+                                   "path": str(manifest_path),
+                                   "description": f"parameters of run {recorded.get('run')} ({manifest_path})"}
+        for stem, record in recorded["stages"].items():
+            profile[stages.get(stem).section] = dict(record["parameters"])
+    except (ValueError, KeyError, TypeError, AttributeError, SuiteError) as error:
+        raise SuiteError(f"{path} is not a run's manifest with the parameters of its stages ({type(error).__name__}: "
+                         f"{error}): give FROM=outputs/<run>/manifest.json of an earlier run.") from None
     return profile
 
 
@@ -115,6 +119,8 @@ def prepare(arguments: argparse.Namespace) -> Plan:
     plan = Plan(run, profile, choice, resolved, schedule, fingerprints, arguments.workers, arguments.verbose)
     if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
         check_writable(run)
+        if not arguments.forecast_only:
+            claim_run(run)
     return plan
 
 
@@ -144,6 +150,22 @@ def check_writable(run: str) -> None:
     except OSError as error:
         raise SuiteError(f"Cannot write to the output folder {folder} ({error.strerror}). Set OUTPUTS_DIR "
                          "to a writable folder, or fix the folder's permissions.") from None
+
+
+def claim_run(run: str) -> int:
+    """Hold the run folder's lock for the rest of this command (the kernel drops it when the runner ends, however it
+    ends), then remove what killed runs left behind (`lib.run.housekeeping`); a `SuiteError` naming the runner
+    that holds the run."""
+    try:
+        hold = locks.hold_run(paths.run_dir(run))
+    except locks.RunInUse as holder:
+        raise SuiteError(f"Run {run} is being run by another runner: {holder}. Wait for it to end or stop it, then "
+                         "run the same command again; or give this one another RUN=.") from None
+    removed = housekeeping.remove_leftovers()
+    if removed:
+        print(f"Removed {len(removed)} unfinished files and folders left by killed runs (such as {removed[0]}).",
+              flush=True)
+    return hold
 
 
 def injected_parameters(plan: Plan, stem: str) -> dict[str, Any]:
@@ -250,8 +272,10 @@ def write_summary(run: str, quiet: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    params.absolute_environment()  # Before anything reads them: the kernels run in notebooks/.
     execution.configure_logging(arguments.verbose)
     execution.raise_on_sigterm()
+    execution.raise_on_hangup()
     try:
         plan = prepare(arguments)
     except SuiteError as error:

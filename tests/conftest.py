@@ -34,6 +34,52 @@ def write_image(path: Path, colour=(200, 120, 60), size=(48, 40), mode="RGB", fm
     return path
 
 
+def write_flat_png(path: Path, side: int) -> Path:
+    """A flat grey RGB PNG of `side` x `side` pixels, written a row at a time: a 13,300 x 13,300 one is about 0.5 MB
+    on disk and 0.5 GB decoded (what a decompression bomb looks like)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * (3 * side)  # Filter type 0, then the row's pixels.
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def serve_files(files: dict[str, bytes], cut_at: dict[str, int] | None = None):
+    """A web server on 127.0.0.1 in a thread, serving `files` by path (`/name`); a path in `cut_at` announces its
+    whole length but sends only that many bytes (a download cut short). Returns `(base address, server)`; call
+    `server.shutdown()` when done."""
+    import http.server
+    import threading
+
+    cut_at = cut_at or {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # The name http.server calls.
+            body = files.get(self.path.lstrip("/"))
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:cut_at.get(self.path.lstrip("/"), len(body))])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
 def make_dataset(root: Path, per_class: int = 4, splits=("train", "validation")) -> Path:
     """A tiny dataset in the expected layout: warm 'cats', cool 'dogs'."""
     for split in splits:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -282,8 +283,6 @@ def predict(outputs: Path, *arguments: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("stage", ["", "feature_extraction"])
 def test_predict_classifies_every_readable_photo(smoke_run, tmp_path, stage):
-    import shutil
-
     photos = tmp_path / "photos"
     validation = smoke_run / "cache" / "synthetic_cats_and_dogs" / "validation"
     shutil.copytree(validation, photos)
@@ -294,17 +293,47 @@ def test_predict_classifies_every_readable_photo(smoke_run, tmp_path, stage):
     folder = smoke_run / "smoke-test" / "predictions"
     with open(folder / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 13 and set(rows[0]) >= {"path", "p_dog", "label", "true_label"}
-    assert all(Path(row["path"]).is_absolute() and row["label"] in {"cat", "dog"} for row in rows)
+    assert len(rows) == 13 and set(rows[0]) == {"path", "p_dog", "label", "true_label"}
+    assert all(row["label"] in {"cat", "dog"} for row in rows)
+    assert sorted(row["path"] for row in rows)[:2] == ["cats/cat.0.jpg", "cats/cat.1.jpg"]  # Inside IMAGES.
     assert sum(row["true_label"] == "" for row in rows) == 1  # Outside cats/ and dogs/: no label.
     summary = json.loads((folder / "predictions.json").read_text())
     assert summary["count"] == 13 and summary["labelled"] == 12
-    assert [Path(item["path"]).name for item in summary["skipped"]] == ["broken.jpg"]
+    assert summary["skipped"] == [{"path": "dogs/broken.jpg", "reason": summary["skipped"][0]["reason"]}]
     stem = "01_feature_extraction" if stage else "03_fine_tuning"
     stage_metrics = json.loads((smoke_run / "smoke-test" / stem / "metrics.json").read_text())
     assert summary["stage"] == stem and summary["accuracy"] == pytest.approx(stage_metrics["val_accuracy"])
     page = (folder / "index.html").read_text()
     assert page.count("data:image/png;base64") == 2 * 13 and "broken.jpg" in page
+    assert f"{photos}/" not in page and str(photos) not in (folder / "predictions.csv").read_text()  # Photos by
+    assert summary["images"] == str(photos)  # their path inside the folder given, which is named as given.
+
+
+def test_predict_skips_photos_too_large_to_decode_in_bounded_memory(smoke_run, tmp_path):
+    """Three flat 13,300 x 13,300 PNGs (0.5 MB each on disk, 0.5 GB each decoded) among the photos: skipped with
+    their size and the limit, and the whole of `make predict` stays under 3 GB (measured as the peak resident memory
+    of the process, TensorFlow included)."""
+    from conftest import write_flat_png
+
+    photos = tmp_path / "photos"
+    shutil.copytree(smoke_run / "cache" / "synthetic_cats_and_dogs" / "validation", photos)
+    for name in ("huge-1.png", "huge-2.png", "huge-3.png"):
+        write_flat_png(photos / "dogs" / name, 13_300)
+    measure = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+               "print('peak MB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); sys.exit(code)")
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "lib.run.predict", "--run",
+                             "smoke-test", "--images", str(photos)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env={**env, "OUTPUTS_DIR": str(smoke_run)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    peak = float(result.stdout.rsplit("peak MB", 1)[1])
+    print(f"make predict with three 13,300 x 13,300 PNGs: peak {peak:.0f} MB")
+    assert peak < 3000
+    summary = json.loads((smoke_run / "smoke-test" / "predictions" / "predictions.json").read_text())
+    assert summary["count"] == 12 and sorted(item["path"] for item in summary["skipped"]) == [
+        "dogs/huge-1.png", "dogs/huge-2.png", "dogs/huge-3.png"]
+    assert all(item["reason"].startswith("too large: 13300x13300 pixels") and "limit of 50 million" in item["reason"]
+               for item in summary["skipped"])
 
 
 def test_predict_errors_name_the_fix(smoke_run, tmp_path):

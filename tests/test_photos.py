@@ -127,12 +127,14 @@ def test_synthetic_dataset_is_generated_once(tmp_path):
 
 
 def test_offline_download_says_what_it_tried(tmp_path, monkeypatch):
-    import keras
+    import urllib.error
+
+    from lib.core import download
 
     def offline(*args, **kwargs):
-        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(download, "fetch", offline)
     with pytest.raises(SuiteError) as raised:
         photos.download_dataset(tmp_path / "cats_and_dogs_filtered")
     message = str(raised.value)

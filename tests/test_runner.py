@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_project, run_runner
+from conftest import ROOT, copy_project, make_dataset, run_runner
 
 from lib import runner
 from lib.core import devices, paths, records, storage
@@ -344,3 +344,101 @@ def test_every_way_a_stage_ends_early_gets_one_line_naming_the_fix(tmp_path):
     assert logging.getLogger("papermill").level == logging.WARNING
     execution.configure_logging(verbose=True)
     assert logging.getLogger("papermill").level == logging.INFO
+
+
+@pytest.mark.slow
+def test_relative_data_dir_weights_and_folders_work_as_the_offline_example_gives_them(tmp_path, random_weights_file):
+    """`DATA_DIR=../some/relative/path make run-all`, as the offline example writes it: relative to the folder make
+    runs in (the project), while the kernels run in notebooks/."""
+    dataset = make_dataset(tmp_path / "photos", per_class=4)
+    relative = {"DATA_DIR": dataset, "VGG16_WEIGHTS": random_weights_file, "OUTPUTS_DIR": tmp_path / "outputs",
+                "CACHE_DIR": tmp_path / "cache"}
+    environment = {variable: os.path.relpath(path, ROOT) for variable, path in relative.items()}
+    assert all(value.startswith("..") for value in environment.values())
+    before = sorted(path.name for path in (ROOT / "notebooks").iterdir())
+    venv = Path(sys.prefix)
+    result = subprocess.run(["make", "-o", str(venv / ".installed"), f"VENV={venv}", "run-feature-extraction",
+                             "PROFILE=smoke", "RUN=relative", "SET=epochs=1"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900, env={**os.environ, **environment})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "outputs" / "relative" / STAGE1 / "metrics.json").read_text())
+    assert metrics["weights_kind"] == "file" and metrics["images"] == {"train": 8, "validation": 8}
+    assert metrics["parameters"]["data_dir"] == str(dataset)
+    assert list((tmp_path / "cache").iterdir())  # CACHE_DIR too reached the kernel whole,
+    assert sorted(path.name for path in (ROOT / "notebooks").iterdir()) == before  # and nothing went into notebooks/.
+
+
+@pytest.mark.slow
+def test_a_second_runner_on_the_same_run_stops_at_once_and_the_first_completes(tmp_path):
+    outputs = tmp_path / "outputs"
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
+    first = subprocess.Popen([sys.executable, "-m", "lib.runner", *SMOKE], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not (stage_folder(outputs) / f".{STAGE1}.running.ipynb").exists():
+        assert first.poll() is None and time.time() < deadline, first.stdout.read()[-3000:]
+        time.sleep(0.2)
+    started = time.time()
+    second = run_runner(ROOT, outputs, *SMOKE)
+    seconds = time.time() - started
+    print(f"the second runner was refused in {seconds:.1f} s")
+    assert second.returncode == 2 and seconds < 30
+    assert f"Run trust is being run by another runner: process {first.pid} on " in second.stderr
+    assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
+    assert json.loads((stage_folder(outputs) / "metrics.json").read_text())["status"] == "complete"
+    assert storage.read_json(outputs / "trust" / "manifest.json")["runner"]["pid"] == first.pid
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process started by `pid`, and by those, and so on (whatever session they moved to)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(next(line for line in (entry / "status").read_text().splitlines()
+                              if line.startswith("PPid:")).split()[1])
+        except (OSError, ValueError, StopIteration):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, pending = set(), [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.add(child)
+            pending.append(child)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGHUP, signal.SIGKILL])
+def test_a_hangup_or_a_killed_runner_leaves_no_process_of_the_run(project, tmp_path, how):
+    """A runner with a local cluster of two workers (WORKERS=2), each kernel asleep in a cell: after SIGHUP (a closed
+    terminal) or SIGKILL of the runner, no process it started is left, and no stage is shown running."""
+    asleep = tmp_path / "asleep"
+    asleep.mkdir()
+    inject_cell(project, "import os\nimport pathlib\nimport time\n\n"
+                         f"pathlib.Path('{asleep}', str(os.getpid())).touch()\ntime.sleep(600)")
+    outputs = tmp_path / "outputs"
+    env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
+    env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "lib.runner", *SMOKE, "--workers", "2"], cwd=project, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(asleep.iterdir())) < 2:  # The chief's kernel and the worker's, each asleep in the cell.
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise AssertionError(process.communicate()[1][-3000:])
+        time.sleep(0.5)
+    started = descendants(process.pid)
+    commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:150] for pid in started}
+    assert len(started) >= 3, commands  # The chief's kernel, the worker, the worker's kernel.
+    process.send_signal(how)
+    stdout, stderr = process.communicate(timeout=120)
+    assert all(gone(pid, 30) for pid in started), [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    os.environ["OUTPUTS_DIR"] = str(outputs)  # The isolated_environment fixture restores it.
+    recorded = records.read_manifest("trust")
+    assert recorded["status"] == "interrupted" and recorded["stages"][STAGE1]["status"] == "interrupted"
+    if how == signal.SIGHUP:
+        assert process.returncode == 130 and "stopped by SIGHUP" in stderr.strip().splitlines()[-1]
+        assert storage.read_json(outputs / "trust" / "manifest.json")["status"] == "interrupted"  # As written.

@@ -34,6 +34,10 @@ from lib.core import paths, stages
 RUNNER_KEYS = ("run_name", "output_dir", "profile_name")
 # Parameters that an environment variable overrides, for running offline against local copies.
 ENVIRONMENT_OVERRIDES = {"data_dir": "DATA_DIR", "weights": "VGG16_WEIGHTS"}
+# Parameters whose value is a path, unless it is one of these words (`synthetic:N` counts as `synthetic`).
+PATH_PARAMETERS = {"data_dir": {"", "synthetic"}, "weights": {"", "imagenet", "none"}}
+# Environment variables that always name a folder.
+FOLDER_VARIABLES = ("OUTPUTS_DIR", "CACHE_DIR")
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
 
@@ -151,6 +155,27 @@ def environment_overrides(parameters: dict[str, Parameter]) -> dict[str, str]:
             if name in parameters and overridden(name, None)}
 
 
+def absolute(name: str, value: Any) -> Any:
+    """The value of parameter `name` with a relative path made absolute from the current folder (where the command
+    was started), `~` expanded; words such as `imagenet` or `synthetic` and other parameters are left as they are.
+    The kernels run in `notebooks/`, so a relative path must not reach them."""
+    words = PATH_PARAMETERS.get(name)
+    if words is None or not isinstance(value, str) or value.lower().split(":")[0] in words:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def absolute_environment() -> None:
+    """Make `DATA_DIR`, `VGG16_WEIGHTS`, `OUTPUTS_DIR` and `CACHE_DIR` absolute in this process's environment, once,
+    before anything reads them (the runner, and the kernels and workers that inherit its environment)."""
+    for name, variable in ENVIRONMENT_OVERRIDES.items():
+        if os.environ.get(variable):
+            os.environ[variable] = absolute(name, os.environ[variable])
+    for variable in FOLDER_VARIABLES:
+        if os.environ.get(variable):
+            os.environ[variable] = os.path.abspath(os.path.expanduser(os.environ[variable]))
+
+
 def _check_type(name: str, value: Any, parameter: Parameter, where: str) -> Any:
     expected = _TYPES[parameter.type_name]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -234,6 +259,7 @@ def resolve_for_stage(stage: str, profile: dict[str, Any], overrides: dict[str, 
     values = stage_values(profile, stage)
     values.update({key: value for key, value in overrides.items() if key in known})
     values.update(environment_overrides(known))
+    values = {name: absolute(name, value) for name, value in values.items()}
     return resolve(stage, values, where=f"profile {profile['path']}")
 
 
@@ -253,4 +279,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise SuiteError(f"Override {text!r} must look like key=value.")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise SuiteError(f"SET {text!r}: the value is not valid YAML ({problem}). Quote it, e.g. "
+                         f"SET=\"{key.strip()}='...'\", or fix it.") from None

@@ -9,7 +9,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PARAMS_DIR = PROJECT_ROOT / "params"
 
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def outputs_root() -> Path:
@@ -26,7 +26,7 @@ def check_run_name(run: str) -> str:
     """Return `run` if it is usable as a folder name, else raise a `SuiteError` saying what is allowed."""
     from lib import SuiteError
 
-    if not _RUN_NAME.match(run or "") or run in {"cache", "bench"}:
+    if not isinstance(run, str) or not _RUN_NAME.fullmatch(run) or run in {"cache", "bench"}:
         raise SuiteError(
             f"Run name {run!r} is not usable as a folder name: use letters, digits, '.', '_' and '-' "
             "(starting with a letter or digit), and not the reserved names 'cache' or 'bench'."

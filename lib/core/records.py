@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lib.core import paths, storage
+from lib.core import locks, paths, storage
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -193,7 +193,10 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> Path:
     return storage.write_text(path, buffer.getvalue())
 
 
-def _runner_alive(manifest: Manifest) -> bool:
+def _runner_alive(run: str, manifest: Manifest) -> bool:
+    lock = paths.run_dir(run) / locks.RUN_LOCK_FILE
+    if lock.is_file() and not locks.is_held(lock):  # A runner holds it as long as it lives: this one is gone,
+        return False  # whichever process has its id now.
     runner = manifest.get("runner") or {}
     if runner.get("host") != platform.node() or not runner.get("pid"):
         return False
@@ -223,7 +226,7 @@ def read_manifest(run: str) -> Manifest:
     if not path.is_file():
         return Manifest()
     manifest: Manifest = storage.read_json(path)
-    if manifest.get("status") == "running" and not _runner_alive(manifest):
+    if manifest.get("status") == "running" and not _runner_alive(run, manifest):
         manifest["status"] = "interrupted"
         close_running_stages(manifest, "interrupted", "the runner was killed while this stage ran")
     elif manifest.get("status") != "running":

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.core import locks
+
 # The process's umask, read once: temporary files are created 0600, and a renamed file keeps that mode unless
 # it is given the mode a plain `open(path, "w")` would have given it.
 _UMASK = os.umask(0o022)
@@ -46,14 +48,15 @@ def _writes_here() -> bool:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
+    """Yield a temporary path beside `path`; on success fsync it, rename it over `path` and fsync the folder.
 
     The temporary name keeps `path`'s suffix (or `suffix`), because some writers (Keras, NumPy) insist on
-    one. On error the temporary file is removed and `path` is left as it was.
+    one. On error the temporary file is removed and `path` is left as it was. While it is written, the temporary
+    file is locked (`lib.core.locks`), so that a runner cleaning up what killed processes left behind spares it.
     """
     path = Path(path)
     if not _writes_here():  # Told to discard its writes (a cluster's other workers).
-        with tempfile.TemporaryDirectory(prefix="vgg16-worker-") as folder:
+        with tempfile.TemporaryDirectory(prefix="vgg16-worker-") as folder, locks.holding(folder):
             yield Path(folder) / f"discarded{suffix or path.suffix}"
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,14 +66,44 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.close(handle)
     temporary = Path(temporary)
     try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        apply_umask(temporary)
-        os.replace(temporary, path)
+        with locks.holding(temporary), _explained_disk_errors(path):
+            yield temporary
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            apply_umask(temporary)
+            os.replace(temporary, path)
+            sync_folder(path.parent)
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+@contextlib.contextmanager
+def _explained_disk_errors(path: Path) -> Iterator[None]:
+    """A full disk while writing `path` becomes a `SuiteError` naming the fix (nothing was left half-written)."""
+    from lib import SuiteError
+
+    try:
+        yield
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise SuiteError(f"The disk filled up while writing {path} (nothing was left half-written). Free "
+                             "some space, or set CACHE_DIR or OUTPUTS_DIR to a larger disk.") from None
+        raise
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """fsync a folder, so that a rename into it (or out of it) survives a power cut as well as the file's data."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # Some file systems cannot sync a folder; the rename is then as safe as they make it.
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -116,20 +149,12 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) ->
 
 def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write NumPy arrays to an uncompressed `.npz` atomically, after checking there is room for them."""
-    from lib import SuiteError
-
     path = Path(path)
     if not _writes_here():  # Discarding: not even into a temporary file.
         return path
     check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
-    try:
-        with atomic_path(path, suffix=".npz") as temporary:
-            np.savez(temporary, **arrays)
-    except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise SuiteError(f"The disk filled up while writing {path} (nothing was left half-written). Free "
-                             "some space, or set CACHE_DIR or OUTPUTS_DIR to a larger disk.") from None
-        raise
+    with atomic_path(path, suffix=".npz") as temporary:
+        np.savez(temporary, **arrays)
     return path
 
 
@@ -149,7 +174,12 @@ def read_arrays(path: str | os.PathLike, usable: Callable[[dict[str, np.ndarray]
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """The hex digest of a file by a `hashlib` algorithm (sha256, md5), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

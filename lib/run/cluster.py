@@ -6,7 +6,12 @@ entry point beside the notebook execution they share with the runner), each exec
 same parameters in a kernel of its own, on loopback addresses given through `TF_CONFIG`. They write nothing into
 the run folder (a non-chief discards its writes); their executed notebooks and logs go to
 `outputs/<run>/workers/`. A worker that dies stops the chief's kernel at once, and the stage fails with a
-message naming the worker and its log; the workers still running when the chief ends are stopped.
+message naming the worker and its log; the workers still running when the chief ends are stopped (SIGTERM, so that
+they stop their kernels, then SIGKILL), and a worker whose runner is gone, however it ended, stops itself.
+
+Exposure: TensorFlow's gRPC server listens on every network interface whatever address `TF_CONFIG` names, and has
+no authentication: while a stage runs on a local cluster, anyone who can reach this machine on its ports can have
+the workers run code. `start` says so, with the ports; docs/troubleshooting-and-security.md says what to do.
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ DECISION_WAIT_SECONDS = 24 * 3600
 CLOCK_TOLERANCE_SECONDS = 300  # Decisions of a chief started this long before a worker still count.
 # How long the workers may take to end once the chief's notebook has ended.
 FINISH_SECONDS = 60
+STOP_SECONDS = 10  # How long a worker sent SIGTERM may take to stop its kernel before it is killed.
+PARENT_VARIABLE = "SUITE_RUNNER_PID"  # Tells a worker which process must outlive it.
 
 
 def free_ports(count: int) -> list[int]:
@@ -69,11 +76,12 @@ class LocalCluster:
         return f"worker {index} of {len(self.ports)} ended with exit status {code} (see {self.log(index)})"
 
     def start(self, parameters: dict[str, Any]) -> None:
-        """Start workers 1..N-1 on the same notebook and parameters."""
+        """Start workers 1..N-1 on the same notebook and parameters, saying what will listen on the network."""
         self.folder.mkdir(parents=True, exist_ok=True)
         parameters_file = storage.write_json(self.folder / f"{self.stem}-parameters.json", parameters)
+        print(exposure(self.ports), flush=True)
         for index in range(1, len(self.ports)):
-            environment = {**os.environ, "TF_CONFIG": tf_config(self.ports, index)}
+            environment = {**os.environ, "TF_CONFIG": tf_config(self.ports, index), PARENT_VARIABLE: str(os.getpid())}
             with open(self.log(index), "w") as log:
                 self.processes[index] = subprocess.Popen(
                     [sys.executable, "-m", "lib.run.execution", self.stem, str(parameters_file),
@@ -104,13 +112,48 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 code = None
             if code is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                _stop(process)
                 if chief_succeeded and self.failure is None:
                     self.failure = f"worker {index} did not finish with the chief (see {self.log(index)})"
             elif code != 0 and self.failure is None:
                 self.failure = self._ended(index, code)
         return self.failure
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a worker (its own process group): SIGTERM, which makes it stop its kernel, then SIGKILL."""
+    for number, seconds in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, number)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=seconds)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def exposure(ports: list[int]) -> str:
+    """What a local cluster exposes, in words: TensorFlow binds every interface, without authentication."""
+    return (f"NOTE: the cluster's {len(ports)} TensorFlow workers listen on TCP ports {', '.join(map(str, ports))} on "
+            "every network interface of this machine (TensorFlow binds all of them, whatever TF_CONFIG says), without "
+            "authentication, until the stage ends: anyone who can reach these ports can run code as you. Run "
+            "WORKERS=N only on a machine that a firewall or a private network keeps others from reaching "
+            "(docs/troubleshooting-and-security.md).")
+
+
+def end_with_parent(seconds: float = 1.0) -> None:
+    """In a worker: stop this process (SIGTERM) as soon as the runner that started it is gone, however it ended
+    (SIGKILL, a closed terminal), checked every `seconds` in the background."""
+    expected = int(os.environ.get(PARENT_VARIABLE) or os.getppid())
+
+    def watch():
+        while os.getppid() == expected:
+            time.sleep(seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def record_decision(folder: Path, invocation: str, stem: str, decision: str) -> None:

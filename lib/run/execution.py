@@ -4,9 +4,9 @@ The notebook runs into `.<stem>.running.ipynb` beside its final name and is rena
 done with it, finished or not, so the report always shows how far it got. Every way a stage can end
 becomes one exception with a one-line message naming the stage, what happened and what to do:
 a cell error, the kernel dying (killed for memory, a crash in a native library), a cell running past the
-cell timeout, the kernel failing to start, Ctrl-C and SIGTERM. The kernel is shut down in every case; a
-runner killed outright (SIGKILL) leaves a kernel that stops itself within a second (ipykernel polls its
-parent), which the tests check.
+cell timeout, the kernel failing to start, Ctrl-C, SIGTERM and SIGHUP (a closed terminal). The kernel is shut down
+in every case; a runner killed outright (SIGKILL) leaves a kernel that stops itself within a second (ipykernel
+polls its parent), which the tests check, and so do a local cluster's workers (`lib.run.cluster.end_with_parent`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import SuiteError
-from lib.core import paths, stages, storage
+from lib.core import locks, paths, stages, storage
 from lib.pages import report
 from lib.run import cluster, console
 
@@ -41,15 +41,46 @@ class StageFailed(SuiteError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that the stage ends cleanly and the run is marked interrupted."""
+    """SIGTERM (or SIGHUP), handled like Ctrl-C so that the stage ends cleanly and the run is marked interrupted;
+    its argument is the signal's name."""
 
 
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into `Terminated` in this process (the runner), so cleanup runs as for Ctrl-C."""
     def handler(signum, frame):
-        raise Terminated()
+        raise Terminated(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+class _QuietStream:
+    """A standard stream whose failed writes are dropped: after SIGHUP the terminal may be gone, and what the runner
+    still says while it cleans up must not cut the clean-up short."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def raise_on_hangup() -> None:
+    """SIGHUP (the terminal closed, an SSH session dropped) stops the runner as SIGTERM does, instead of killing it
+    before it can stop its kernel and workers and close the manifest."""
+    def handler(signum, frame):
+        sys.stdout, sys.stderr = _QuietStream(sys.stdout), _QuietStream(sys.stderr)
+        raise Terminated(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGHUP, handler)
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -94,8 +125,8 @@ def _failure(error: BaseException, stem: str, partial: Path, cell_timeout: int) 
         return StageFailed(f"{stem} failed in cell [{error.exec_count}]: {error.ename}: {first_line}")
     cell = _running_cell(partial)
     if isinstance(error, Terminated):
-        return StageFailed(f"{stem} was stopped by SIGTERM in cell [{cell}]; it is left incomplete and will be "
-                           "redone by the same command.", "interrupted")
+        return StageFailed(f"{stem} was stopped by {error.args[0] if error.args else 'SIGTERM'} in cell [{cell}]; it "
+                           "is left incomplete and will be redone by the same command.", "interrupted")
     if isinstance(error, KeyboardInterrupt):
         return StageFailed(f"{stem} was interrupted (Ctrl-C) in cell [{cell}]; it is left incomplete and will be "
                            "redone by the same command.", "interrupted")
@@ -123,7 +154,10 @@ def kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
 
     sockets = tempfile.mkdtemp(prefix="vgg16-kernel-")
-    return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+    manager = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"),
+                                 connection_file=os.path.join(sockets, "connection.json"))
+    manager.sockets_lock = locks.try_lock(sockets)  # Spared by the clean-up of leftovers while the kernel lives.
+    return manager
 
 
 def stop_kernel(kernel_manager) -> None:
@@ -142,6 +176,7 @@ def stop_kernel(kernel_manager) -> None:
     if kernel_manager.connection_file:
         storage.remove(kernel_manager.connection_file)
     shutil.rmtree(os.path.dirname(kernel_manager.ip), ignore_errors=True)
+    locks.release(getattr(kernel_manager, "sockets_lock", None))
 
 
 def _cluster_outcome(workers_cluster, stem: str, failure: StageFailed | None) -> StageFailed | None:
@@ -159,11 +194,12 @@ def _cluster_outcome(workers_cluster, stem: str, failure: StageFailed | None) ->
 
 @contextlib.contextmanager
 def _signals_held():
-    """Ctrl-C and SIGTERM ignored for the length of the block (the kernel's clean-up: seconds), then restored."""
+    """Ctrl-C, SIGTERM and SIGHUP ignored for the length of the block (the kernel's clean-up: seconds), then
+    restored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
@@ -239,5 +275,18 @@ def run_worker(stem: str, parameters: dict[str, Any], output_file: str | Path) -
         stop_kernel(manager)
 
 
-if __name__ == "__main__":  # A worker of a local cluster (`lib.run.cluster` starts it).
-    sys.exit(run_worker(sys.argv[1], storage.read_json(sys.argv[2]), sys.argv[3]))
+def worker_main(arguments: list[str]) -> int:
+    """A local cluster's worker (`lib.run.cluster` starts it with the stage, its parameters file and its output
+    file): `run_worker`, ended by SIGTERM with its kernel stopped, and by its runner's end however that comes."""
+    raise_on_sigterm()
+    cluster.end_with_parent()
+    try:
+        return run_worker(arguments[0], storage.read_json(arguments[1]), arguments[2])
+    except Terminated as stop:
+        print(f"Worker of {arguments[0]} stopped by {stop}: its runner ended, or stopped it.", file=sys.stderr,
+              flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

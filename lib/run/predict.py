@@ -9,7 +9,8 @@ size and precision the stage recorded (`VGG16_WEIGHTS` overrides the weights pat
 the classifier was trained on is refused). P(dog) is calibrated with the temperature the stage fitted on its
 validation photos (`lib.study.evaluation`), which never changes a label. Photos stream in batches, so thousands need
 little memory; labels come from `cats/` and `dogs/` folders directly inside the images folder; a file that
-cannot be read is listed in `skipped` with why and never stops the run. Writes `outputs/<run>/predictions/`,
+cannot be read (or is too large: `lib.study.decode.MAX_PIXELS`) is listed in `skipped` with why and never stops the
+run. Photos are named by their path inside the images folder given. Writes `outputs/<run>/predictions/`,
 replacing an earlier one only once the new one is whole: `predictions.csv` (one row per photo read),
 `predictions.json` (counts, skipped files, accuracy when labelled), and `index.html`, a gallery sorted by
 confidence with heatmaps of where the model looked.
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from lib import SuiteError
-from lib.core import paths, records, stages, storage
+from lib.core import locks, params, paths, records, stages, storage
 from lib.pages import html
 from lib.study import decode
 from lib.study.photos import CLASS_NAMES, IMAGE_EXTENSIONS
@@ -144,6 +145,13 @@ def classify(predictor: Predictor, photos: list[tuple[Path, str | None]]) -> tup
     return rows, skipped
 
 
+def shown_path(path: str, images: str) -> str:
+    """How a photo is named in the predictions: its path inside the folder given (its name when a file was given),
+    so that the pages and the CSV can be shared without the folders above it."""
+    root = Path(images).expanduser().resolve()
+    return str(Path(path).relative_to(root)) if root.is_dir() else Path(path).name
+
+
 def gallery_rows(rows: list[dict]) -> list[dict]:
     """The rows shown in the gallery, surest first: all, or the surest and the least sure halves."""
     ordered = sorted(rows, key=lambda row: -abs(row["p_dog"] - 0.5))
@@ -157,7 +165,7 @@ def gallery_images(predictor: Predictor, shown: list[dict]) -> list[dict]:
     from lib.study import heatmaps
 
     errors: dict[str, str] = {}
-    images, _ = decode.decode_files([Path(row["path"]) for row in shown], predictor.image_size, errors, label="gallery")
+    images, _ = decode.decode_files([Path(row["file"]) for row in shown], predictor.image_size, errors, label="gallery")
     maps, _ = heatmaps.gradcam(predictor.conv_base, predictor.classifier, predictor.preprocessing, images)
     return [{**row, "photo": html.png_data_uri(image), "heatmap": html.png_data_uri(heatmaps.overlay(image, heatmap)),
              "name": Path(row["path"]).name, "confidence": max(row["p_dog"], 1 - row["p_dog"])}
@@ -168,7 +176,7 @@ def summary_of(rows: list[dict], skipped: list[dict], run: str, stage: stages.St
                images: str) -> dict[str, Any]:
     """`predictions.json`: counts, skipped files with why, and the accuracy where the photos carry labels."""
     labelled = [row for row in rows if row["true_label"]]
-    return {"run": run, "stage": stage.stem, "model": predictor.description, "images": str(Path(images).resolve()),
+    return {"run": run, "stage": stage.stem, "model": predictor.description, "images": images,  # As given.
             "count": len(rows), "labelled": len(labelled),
             "accuracy": (sum(row["label"] == row["true_label"] for row in labelled) / len(labelled)) if labelled
             else None,
@@ -182,19 +190,21 @@ def write(run: str, rows: list[dict], summary: dict[str, Any], gallery: list[dic
     target = paths.run_dir(run) / "predictions"
     building = Path(tempfile.mkdtemp(prefix=".predictions-", dir=target.parent))
     try:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["path", "p_dog", "label", "true_label"])
-        writer.writeheader()
-        writer.writerows({**row, "true_label": row["true_label"] or ""} for row in rows)
-        storage.write_text(building / "predictions.csv", buffer.getvalue())
-        storage.write_json(building / "predictions.json", summary)
-        storage.write_text(building / "index.html", html.render("predictions.html.j2", summary=summary,
-                                                                 items=gallery, shown=len(gallery)))
-        storage.apply_umask(building, folder=True)
-        retired = target.with_name(f".predictions-old-{os.getpid()}")
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(building, target)
+        with locks.holding(building):
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=["path", "p_dog", "label", "true_label"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({**row, "true_label": row["true_label"] or ""} for row in rows)
+            storage.write_text(building / "predictions.csv", buffer.getvalue())
+            storage.write_json(building / "predictions.json", summary)
+            storage.write_text(building / "index.html", html.render("predictions.html.j2", summary=summary,
+                                                                     items=gallery, shown=len(gallery)))
+            storage.apply_umask(building, folder=True)
+            retired = target.with_name(f".predictions-old-{os.getpid()}")
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(building, target)
+            storage.sync_folder(target.parent)
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(building, ignore_errors=True)
@@ -214,7 +224,12 @@ def predict(run: str, images: str, stage_name: str = "") -> Path:
     predictor = load(run, stage)
     print(f"Classifying {len(photos)} photos with {predictor.description.rstrip('.')}.", flush=True)
     rows, unreadable = classify(predictor, photos)
-    summary = summary_of(rows, skipped + unreadable, run, stage, predictor, images)
+    for item in rows + skipped + unreadable:
+        item["file"], item["path"] = item["path"], shown_path(item["path"], images)
+        if "reason" in item:  # PIL names the file it could not read.
+            item["reason"] = item["reason"].replace(item["file"], item["path"])
+    summary = summary_of(rows, [{key: item[key] for key in ("path", "reason")} for item in skipped + unreadable],
+                         run, stage, predictor, images)
     folder = write(run, rows, summary, gallery_images(predictor, gallery_rows(rows)))
     accuracy = f", accuracy {summary['accuracy']:.2%} on {summary['labelled']} labelled" if summary["labelled"] else ""
     print(f"{summary['count']} photos classified ({summary['dogs']} dogs, {summary['cats']} cats){accuracy}; "
@@ -229,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="", help="feature_extraction, data_augmentation or fine_tuning "
                                                     "(default: the latest completed)")
     arguments = parser.parse_args(argv)
+    params.absolute_environment()
     try:
         predict(arguments.run, arguments.images, arguments.stage)
     except SuiteError as error:

@@ -1,33 +1,115 @@
 """Decoding photos: one file to a uint8 RGB array of the stage's size, and many files on a few threads.
 
-Both the in-memory loader (`lib.study.photos`) and the disk store (`lib.study.imagestore`) decode through here.
+Both the in-memory loader (`lib.study.photos`) and the disk store (`lib.study.imagestore`) decode through here, and
+so does `make predict`. The size in a photo's header is checked before its pixels are decoded: a photo of more than
+`MAX_PIXELS` is skipped like any unreadable file (a JPEG that large is first asked to decode at a reduced scale,
+which its format allows), and the threads together decode at most `MAX_PIXELS` at once, so that decoding takes a
+bounded amount of memory whatever the files: a flat 13,300 x 13,300 PNG is under 1 MB on disk and would decode to
+0.5 GB, and several GB with the copies a conversion makes.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
 import os
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+# The most pixels a photo may decode to: 50 million is an 8,660 x 5,770 photo, larger than most cameras' (bigger
+# JPEGs decode at a reduced scale). Converting one holds up to about 16 bytes a pixel (a 7,000 x 7,000 RGBA PNG
+# peaked at 0.78 GB, an RGB one at 0.40 GB), so the decoding threads together hold under 1 GB.
+MAX_PIXELS = 50_000_000
+# After a photo this large, the memory freed is given back to the system at once: glibc keeps what a thread freed
+# for that thread, and two threads that each decoded a large photo in turn would hold the memory of both.
+TRIM_PIXELS = 16_000_000
+
+
+class PhotoTooLarge(ValueError):
+    """A photo whose size, read from its header, is over `MAX_PIXELS`."""
+
+
+class _PixelBudget:
+    """The pixels being decoded at once by all threads, kept within `capacity`: a photo waits until it fits, and a
+    photo alone always fits (no photo is over the capacity)."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.free = capacity, capacity
+        self.condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.capacity)
+        with self.condition:
+            self.condition.wait_for(lambda: self.free >= pixels)
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            if pixels > TRIM_PIXELS:
+                _return_freed_memory()
+            with self.condition:
+                self.free += pixels
+                self.condition.notify_all()
+
+
+def _return_freed_memory() -> None:
+    """glibc's `malloc_trim`: freed memory of every thread back to the system (elsewhere, nothing to do)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+_BUDGET = _PixelBudget(MAX_PIXELS)
+
+
+def _checked_size(image: Image.Image, image_size: int) -> int:
+    """The pixels `image` (opened, not yet decoded) will decode to; a JPEG over the limit is set to decode at the
+    smallest scale still at least `image_size` (its format's DCT scaling), and what is still over it raises
+    `PhotoTooLarge`."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.draft("RGB", (image_size, image_size))  # Only JPEGs can; other formats keep their size.
+        if image.size[0] * image.size[1] > MAX_PIXELS:
+            raise PhotoTooLarge(f"{width}x{height} pixels ({width * height / 1e6:.1f} million), over the limit of "
+                                f"{MAX_PIXELS / 1e6:.0f} million pixels for one photo")
+    return image.size[0] * image.size[1]
+
 
 def decode(path: Path, image_size: int) -> np.ndarray:
-    """One photo as a uint8 `(image_size, image_size, 3)` RGB array: first frame, transparency on white."""
+    """One photo as a uint8 `(image_size, image_size, 3)` RGB array: first frame, transparency on white. A photo
+    over `MAX_PIXELS` raises `PhotoTooLarge` before its pixels are decoded."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PIL's warnings about odd metadata in otherwise good files.
-        with Image.open(path) as image:
-            image.seek(0)  # First frame of an animated GIF.
-            if image.mode in {"RGBA", "LA", "P", "PA"}:
-                # Flatten transparency onto white rather than onto whatever the hidden pixels hold.
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image)
-            image = image.convert("RGB")  # Grayscale, CMYK, 16-bit: all to 8-bit RGB.
-            image = image.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+        warnings.simplefilter("ignore")  # PIL's warnings about odd metadata; its size warning is ours to make.
+        try:
+            opened = Image.open(path)  # Reads the header only.
+        except Image.DecompressionBombError as error:  # Over twice PIL's own limit: PIL refuses to open it.
+            raise PhotoTooLarge(f"over the limit of {MAX_PIXELS / 1e6:.0f} million pixels for one photo ({error})"
+                                ) from None
+        try:
+            # close() frees the pixels (leaving `with Image.open(...)` does not) before the budget is given back.
+            with _BUDGET.held(_checked_size(opened, image_size)), contextlib.closing(opened):
+                return _to_array(opened, image_size)
+        finally:
+            opened.close()  # Also when it was too large to decode (closing twice does nothing).
+
+
+def _to_array(image: Image.Image, image_size: int) -> np.ndarray:
+    """An opened photo as the uint8 RGB array of `decode` (its copies are freed when this returns)."""
+    image.seek(0)  # First frame of an animated GIF.
+    if image.mode in {"RGBA", "LA", "P", "PA"}:
+        # Flatten transparency onto white rather than onto whatever the hidden pixels hold.
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    image = image.convert("RGB")  # Grayscale, CMYK, 16-bit: all to 8-bit RGB.
+    image = image.resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def decode_files(files: list[Path], image_size: int, errors: dict[str, str], label: str = "images"
@@ -43,6 +125,9 @@ def decode_files(files: list[Path], image_size: int, errors: dict[str, str], lab
     def decode_one(index: int) -> None:
         try:
             images[index] = decode(files[index], image_size)
+        except PhotoTooLarge as error:
+            ok[index] = False
+            errors[str(files[index])] = f"too large: {error}"
         except Exception as error:
             ok[index] = False
             errors[str(files[index])] = f"could not be decoded ({type(error).__name__}: {error})"

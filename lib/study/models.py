@@ -65,7 +65,8 @@ def build_conv_base(weights: WeightsChoice, image_size: int) -> keras.Model:
             base.load_weights(str(weights.path))
         except Exception as error:
             raise SuiteError(
-                f"{weights.path} does not hold VGG16 notop conv weights ({type(error).__name__}: {error}). "
+                f"{weights.path} does not hold VGG16 notop conv weights, or is damaged (a partial copy?) "
+                f"({type(error).__name__}: {error}). "
                 "Use vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (include_top=False)."
             ) from None
     base.trainable = False

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import zipfile
@@ -20,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lib import SuiteError
-from lib.core import params, paths, storage
+from lib.core import download, locks, params, paths, storage
 from lib.study import batches, cache, decode, distribute, imagestore
 
 CLASS_NAMES = ("cats", "dogs")
@@ -33,9 +32,14 @@ DATASET_URLS = (
     "https://download.mlcc.google.com/mledu-datasets/cats_and_dogs_filtered.zip",
 )
 EXPECTED_COUNTS = {"train": 2000, "validation": 1000}
+ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
+# No checksum of this archive is published (none in TensorFlow's tutorials, Keras or TensorFlow Datasets), so a
+# download is checked by the CRC of every member of the zip and by the image counts. Set its sha256 here, once
+# known, and an archive that differs is refused.
+DATASET_SHA256: str | None = None
 SYNTHETIC_VALUE = "synthetic"
 # Bump when decoding or resizing changes, so cached decoded images are not reused.
-_DECODER_VERSION = "pil-bilinear-rgb-1"
+_DECODER_VERSION = "pil-bilinear-rgb-2"  # 2: photos over decode.MAX_PIXELS are skipped (JPEGs decoded smaller).
 
 
 @dataclasses.dataclass
@@ -85,7 +89,7 @@ def resolve_data_dir(data_dir: str = "") -> Path:
         raise SuiteError(
             f"Dataset folder {root} does not exist. Set the data_dir parameter or the DATA_DIR "
             "environment variable to a folder holding train/cats, train/dogs, validation/cats and "
-            "validation/dogs (for example DATA_DIR=../shared/datasets/cats_and_dogs_small)."
+            "validation/dogs (for example DATA_DIR=~/data/cats_and_dogs_small)."
         )
     return root
 
@@ -107,49 +111,90 @@ def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
                      expected_counts: dict[str, int] | None = None) -> Path:
     """Download and unpack TensorFlow's public `cats_and_dogs_filtered.zip` into `target`.
 
-    Tries each known address in turn; offline, stops with a message naming what was tried and how to
-    point `DATA_DIR` at a local copy. The archive is unpacked beside `target` and renamed into place, so
-    an interrupted download never looks like a dataset.
+    Tries each known address in turn; offline, stops with a message naming what was tried and how to point
+    `DATA_DIR` at a local copy. The archive is downloaded under a temporary name and kept in `downloads/` beside
+    `target` only when whole; an archive found damaged (an interrupted download of an older version), or that
+    turns out not to be the data set, is removed with a message saying so. It is unpacked beside `target` and
+    renamed into place, so an interrupted run never leaves what looks like a data set; two runs downloading at once
+    each end with the same whole data set.
     """
-    import keras
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)
+    archive = target.parent / "downloads" / ARCHIVE_NAME
+    problem = archive_problem(archive) if archive.is_file() else None
+    if problem:
+        storage.remove(archive)
+        print(f"The dataset archive {archive} was damaged ({problem}): removed; downloading it again.", flush=True)
+    if not archive.is_file():
+        _download_archive(archive, urls, target)
+        problem = archive_problem(archive)
+        if problem:
+            storage.remove(archive)
+            raise SuiteError(f"The downloaded dataset archive was damaged ({problem}) and was removed. Run the same "
+                             "command again to download it again, or point DATA_DIR at a local copy.")
     try:
-        for url in urls:
-            try:
-                archive = keras.utils.get_file(
-                    "cats_and_dogs_filtered.zip", origin=url, cache_dir=str(target.parent),
-                    cache_subdir="downloads",
-                )
-                break
-            except Exception as error:  # Keras wraps network errors in several types.
-                errors.append(f"{url}: {type(error).__name__}: {error}")
-        else:
-            raise SuiteError(
-                "No dataset found and the download failed (offline?). Tried:\n  " + "\n  ".join(errors)
-                + f"\nPoint DATA_DIR (or the data_dir parameter) at a local copy with train/ and "
-                "validation/ folders of cats/ and dogs/, or place the unpacked archive at "
-                f"{target}."
-            )
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
-    unpack_dir = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+        _unpack(archive, target, expected_counts or EXPECTED_COUNTS)
+    except SuiteError as error:
+        storage.remove(archive)
+        raise SuiteError(f"{error} The archive {archive} was removed: run the same command again to download it "
+                         "again, or point DATA_DIR at a local copy with train/ and validation/.") from None
+    return target
+
+
+def archive_problem(archive: Path) -> str | None:
+    """What is wrong with a downloaded dataset archive (not a whole zip, a member whose CRC fails, a sha256 other than
+    `DATASET_SHA256`), or None."""
     try:
         with zipfile.ZipFile(archive) as bundle:
-            bundle.extractall(unpack_dir)
-        unpacked = next(unpack_dir.glob("**/train")).parent
-        for split, expected in (expected_counts or EXPECTED_COUNTS).items():
-            found = len(list_split(unpacked, split).files)
-            if found != expected:
-                raise SuiteError(f"Downloaded dataset has {found} {split} images, expected {expected}.")
-        storage.apply_umask(unpacked, folder=True)  # mkdtemp made 0700 what may be the unpacked root.
-        os.replace(unpacked, target)
+            broken = bundle.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"{type(error).__name__}: {error}"
+    if broken:
+        return f"{broken} fails its CRC check"
+    if DATASET_SHA256 and storage.file_sha256(archive) != DATASET_SHA256:
+        return f"its sha256 is not the published {DATASET_SHA256}"
+    return None
+
+
+def _download_archive(archive: Path, urls: tuple[str, ...], target: Path) -> None:
+    """Fetch the archive from the first address that answers, under a temporary name (`lib.core.download`)."""
+    errors = []
+    for url in urls:
+        try:
+            sha256 = download.fetch(url, archive, ("sha256", DATASET_SHA256) if DATASET_SHA256 else None)
+            print(f"Downloaded {url} ({archive.stat().st_size / 1e6:.1f} MB, sha256 {sha256}).", flush=True)
+            return
+        except Exception as error:  # urllib raises several types for one failure; each is reported.
+            errors.append(f"{url}: {type(error).__name__}: {error}")
+    raise SuiteError(
+        "No dataset found and the download failed (offline?). Tried:\n  " + "\n  ".join(errors)
+        + "\nPoint DATA_DIR (or the data_dir parameter) at a local copy with train/ and validation/ folders of "
+        f"cats/ and dogs/, or place the unpacked archive at {target}."
+    )
+
+
+def _unpack(archive: Path, target: Path, expected_counts: dict[str, int]) -> None:
+    """Unpack `archive` into a folder beside `target`, check it holds the data set, and rename it into place."""
+    unpack_dir = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    try:
+        with locks.holding(unpack_dir):
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(unpack_dir)
+            train = next(unpack_dir.glob("**/train"), None)
+            if train is None:
+                raise SuiteError(f"The dataset archive holds no train/ folder: it is not {ARCHIVE_NAME}.")
+            for split, expected in expected_counts.items():
+                found = len(list_split(train.parent, split).files)
+                if found != expected:
+                    raise SuiteError(f"Downloaded dataset has {found} {split} images, expected {expected}.")
+            storage.apply_umask(train.parent, folder=True)  # mkdtemp made 0700 what may be the unpacked root.
+            try:
+                os.replace(train.parent, target)
+            except OSError:
+                if not (target / "train").is_dir():
+                    raise
+                # Another run unpacked the same archive first: its copy is the same.
+            storage.sync_folder(target.parent)
     finally:
         shutil.rmtree(unpack_dir, ignore_errors=True)
-    return target
 
 
 def _class_folders(split_dir: Path) -> dict[str, Path]:
@@ -324,6 +369,19 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
     shutil.rmtree(root, ignore_errors=True)  # Left half-built by an interrupted run.
     root.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
+    with locks.holding(building):
+        _draw_synthetic(building, counts, size)
+    storage.apply_umask(building, folder=True)  # mkdtemp made it 0700.
+    try:
+        os.replace(building, root)
+        storage.sync_folder(root.parent)
+    except OSError:  # Another process finished first; its copy is identical.
+        shutil.rmtree(building, ignore_errors=True)
+    return root
+
+
+def _draw_synthetic(building: Path, counts: dict[str, int], size: int) -> None:
+    """Draw the synthetic photos into `building` (see `make_synthetic_dataset`), and mark it done."""
     generator = np.random.default_rng(1234)
     for split, count in counts.items():
         for label, name in enumerate(CLASS_NAMES):
@@ -343,12 +401,6 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
                         draw.rectangle([x, 0, x + extent // 3, size], fill=(20, 40, 90))
                 image.save(folder / f"{name[:-1]}.{index}.jpg", quality=90)
     (building / "done").write_text("complete\n")
-    storage.apply_umask(building, folder=True)  # mkdtemp made it 0700.
-    try:
-        os.replace(building, root)
-    except OSError:  # Another process finished first; its copy is identical.
-        shutil.rmtree(building, ignore_errors=True)
-    return root
 
 
 def main() -> int:

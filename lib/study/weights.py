@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 from pathlib import Path
 
 from lib import SuiteError
-from lib.core import params, storage
+from lib.core import download, params, storage
 
 FILE_NAME = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 DOWNLOAD_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + FILE_NAME
 )
-DOWNLOAD_MD5 = "6d6bbae143d832006294945121d1f1fc"
+DOWNLOAD_MD5 = "6d6bbae143d832006294945121d1f1fc"  # Keras publishes it (keras.applications.vgg16).
 # A download that stalls this long (no byte received) counts as offline.
 DOWNLOAD_TIMEOUT_SECONDS = 20
 RANDOM_WARNING = "RANDOM WEIGHTS: the conv base is untrained (weights=none); accuracy means nothing."
@@ -42,30 +41,37 @@ class WeightsChoice:
         return f"ImageNet VGG16 notop ({self.kind}: {self.path}, sha256 {self.sha256[:12]}...)"
 
 
-def _offline_message(error: Exception) -> str:
+def _offline_message(error: Exception, removed: str = "") -> str:
     return (
-        f"Could not download the VGG16 ImageNet weights ({type(error).__name__}: {error}). Offline, "
+        f"{removed}Could not download the VGG16 ImageNet weights ({type(error).__name__}: {error}). Offline, "
         f"point the VGG16_WEIGHTS environment variable (or the weights parameter) at a local copy of "
-        f"{FILE_NAME}, e.g. VGG16_WEIGHTS=../shared/weights/{FILE_NAME}."
+        f"{FILE_NAME}, e.g. VGG16_WEIGHTS=~/data/{FILE_NAME}."
     )
 
 
-def _download_imagenet() -> Path:
-    """Fetch the notop weights into Keras's cache (`~/.keras/models`), failing within seconds offline."""
-    import keras
+def cached_weights_file() -> Path:
+    """Where the downloaded ImageNet weights are kept: Keras's own cache (`~/.keras/models`, `KERAS_HOME` moves it)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / FILE_NAME
 
-    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / FILE_NAME
+
+def _download_imagenet() -> Path:
+    """The notop weights from Keras's cache when the copy there has the published md5, else downloaded there (under
+    a temporary name, renamed once whole and checked), failing within seconds offline. A damaged copy in the cache
+    (an interrupted download) is removed, and the message says so."""
+    cached = cached_weights_file()
+    removed = ""
     if cached.is_file():
-        return cached
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
+        if storage.file_digest(cached, "md5") == DOWNLOAD_MD5:
+            return cached
+        storage.remove(cached)
+        removed = (f"The cached weights file {cached} was damaged (its md5 is not the published "
+                   f"{DOWNLOAD_MD5}: an interrupted download?) and was removed. ")
+        print(removed + "Downloading it again.", flush=True)
     try:
-        return Path(keras.utils.get_file(FILE_NAME, DOWNLOAD_URL, cache_subdir="models",
-                                         file_hash=DOWNLOAD_MD5))
-    except Exception as error:  # Keras re-raises network failures as several exception types.
-        raise SuiteError(_offline_message(error)) from None
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+        download.fetch(DOWNLOAD_URL, cached, ("md5", DOWNLOAD_MD5), stall_seconds=DOWNLOAD_TIMEOUT_SECONDS)
+    except Exception as error:  # urllib raises several types for one failure; the message names it.
+        raise SuiteError(_offline_message(error, removed)) from None
+    return cached
 
 
 def check_weights_file(path: Path) -> None:
