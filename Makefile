@@ -19,7 +19,7 @@ RUNNER = $(PYTHON) -m lib.runner --profile $(PROFILE) $(if $(RUN),--run $(RUN)) 
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
-	compare bench test lint clean notebooks
+	compare bench test test-fast lint clean notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,10 @@ $(VENV)/.installed: requirements.txt
 	@# --keep-id: cell ids stay as `make notebooks` keeps them, so commits show only real changes.
 	@if git rev-parse --git-dir >/dev/null 2>&1; then $(PYTHON) -m nbstripout --install && \
 		git config filter.nbstripout.clean '"$(abspath $(PYTHON))" -m nbstripout --keep-id'; fi
+	@# The hooks of .pre-commit-config.yaml before every commit (docs/development.md); a checkout of a commit
+	@# without that file (an older branch) still commits.
+	@if git rev-parse --git-dir >/dev/null 2>&1; then $(PYTHON) -m pre_commit install --allow-missing-config || \
+		echo "WARNING: the pre-commit hooks are not installed (see above); make lint runs the same checks."; fi
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the pinned requirements (done automatically on first use).
@@ -71,11 +75,15 @@ compare: setup ## One page comparing runs -> outputs/compare.html (RUNS="run-a r
 bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/bench/bench.json (BENCH_IMAGES=400).
 	$(PYTHON) tools/bench.py --images $(or $(BENCH_IMAGES),400) --validation-images $(or $(BENCH_VALIDATION_IMAGES),200) --repeats $(or $(BENCH_REPEATS),3)
 
-test: setup ## Unit tests and smoke-profile notebook execution checks (`pytest -m "not slow"`: the fast ones).
+test: setup ## Unit tests and smoke-profile notebook execution checks (`make test-fast`: the fast ones).
 	$(PYTHON) -m pytest -q tests
 
-lint: setup ## ruff over everything (notebook sources too); notebooks match their .py twins and commit no outputs.
+test-fast: setup ## Only the fast tests (`pytest -m "not slow"`, about a minute): CI runs them on every push.
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+lint: setup ## ruff over everything, actionlint over .github/workflows/; notebook pairs match, commit no outputs.
 	$(PYTHON) -m ruff check .
+	$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck .github/workflows/*.yml
 	$(PYTHON) -m lib.run.pairing check
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
