@@ -24,7 +24,7 @@ RUNNER = set -f; arguments=(--profile "$$PROFILE"); \
 .DEFAULT_GOAL := help
 OLDEST_VENV ?= .venv-oldest
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
-	compare bench test test-oldest lint clean clean-cache cache tensorboard notebooks
+	compare bench test test-fast test-oldest lint clean clean-cache cache tensorboard notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,10 @@ $(VENV)/.installed: requirements.txt
 	@# --keep-id: cell ids stay as `make notebooks` keeps them, so commits show only real changes.
 	@if git rev-parse --git-dir >/dev/null 2>&1; then $(PYTHON) -m nbstripout --install && \
 		git config filter.nbstripout.clean '"$(abspath $(PYTHON))" -m nbstripout --keep-id'; fi
+	@# The hooks of .pre-commit-config.yaml before every commit (docs/development.md); a checkout of a commit
+	@# without that file (an older branch) still commits.
+	@if git rev-parse --git-dir >/dev/null 2>&1; then $(PYTHON) -m pre_commit install --allow-missing-config || \
+		echo "WARNING: the pre-commit hooks are not installed (see above); make lint runs the same checks."; fi
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the pinned requirements (done automatically on first use).
@@ -78,7 +82,7 @@ bench: setup ## Side-by-side benchmark against the course-notes way -> outputs/b
 	$(PYTHON) tools/bench.py --images "$${BENCH_IMAGES:-400}" --validation-images "$${BENCH_VALIDATION_IMAGES:-200}" \
 		--repeats "$${BENCH_REPEATS:-3}"
 
-test: setup ## Unit tests and smoke-profile notebook execution checks (`pytest -m "not slow"`: the fast ones).
+test: setup ## Unit tests and smoke-profile notebook execution checks (`make test-fast`: the fast ones).
 	$(PYTHON) -m pytest -q tests
 
 # requirements.txt with the lines of requirements-oldest.txt (the oldest supported TensorFlow, Keras, and what
@@ -97,8 +101,12 @@ test-oldest: $(OLDEST_VENV)/.installed ## The smoke pipeline on the oldest suppo
 	$(OLDEST_VENV)/bin/python -c "import tensorflow, keras; print('TensorFlow', tensorflow.__version__, 'Keras', keras.__version__)"
 	$(MAKE) run-all PROFILE=smoke RUN=smoke-oldest FORCE=1 VENV=$(OLDEST_VENV)
 
-lint: setup ## ruff over everything (notebook sources too); notebooks match their .py twins and commit no outputs.
+test-fast: setup ## Only the fast tests (`pytest -m "not slow"`, about a minute): CI runs them on every push.
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+lint: setup ## ruff over everything, actionlint over .github/workflows/; notebook pairs match, commit no outputs.
 	$(PYTHON) -m ruff check .
+	$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck .github/workflows/*.yml
 	$(PYTHON) -m lib.run.pairing check
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.

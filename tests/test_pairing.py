@@ -147,13 +147,18 @@ def test_outputs_never_reach_a_commit(project):
     assert make(project, "lint").returncode == 0  # and lint is green.
 
 
-def test_one_repository_url_sets_every_colab_link(project):
+def test_one_repository_url_sets_every_colab_link_and_the_ci_badge(project):
     settings = project / "lib" / "run" / "colab.py"
     settings.write_text(settings.read_text().replace(colab.REPOSITORY_URL, "https://github.com/someone/cats-suite"))
-    assert "Colab links differ" in make(project, "lint").stderr
+    lint = make(project, "lint")
+    assert "README.md: links differ from REPOSITORY_URL" in lint.stderr
+    assert "docs/development.md: links differ from REPOSITORY_URL" in lint.stderr
     assert make(project, "notebooks").returncode == 0
-    for path in [project / "README.md", *sorted((project / "notebooks").glob("0*"))]:
+    for path in [project / "README.md", project / "docs" / "development.md",
+                 *sorted((project / "notebooks").glob("0*"))]:
         text = path.read_text()
         assert "YOUR-GITHUB-ACCOUNT" not in text, path.name
         assert "someone/cats-suite" in text, path.name
+    badge = "https://github.com/someone/cats-suite/actions/workflows/ci.yml/badge.svg"
+    assert badge in (project / "README.md").read_text()
     assert make(project, "lint").returncode == 0

@@ -1,9 +1,10 @@
 """Running the notebooks in Google Colab: the project's repository URL, the badges, and Colab's set-up.
 
 `REPOSITORY_URL` is the one place the project's public git URL is kept. `make notebooks` copies it into
-every notebook's Colab cell and "Open in Colab" badge and into the README's badges, so setting it here once
-fixes them all (a test checks that they agree). While it is the placeholder, the Colab cell gets an empty
-address and stops with a message saying what to set, instead of cloning whatever answers at the placeholder.
+every notebook's Colab cell and "Open in Colab" badge, and into the README's and docs/'s badges and links
+(Colab's, and the CI badge and Actions pages of .github/workflows/), so setting it here once fixes them all
+(`make lint` fails while one differs). While it is the placeholder, the Colab cell gets an empty address and
+stops with a message saying what to set, instead of cloning whatever answers at the placeholder.
 
 The Colab cell knows it is inside the project by `MARKER`, a file that only the project's `notebooks/` folder
 holds (not by a `../lib` folder: Colab's working directory is `/content`, whose parent holds the system's
@@ -32,6 +33,8 @@ PACKAGES = {"yaml": "pyyaml", "PIL": "pillow", "h5py": "h5py", "matplotlib": "ma
             "tensorboard": "tensorboard"}
 
 _BADGE_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/notebooks/")
+# The project's GitHub Actions pages and the CI badge: github.com/<owner>/<name>/actions...
+_ACTIONS_LINK = re.compile(r"https://github\.com/[^/\s)]+/[^/\s)]+/actions(?![\w-])")
 _CELL_REPOSITORY = re.compile(r'^REPOSITORY = "[^"]*"', re.MULTILINE)
 
 
@@ -48,10 +51,16 @@ def badge_link(stem: str) -> str:
     return f"https://colab.research.google.com/github/{github_path()}/blob/{BRANCH}/notebooks/{stem}.ipynb"
 
 
+def actions_link(workflow: str = "") -> str:
+    """The project's GitHub Actions page, or one workflow's (`ci.yml`) whose `/badge.svg` is its status badge."""
+    return f"https://github.com/{github_path()}/actions" + (f"/workflows/{workflow}" if workflow else "")
+
+
 def with_current_links(text: str) -> str:
-    """`text` (a notebook source or the README) with its Colab addresses and the Colab cell's REPOSITORY set
-    from `REPOSITORY_URL`."""
+    """`text` (a notebook source, the README or a page of docs/) with its Colab and Actions addresses and the
+    Colab cell's REPOSITORY set from `REPOSITORY_URL`."""
     text = _BADGE_LINK.sub(f"https://colab.research.google.com/github/{github_path()}/blob/{BRANCH}/notebooks/", text)
+    text = _ACTIONS_LINK.sub(actions_link(), text)
     return _CELL_REPOSITORY.sub(f'REPOSITORY = "{cell_repository()}"', text)
 
 

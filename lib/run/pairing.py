@@ -1,14 +1,16 @@
 """The notebooks and their paired jupytext sources: keeping each pair in sync and the commits clean.
 
     python -m lib.run.pairing sync     (make notebooks)   bring each pair in line, whichever side was edited
-    python -m lib.run.pairing check    (make lint)        fail if a pair differs or a commit would hold outputs
+    python -m lib.run.pairing check    (make lint)        fail if a pair differs, a commit would hold outputs,
+                                                          or a link differs from the repository URL
+    python -m lib.run.pairing check pairs|outputs|links   only those (the pre-commit hooks, one each)
 
 Each `notebooks/<stem>.ipynb` (what Jupyter, Colab and papermill open) is paired with `<stem>.py` in
 jupytext's percent format (what editors, linters and reviews read). Pairs are compared by content (cell
 types, sources and tags), never by file times, which a fresh clone scrambles. `sync` takes the side that
 differs from git's last commit as the edited one (the newer file when both or neither do), keeps a
 notebook's outputs in the working copy, and copies the repository URL of `lib/run/colab.py` into every Colab
-cell and badge.
+cell, badge and Actions link of the notebooks, the README and docs/.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from lib.core import paths, stages
 from lib.run import colab
 
 README = paths.PROJECT_ROOT / "README.md"
+DOCS_DIR = paths.PROJECT_ROOT / "docs"
+CHECKS = ("pairs", "outputs", "links")
 
 
 def _cells(notebook: dict) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -94,8 +98,13 @@ def _write_links(path: Path) -> bool:
     return updated != text
 
 
+def linked_documents() -> list[Path]:
+    """The pages whose Colab badges and Actions links follow `REPOSITORY_URL`: the README and docs/*.md."""
+    return [path for path in [README, *sorted(DOCS_DIR.glob("*.md"))] if path.is_file()]
+
+
 def sync() -> list[str]:
-    """Bring every pair in line and the Colab links up to date; return what was done, one line each."""
+    """Bring every pair in line and the repository's links up to date; return what was done, one line each."""
     done = []
     for stage in stages.STAGES:
         if not stage.source.is_file() or difference(stage) is not None:
@@ -107,9 +116,10 @@ def sync() -> list[str]:
             done.append(f"{stage.stem}: {side} -> {'py' if side == 'ipynb' else 'ipynb'}")
         if _write_links(stage.source):
             _jupytext("--to", "ipynb", "--update", str(stage.source))
-            done.append(f"{stage.stem}: Colab links set from lib/run/colab.py")
-    if README.is_file() and _write_links(README):
-        done.append("README.md: Colab links set from lib/run/colab.py")
+            done.append(f"{stage.stem}: links set from REPOSITORY_URL in lib/run/colab.py")
+    for path in linked_documents():
+        if _write_links(path):
+            done.append(f"{path.relative_to(paths.PROJECT_ROOT)}: links set from REPOSITORY_URL in lib/run/colab.py")
     return done
 
 
@@ -132,19 +142,22 @@ def committed_outputs(stage: stages.Stage) -> str | None:
     return None
 
 
-def check() -> list[str]:
-    """Every problem `make lint` reports about the notebooks: differing pairs, outputs, stale Colab links."""
+def check(kinds: tuple[str, ...] = CHECKS) -> list[str]:
+    """Every problem `make lint` reports about the notebooks and the links, of the `kinds` among `CHECKS`:
+    differing pairs, outputs git would commit, links that differ from `REPOSITORY_URL`."""
     problems = []
     for stage in stages.STAGES:
-        found = difference(stage)
+        found = difference(stage) if "pairs" in kinds else None
         if found:
             problems.append(f"{stage.notebook.name} and {stage.source.name} differ ({found}): run `make notebooks`")
-        outputs = committed_outputs(stage)
+        outputs = committed_outputs(stage) if "outputs" in kinds else None
         if outputs:
             problems.append(f"{outputs}: clear them (Jupyter: Edit > Clear Outputs of All Cells) or `make setup`")
-    for path in [stage.source for stage in stages.STAGES if stage.source.is_file()] + [README]:
-        if path.is_file() and colab.with_current_links(path.read_text(encoding="utf-8")) != path.read_text("utf-8"):
-            problems.append(f"{path.name}: Colab links differ from lib/run/colab.py: run `make notebooks`")
+    linked = [stage.source for stage in stages.STAGES if stage.source.is_file()] + linked_documents()
+    for path in linked if "links" in kinds else []:
+        if colab.with_current_links(path.read_text(encoding="utf-8")) != path.read_text(encoding="utf-8"):
+            problems.append(f"{path.relative_to(paths.PROJECT_ROOT)}: links differ from REPOSITORY_URL in "
+                            "lib/run/colab.py: run `make notebooks`")
     return problems
 
 
@@ -153,14 +166,15 @@ def main(argv: list[str]) -> int:
         for line in sync() or ["Notebooks and their .py twins already match."]:
             print(line)
         return 0
-    if argv == ["check"]:
-        problems = check()
+    if argv[:1] == ["check"] and set(argv[1:]) <= set(CHECKS):
+        problems = check(tuple(argv[1:]) or CHECKS)
         for problem in problems:
             print(f"ERROR: {problem}", file=sys.stderr)
         if not problems:
-            print("Notebooks match their .py twins, carry no outputs to commit, and link to lib/run/colab.py's URL.")
+            print("Notebooks match their .py twins, carry no outputs to commit, and link to lib/run/colab.py's URL."
+                  if len(argv) == 1 else f"No problem found: {' '.join(argv[1:])}.")
         return 1 if problems else 0
-    print("usage: python -m lib.run.pairing sync|check", file=sys.stderr)
+    print(f"usage: python -m lib.run.pairing sync | check [{'|'.join(CHECKS)} ...]", file=sys.stderr)
     return 2
 
 
