@@ -52,19 +52,19 @@ $(VENV)/.installed: requirements.txt
 setup: $(VENV)/.installed ## Create .venv and install the pinned requirements (done automatically on first use).
 
 run-feature-extraction: setup ## Stage 1: frozen-base features + classifier -> outputs/<RUN>/01_feature_extraction/.
-	$(RUNNER) feature_extraction
+	@$(RUNNER) feature_extraction
 
 run-data-augmentation: setup ## Stage 2: frozen base trained end to end on augmented photos.
-	$(RUNNER) data_augmentation
+	@$(RUNNER) data_augmentation
 
 run-fine-tuning: setup ## Stage 3: block5 unfrozen and fine-tuned at a low learning rate.
-	$(RUNNER) fine_tuning
+	@$(RUNNER) fine_tuning
 
 run-all: setup ## All three stages in order into one run folder outputs/<RUN>/.
-	$(RUNNER) all
+	@$(RUNNER) all
 
 forecast: setup ## Print how long each stage of PROFILE would take on this machine, and stop (STAGES=all).
-	$(RUNNER) --forecast-only $${STAGES:-all}
+	@$(RUNNER) --forecast-only $${STAGES:-all}
 
 report: setup ## Rewrite outputs/<RUN>/index.html and summary.json from a run's results (RUN=... required).
 	@test -n "$$RUN" || { echo "Give the run: make report RUN=<name> (see outputs/)"; exit 2; }

@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted before any stage started.", file=sys.stderr, flush=True)
         return 130
     if arguments.forecast_only:
-        print(plan.choice or f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
+        if not plan.choice:  # prepare() has printed the choice.
+            print(f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
         for values in plan.parameters.values():
             provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
         estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints)

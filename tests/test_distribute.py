@@ -186,8 +186,12 @@ def test_two_local_workers_run_stages_one_and_two_and_only_the_chief_writes(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     single, clustered = tmp_path / "single" / "r", tmp_path / "cluster" / "r"
 
-    def listing(root: Path) -> set[str]:
-        return {str(path.relative_to(root)) for path in root.rglob("*") if path.parts[len(root.parts)] != "workers"}
+    def listing(root: Path) -> list[str]:
+        """Every path under `root` but workers/, TensorBoard's event files by their folder (their names hold the
+        time, host and process), as a sorted list: a second writer's extra event file would show."""
+        return sorted(str(path.relative_to(root).parent / "events.out.tfevents") if ".tfevents." in path.name
+                      else str(path.relative_to(root))
+                      for path in root.rglob("*") if path.parts[len(root.parts)] != "workers")
 
     assert listing(clustered) == listing(single)  # No stray or partial files from a second writer.
     # The pool's two variants, one computed by each worker, are the variants one process computes.
