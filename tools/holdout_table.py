@@ -26,12 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from pool_table import split  # noqa: E402
 
 from lib.core import paths, records, stages  # noqa: E402
 from lib.pages import compare  # noqa: E402
+from tools.pool_table import split  # noqa: E402
 
 
 def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) -> dict[str, dict]:
@@ -50,7 +48,7 @@ def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) ->
 
 
 def spread(values: list[float]) -> str:
-    """`mean ± half range` of `values`, the way the table prints it."""
+    """The mean of `values` and their spread (largest minus smallest), the way the table prints them."""
     return f"{statistics.fmean(values):.4f} (spread {max(values) - min(values):.3f})"
 
 
