@@ -196,6 +196,17 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
     return record
 
 
+def measured_speeds(plan: Plan) -> dict[tuple[int, str], estimate.Speed] | None:
+    """The speeds PROFILE=auto measured a moment ago to size `plan` (one image size and precision), else None."""
+    if not plan.schedule or plan.choice.startswith("PROFILE=auto keeps"):
+        return None
+    sizes = {params.with_defaults(stem, values)["image_size"] for stem, values in plan.parameters.items()}
+    if len(sizes) != 1:
+        return None
+    speed = estimate.Speed(plan.schedule["rate_images_per_second"], plan.schedule.get("training_step_seconds", {}))
+    return {(sizes.pop(), plan.schedule["precision"]): speed}
+
+
 def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
     record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule, planned=list(plan.parameters))
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
         for values in plan.parameters.values():
             provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
-        estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints)
+        estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints, speeds=measured_speeds(plan))
         return 0
     worker = worker_index(plan)
     if worker:

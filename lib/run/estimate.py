@@ -285,12 +285,12 @@ def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict
 
 
 def forecast(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
-             run_has: set[str] = frozenset()) -> dict[str, float]:
-    """Print roughly how long each stage will take here, from a short conv-base measurement; return the
-    seconds per stage (recorded in the manifest and shown beside the actual times on the summary page).
-    `run_has` names the stages already complete in the run folder."""
+             run_has: set[str] = frozenset(), speeds: dict[tuple[int, str], Speed] | None = None) -> dict[str, float]:
+    """Print roughly how long each stage will take here, from a short measurement (or `speeds` measured a moment
+    ago); return the seconds per stage (recorded in the manifest and shown beside the actual times on the summary
+    page). `run_has` names the stages already complete in the run folder."""
     gpus = devices.gpu_names()
-    speeds = measure_all(stems, resolved, gpus)
+    speeds = speeds or measure_all(stems, resolved, gpus)
     seconds = plan_seconds(stems, resolved, fingerprints, gpus, speeds, run_has)
     for stem, value in seconds.items():
         print(f"    forecast {stem}: about {value / 60:.1f} min", flush=True)
