@@ -150,3 +150,29 @@ def test_training_data_online_or_pooled(image_set):
                                 steps_per_epoch=0, seed=0, weights=RANDOM)
     assert pooled.model is cut.top and pooled.steps_per_epoch == 3 and pooled.pool_bytes == 10 * 3 * 2048 * 2
     assert "2 augmented variants" in pooled.description
+
+
+def test_stage_one_feature_flips_add_block5_over_the_mirrored_block4_maps(tmp_path):
+    image_set = photos.load_split(make_dataset(tmp_path / "photos", per_class=3), "train", 64)
+    keras.utils.set_random_seed(0)
+    base = models.build_conv_base(RANDOM, 64)
+    cut = models.cut_base(base, models.build_classifier(base.output_shape[1:]), "vgg16")
+    arrays = {"train": features.frozen_features(cut, image_set, RANDOM)[0]}
+    plain, labels, seconds = features.training_features(cut, image_set, arrays, RANDOM)
+    assert plain is arrays["train"] and labels is image_set.labels and seconds == 0.0
+    inputs, labels, seconds = features.training_features(cut, image_set, arrays, RANDOM, feature_flips=True)
+    assert inputs.shape == (12, 2, 2, 512) and seconds > 0
+    np.testing.assert_array_equal(labels, np.concatenate([image_set.labels, image_set.labels]))
+    np.testing.assert_array_equal(inputs[:6], arrays["train"])
+    maps = features.frozen_features(cut, image_set, RANDOM, "block4_pool")[0][:, :, ::-1]
+    direct = features.extract(models.conv_segment(base, "block5_pool", start="block4_pool"), maps)
+    np.testing.assert_allclose(inputs[6:], direct, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(inputs[6:], inputs[:6])  # Mirrored maps give other features.
+    again, _, seconds = features.training_features(cut, image_set, arrays, RANDOM, feature_flips=True)
+    assert seconds == 0.0  # Cached beside the plain features, under their own key.
+    np.testing.assert_array_equal(again, inputs)
+
+
+def test_mirrored_maps_need_a_cut_beyond_block4(image_set):
+    with pytest.raises(SuiteError, match="beyond block4_pool"):
+        features.frozen_features(cut_at("block4_pool"), image_set, RANDOM, mirror_maps=True)

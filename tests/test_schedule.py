@@ -128,6 +128,14 @@ def test_forecast_grows_with_the_work():
     assert estimate.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30) == pytest.approx(expected)
 
 
+def test_stage_one_feature_flips_cost_block5_once_and_twice_the_classifier_epochs():
+    counts = {"train": 2000, "validation": 1000}
+    plain = estimate.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30)
+    flips = estimate.stage_seconds("01_feature_extraction", {"epochs": 30, "feature_flips": True}, counts, 30)
+    block5 = 2000 * estimate.fraction(150, "block5_pool", "block4_pool") / 30
+    assert flips - plain == pytest.approx(block5 + 30 * 2000 * estimate.CLASSIFIER_STEP / 30)
+
+
 def test_the_forecast_measures_the_training_steps_it_prices():
     """A measured training step replaces the factor; the measurement trains the layers above the cut for real."""
     seconds = estimate.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2)

@@ -112,12 +112,12 @@ class Known:
     def has(self, *item: Any) -> bool:
         if item in self.done:
             return True
-        split = str(item[1])
-        key = self.keys.get(split.removesuffix("|mirror"))
+        split, bar, variant = str(item[1]).partition("|")
+        key = self.keys.get(split)
         if key is None:
             return False
-        if split.endswith("|mirror"):  # A split's mirrored photos are cached under its fingerprint + "|mirror".
-            key = dataclasses.replace(key, fingerprint=key.fingerprint + "|mirror")
+        if bar:  # Mirrored photos ("|mirror") or maps ("|mirror-maps") are cached under the fingerprint + that.
+            key = dataclasses.replace(key, fingerprint=key.fingerprint + bar + variant)
         if item[0] == "decoded":
             return photos.image_cache_file(key.split, key.fingerprint, key.image_size).is_file()
         if item[0] == "variant":
@@ -240,8 +240,13 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], sp
         held_out.update({f"{split}|mirror": count for split, count in list(held_out.items())})
     work = sum(_features_work(known, split, count, size, layer) for split, count in held_out.items())
     if stages.get(stage).trains_on == "features":
-        work += _features_work(known, "train", counts.get("train", 0), size, layer)
-        return seconds + work / speed.forward + values["epochs"] * counts.get("train", 0) * speed.step(size, layer)
+        train = counts.get("train", 0)
+        work += _features_work(known, "train", train, size, layer)
+        if values.get("feature_flips"):  # Block 5 over the mirrored block-4 maps once; twice the training inputs.
+            if known.take("features", "train" + cache.MIRROR_MAPS, layer):
+                work += train * fraction(size, layer, cache.SHARED_CUT)
+            train *= 2
+        return seconds + work / speed.forward + values["epochs"] * train * speed.step(size, layer)
     if "classifier_epochs" in values and (values["start_from"] == "scratch" or not previous_available):
         classifier = {**values, "unfreeze_layers": []}
         work += _features_work(known, "validation", counts.get("validation", 0), size, "block5_pool")

@@ -25,6 +25,8 @@ from lib.study import distribute
 Usable = Callable[[dict[str, np.ndarray]], bool]
 # The cut that every stage's frozen part reaches: cached once, and the others derived from it.
 SHARED_CUT = "block4_pool"
+# Fingerprint suffix of features computed from a split's block-4 maps mirrored left to right (stage 1's feature_flips).
+MIRROR_MAPS = "|mirror-maps"
 _FEATURE_FORMAT = "features-1"
 # The cache entries this process has read or written: a stage records them (`metrics.json`'s `cache_entries`),
 # so that `make cache` can say which runs use an entry and `make clean-cache` keeps those.

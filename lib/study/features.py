@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
+from lib import SuiteError
 from lib.study import cache, distribute, models
-from lib.study.cache import SHARED_CUT, CacheKey
+from lib.study.cache import MIRROR_MAPS, SHARED_CUT, CacheKey
 from lib.study.photos import ImageSet
 from lib.study.weights import WeightsChoice
 
@@ -76,29 +77,37 @@ def after_shared_cut(conv_base, cut_layer: str) -> bool:
 
 
 def frozen_features(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice,
-                    cut_layer: str | None = None) -> tuple[np.ndarray, float, bool]:
+                    cut_layer: str | None = None, mirror_maps: bool = False) -> tuple[np.ndarray, float, bool]:
     """Features of `image_set` at `cut_layer` (default: the cut's) from the cache, or computed and cached now.
 
     Beyond the shared cut they are computed from the cached block-4 output (itself computed first if
-    needed). Returns `(features, seconds spent computing, whether they came from the cache)`. Cache
-    entries are written atomically, so two processes computing the same split at once both end whole.
+    needed); with `mirror_maps`, from that output mirrored left to right (`MIRROR_MAPS`). Returns `(features,
+    seconds spent computing, whether they came from the cache)`. Cache entries are written atomically, so two
+    processes computing the same split at once both end whole.
     """
     cut_layer = cut_layer or cut.cut_layer
-    path = cache_key_of(image_set, weights, cut).path(cut_layer)
+    if mirror_maps and not after_shared_cut(cut.conv_base, cut_layer):
+        raise SuiteError(f"Mirrored {SHARED_CUT} maps need a cut beyond {SHARED_CUT}, not at {cut_layer}.")
+    key = cache_key_of(image_set, weights, cut)
+    if mirror_maps:
+        key = dataclasses.replace(key, fingerprint=key.fingerprint + MIRROR_MAPS)
+    path = key.path(cut_layer)
     started = time.perf_counter()
 
     def compute() -> dict[str, np.ndarray]:
         if after_shared_cut(cut.conv_base, cut_layer):
             shared, _, _ = frozen_features(cut, image_set, weights, SHARED_CUT)
             segment = models.conv_segment(cut.conv_base, cut_layer, start=SHARED_CUT)
-            return {"features": extract(segment, shared, label=f"{image_set.split} ({SHARED_CUT} to {cut_layer})")}
+            label = f"{image_set.split} ({SHARED_CUT}{' mirrored' if mirror_maps else ''} to {cut_layer})"
+            return {"features": extract(segment, shared[:, :, ::-1] if mirror_maps else shared, label=label)}
         segment = models.conv_segment(cut.conv_base, cut_layer, preprocessing=cut.preprocessing)
         return {"features": extract(segment, image_set.images, label=image_set.split)}
 
     arrays, from_cache = cache.cached_arrays(path, compute,
                                                usable=lambda arrays: len(arrays["features"]) == len(image_set))
     if from_cache:
-        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} at {cut_layer}.", flush=True)
+        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} at {cut_layer}"
+              f"{' (mirrored maps)' if mirror_maps else ''}.", flush=True)
         return arrays["features"], 0.0, True
     return arrays["features"], time.perf_counter() - started, False
 
@@ -118,3 +127,15 @@ def at_cut(cut: models.CutBase, image_sets: dict, splits, weights: WeightsChoice
     return SplitFeatures({split: result[0] for split, result in results.items()},
                          sum(result[1] for result in results.values()),
                          {split: result[2] for split, result in results.items()})
+
+
+def training_features(cut: models.CutBase, image_set: ImageSet, arrays: dict[str, np.ndarray], weights: WeightsChoice,
+                      feature_flips: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Stage 1's training inputs and labels: the training split's features at the cut, and with `feature_flips` also
+    those of its block-4 maps mirrored left to right (block 5 over them once: about a tenth of a conv-base pass
+    at 150x150), so the classifier sees each photo both ways round. Returns `(inputs, labels, seconds spent)`."""
+    inputs, labels = arrays["train"], image_set.labels
+    if not feature_flips:
+        return inputs, labels, 0.0
+    mirrored, seconds, _ = frozen_features(cut, image_set, weights, mirror_maps=True)
+    return np.concatenate([inputs, mirrored]), np.concatenate([labels, labels]), seconds
