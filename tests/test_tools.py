@@ -1,8 +1,10 @@
 """The measurement tools behind the README's tables: the honest measure's split and table."""
 from __future__ import annotations
 
+import pytest
 from conftest import make_dataset
 
+from lib.core import params
 from tools import holdout_table
 
 
@@ -31,3 +33,14 @@ def test_the_holdout_table_reports_the_report_half_per_seed_with_its_mean_and_sp
                         "0.9650 (spread 0.000) |")
     assert lines[3].endswith("| 0.9800 | off |")  # No TTA measured: said, not averaged.
     assert "0.9720 (spread 0.004)" in lines[4]
+
+
+def test_a_rung_of_autos_ladder_becomes_a_profile_file_the_runner_reads(tmp_path):
+    path = holdout_table.rung_profile("cpu", "1,20,2", tmp_path)
+    profile = params.load_profile(path)
+    assert profile["data_augmentation"]["epochs"] == 20 and profile["fine_tuning"]["epochs"] == 2
+    assert profile["data_augmentation"]["augmentation_pool"] == profile["fine_tuning"]["augmentation_pool"] == 1
+    cpu = params.load_profile("cpu")
+    assert profile["feature_extraction"] == cpu["feature_extraction"] and profile["common"] == cpu["common"]
+    with pytest.raises(SystemExit, match="--rung '1,20'"):
+        holdout_table.rung_profile("cpu", "1,20", tmp_path)

@@ -1,7 +1,7 @@
 """An honest measure of a schedule: choices on one half of the validation photos, scores on the other.
 
-    DATA_DIR=... VGG16_WEIGHTS=... .venv/bin/python tools/holdout_table.py [--profile cpu] [--seeds 42 7 123]
-        [--set key=value ...]
+    DATA_DIR=... VGG16_WEIGHTS=... .venv/bin/python tools/holdout_table.py [--profile cpu] [--rung 1,20,2]
+        [--seeds 42 7 123] [--set key=value ...]
 
 Splits the validation photos of `DATA_DIR` in two by name within each class (the selection half: the first 250
 cats and 250 dogs, shown to the stages as their validation photos, so every choice a stage makes (best epoch,
@@ -9,7 +9,9 @@ temperature, what the next stage starts from) is made there; the report half: th
 split, which no stage chooses on). Training photos are unchanged; everything is linked, nothing copied
 (`outputs/holdout-table/data`). It then runs all three stages of the profile once per seed, with `--set` values
 on top (the levers under study), and prints per stage the report half's accuracy for each seed, its mean and
-spread (largest minus smallest), with the selection half's mean beside it. A schedule's recipe is chosen on the
+spread (largest minus smallest), with the selection half's mean beside it. `--rung POOL,EPOCHS2,EPOCHS3` runs
+the profile with one rung of `PROFILE=auto`'s ladder (`lib.run.schedule.LADDER`): `1,20,2` is what auto chooses for a
+30-minute budget on a 2-core AVX2 CPU. A schedule's recipe is chosen on the
 selection half; only the report half's columns say what it is worth.
 
 The seeds share one cache (`outputs/holdout-table/cache`): blocks 1-4 of each photo are computed once.
@@ -18,23 +20,29 @@ On a 2-core CPU with native bfloat16 (AVX-512) the default three seeds of the cp
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import paths, records, stages  # noqa: E402
+from lib.core import params, paths, records, stages  # noqa: E402
 from lib.pages import compare  # noqa: E402
+from lib.run import schedule  # noqa: E402
 from tools.pool_table import split  # noqa: E402
 
 
 def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) -> dict[str, dict]:
     """One run of all stages on the split photos; per stage, what `compare.stage_results` reads."""
-    name = f"holdout-{Path(profile).stem}-s{seed}"
+    # Runs with other --set values get their own folders (a rerun of the same settings skips what is done).
+    levers = "-" + hashlib.sha256("\n".join(sorted(settings)).encode()).hexdigest()[:6] if settings else ""
+    name = f"holdout-{Path(profile).stem}{levers}-s{seed}"
     env = dict(os.environ, DATA_DIR=str(data), CACHE_DIR=str(work / "cache"))
     command = [sys.executable, "-m", "lib.runner", "all", "--profile", profile, "--run", name, "--no-forecast",
                "--set", f"seed={seed}"]
@@ -45,6 +53,20 @@ def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) ->
         subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     recorded = records.read_manifest(name)["stages"]
     return {stage.stem: compare.stage_results(name, stage, recorded[stage.stem]) for stage in stages.STAGES}
+
+
+def rung_profile(profile: str, rung: str, work: Path) -> str:
+    """A profile file: `profile` with the rung `POOL,EPOCHS2,EPOCHS3` of auto's ladder (`schedule.with_rung`)."""
+    try:
+        chosen = schedule.Rung(*(int(part) for part in rung.split(",")))
+    except (TypeError, ValueError):
+        raise SystemExit(f"--rung {rung!r}: give the pool size and the epochs of stages 2 and 3, e.g. 1,20,2.") \
+            from None
+    sized = schedule.with_rung(params.load_profile(profile), chosen, schedule.DEFAULT_BUDGET_MINUTES)
+    path = work / f"{Path(profile).stem}-rung-{rung.replace(',', '-')}.yaml"
+    path.write_text(yaml.safe_dump({key: value for key, value in sized.items() if key not in ("name", "path")},
+                                   sort_keys=False), encoding="utf-8")
+    return str(path)
 
 
 def spread(values: list[float]) -> str:
@@ -70,6 +92,7 @@ def table(results: dict[int, dict[str, dict]], seeds: list[int]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", help="a profile name (cpu, full, smoke) or a YAML file")
+    parser.add_argument("--rung", default="", help="POOL,EPOCHS2,EPOCHS3: a rung of PROFILE=auto's ladder, e.g. 1,20,2")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 123])
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a parameter for every run, as make's SET (repeatable)")
@@ -79,7 +102,8 @@ def main() -> None:
     work = paths.outputs_root() / "holdout-table"
     work.mkdir(parents=True, exist_ok=True)
     data = split(Path(os.environ["DATA_DIR"]).resolve(), work / "data")
-    results = {seed: run(data, args.profile, seed, args.settings, work) for seed in args.seeds}
+    profile = rung_profile(args.profile, args.rung, work) if args.rung else args.profile
+    results = {seed: run(data, profile, seed, args.settings, work) for seed in args.seeds}
     print("\n".join(table(results, args.seeds)))
 
 
