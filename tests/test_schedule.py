@@ -148,3 +148,13 @@ def test_the_forecast_measures_the_training_steps_it_prices():
     measured = estimate.Speed(RATE, {"block4_pool": estimate.Speed(RATE).step(150, "block4_pool") * 2})
     slower = estimate.stage_seconds("03_fine_tuning", values, COUNTS, measured)
     assert slower - factors == pytest.approx(5 * 100 * 20 * estimate.Speed(RATE).step(150, "block4_pool"))
+
+
+def test_measured_training_steps_are_priced_with_the_epochs_overhead(monkeypatch):
+    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: 11.0)
+    monkeypatch.setattr(estimate, "training_step_seconds", lambda size, policy, layer: 0.02)
+    speed = estimate.measure(150, "float32", {"block4_pool", "block5_pool"})
+    assert speed.forward == 11.0
+    assert speed.step_seconds == {"block4_pool": pytest.approx(0.02 * estimate.STEP_OVERHEAD),
+                                  "block5_pool": pytest.approx(0.02 * estimate.STEP_OVERHEAD)}
+    assert estimate.STEP_OVERHEAD > 1
