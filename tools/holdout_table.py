@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import params, paths, records, stages  # noqa: E402
+from lib.core import params, paths, records, stages, storage  # noqa: E402
 from lib.pages import compare  # noqa: E402
 from lib.run import schedule  # noqa: E402
 from tools.pool_table import split  # noqa: E402
@@ -64,8 +64,8 @@ def rung_profile(profile: str, rung: str, work: Path) -> str:
             from None
     sized = schedule.with_rung(params.load_profile(profile), chosen, schedule.DEFAULT_BUDGET_MINUTES)
     path = work / f"{Path(profile).stem}-rung-{rung.replace(',', '-')}.yaml"
-    path.write_text(yaml.safe_dump({key: value for key, value in sized.items() if key not in ("name", "path")},
-                                   sort_keys=False), encoding="utf-8")
+    storage.write_text(path, yaml.safe_dump({key: value for key, value in sized.items() if key not in ("name", "path")},
+                                            sort_keys=False))
     return str(path)
 
 
