@@ -1,11 +1,13 @@
-"""The measurement tools behind the README's tables: the honest measure's split and table."""
+"""The measurement tools behind the README's tables: the honest measure's split and table, and the replay of
+stage 3's endings."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import make_dataset
 
 from lib.core import params
-from tools import holdout_table
+from tools import fine_tuning_levers, holdout_table
 
 
 def test_the_holdout_split_halves_the_validation_photos_by_name_and_keeps_them_apart(tmp_path):
@@ -44,3 +46,36 @@ def test_a_rung_of_autos_ladder_becomes_a_profile_file_the_runner_reads(tmp_path
     assert profile["feature_extraction"] == cpu["feature_extraction"] and profile["common"] == cpu["common"]
     with pytest.raises(SystemExit, match="--rung '1,20'"):
         holdout_table.rung_profile("cpu", "1,20", tmp_path)
+
+
+def test_the_fine_tuning_replay_averages_and_interpolates_weights_element_by_element():
+    snapshots = [[np.full((2, 2), value), np.full(3, 10 * value)] for value in (0.0, 1.0, 2.0, 6.0)]
+    mean = fine_tuning_levers.averaged(snapshots[1:])
+    assert np.allclose(mean[0], 3.0) and np.allclose(mean[1], 30.0) and mean[0].shape == (2, 2)
+    halfway = fine_tuning_levers.interpolated(snapshots[0], snapshots[-1], 0.5)
+    assert np.allclose(halfway[0], 3.0) and np.allclose(halfway[1], 30.0)
+
+
+def test_the_fine_tuning_replay_ends_each_way_and_chooses_its_best_epoch_as_stage_3_does():
+    def scores(accuracy: float, loss: float) -> dict:
+        return {"validation": {"accuracy": accuracy, "loss": loss}, "test": {"accuracy": 0.9, "loss": 0.3}}
+
+    rows = [scores(0.99, 0.01), scores(0.97, 0.2), scores(0.98, 0.3), scores(0.98, 0.1), scores(0.96, 0.1)]
+    assert fine_tuning_levers.best_epoch(rows) == 3  # Never stage 2's row 0; the tie goes to the lower loss.
+    snapshots = [[np.array([float(epoch)])] for epoch in range(5)]
+    ways = fine_tuning_levers.endings(snapshots, rows)
+    assert (ways["stage 2"], ways["best epoch"], ways["last epoch"]) == (0, 3, 4)
+    assert [way for way in ways if way.startswith("SWA")] == ["SWA from 1", "SWA from 2", "SWA from 3"]
+    assert np.allclose(ways["SWA from 2"][0], 3.0) and np.allclose(ways["WiSE 0.5"][0], 2.0)
+
+
+def test_the_fine_tuning_table_reports_each_way_on_the_report_half():
+    def way(report: float, selection: float) -> dict:
+        return {"test": {"accuracy": report}, "validation": {"accuracy": selection}}
+
+    results = {seed: {"stage 2": way(0.97, 0.98), "best epoch": way(0.96 + step, 0.99)}
+               for seed, step in ((42, 0.0), (7, 0.01))}
+    lines = fine_tuning_levers.table(results, [42, 7])
+    assert lines[0].startswith("| way of ending stage 3 | report half, seeds 42 / 7 |") and len(lines) == 4
+    assert lines[2] == "| stage 2 | 0.970 / 0.970 | 0.9700 (spread 0.000) | 0.9800 |"
+    assert lines[3] == "| best epoch | 0.960 / 0.970 | 0.9650 (spread 0.010) | 0.9900 |"

@@ -38,11 +38,16 @@ from lib.run import schedule  # noqa: E402
 from tools.pool_table import split  # noqa: E402
 
 
+def run_name(profile: str, seed: int, settings: list[str]) -> str:
+    """The run folder of one seed: runs with other --set values get their own (a rerun of the same settings
+    skips what is done)."""
+    levers = "-" + hashlib.sha256("\n".join(sorted(settings)).encode()).hexdigest()[:6] if settings else ""
+    return f"holdout-{Path(profile).stem}{levers}-s{seed}"
+
+
 def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) -> dict[str, dict]:
     """One run of all stages on the split photos; per stage, what `compare.stage_results` reads."""
-    # Runs with other --set values get their own folders (a rerun of the same settings skips what is done).
-    levers = "-" + hashlib.sha256("\n".join(sorted(settings)).encode()).hexdigest()[:6] if settings else ""
-    name = f"holdout-{Path(profile).stem}{levers}-s{seed}"
+    name = run_name(profile, seed, settings)
     env = dict(os.environ, DATA_DIR=str(data), CACHE_DIR=str(work / "cache"))
     command = [sys.executable, "-m", "lib.runner", "all", "--profile", profile, "--run", name, "--no-forecast",
                "--set", f"seed={seed}"]

@@ -120,7 +120,7 @@ class Known:
         key = self.keys.get(split)
         if key is None:
             return False
-        if bar:  # Mirrored photos ("|mirror") or maps ("|mirror-maps") are cached under the fingerprint + that.
+        if bar:  # Mirrored photos (MIRROR_PHOTOS) or maps (MIRROR_MAPS) are cached under the fingerprint + that.
             key = dataclasses.replace(key, fingerprint=key.fingerprint + bar + variant)
         if item[0] == "decoded":
             return photos.image_cache_file(key.split, key.fingerprint, key.image_size).is_file()
@@ -242,7 +242,7 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], sp
     layer = "block5_pool" if stages.get(stage).trains_on == "features" else cut_layer(values)
     held_out = {split: count for split, count in counts.items() if split != "train"}
     if values.get("test_time_augmentation"):  # The mirrored photos too, once per run.
-        held_out.update({f"{split}|mirror": count for split, count in list(held_out.items())})
+        held_out.update({split + cache.MIRROR_PHOTOS: count for split, count in list(held_out.items())})
     work = sum(_features_work(known, split, count, size, layer) for split, count in held_out.items())
     if stages.get(stage).trains_on == "features":
         train = counts.get("train", 0)

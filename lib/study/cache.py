@@ -25,7 +25,9 @@ from lib.study import distribute
 Usable = Callable[[dict[str, np.ndarray]], bool]
 # The cut that every stage's frozen part reaches: cached once, and the others derived from it.
 SHARED_CUT = "block4_pool"
-# Fingerprint suffix of features computed from a split's block-4 maps mirrored left to right (stage 1's feature_flips).
+# Fingerprint suffixes: a split's photos mirrored left to right (test-time augmentation), and features computed
+# from its block-4 maps mirrored left to right (stage 1's feature_flips).
+MIRROR_PHOTOS = "|mirror"
 MIRROR_MAPS = "|mirror-maps"
 _FEATURE_FORMAT = "features-1"
 # The cache entries this process has read or written: a stage records them (`metrics.json`'s `cache_entries`),

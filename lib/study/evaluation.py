@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.study import features, models, scores, training
+from lib.study import cache, features, models, scores, training
 from lib.study.photos import ImageSet
 from lib.study.weights import WeightsChoice
 
@@ -49,7 +49,7 @@ def logits(top, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
 def mirrored(image_set: ImageSet) -> ImageSet:
     """The split's photos mirrored left to right (its own cache key)."""
     return dataclasses.replace(image_set, images=image_set.images[:, :, ::-1],
-                               fingerprint=image_set.fingerprint + "|mirror")
+                               fingerprint=image_set.fingerprint + cache.MIRROR_PHOTOS)
 
 
 def evaluate(cut: models.CutBase, arrays: dict[str, np.ndarray], image_sets: dict[str, ImageSet],
