@@ -136,6 +136,14 @@ def test_stage_one_feature_flips_cost_block5_once_and_twice_the_classifier_epoch
     assert flips - plain == pytest.approx(block5 + 30 * 2000 * estimate.CLASSIFIER_STEP / 30)
 
 
+def test_a_measurement_takes_the_median_so_one_slow_call_does_not_size_the_run(monkeypatch):
+    clock = iter([0.0, 1.0, 1.0, 2.0, 2.0, 9.0, 9.0, 10.2, 10.2, 11.1])  # Calls of 1, 1, 7 (disturbed), 1.2, 0.9 s.
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert estimate.median_seconds(lambda: calls.append(1), 5) == pytest.approx(1.0)
+    assert len(calls) == 5
+
+
 def test_the_forecast_measures_the_training_steps_it_prices():
     """A measured training step replaces the factor; the measurement trains the layers above the cut for real."""
     seconds = estimate.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2)

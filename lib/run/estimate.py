@@ -83,9 +83,10 @@ def speed_of(value: Speed | float) -> Speed:
     return value if isinstance(value, Speed) else Speed(float(value))
 
 
-def conv_base_rate(image_size: int, policy: str, batch_size: int = 32, batches: int = 2) -> float:
+def conv_base_rate(image_size: int, policy: str, batch_size: int = 32, batches: int = 3) -> float:
     """Images per second of a VGG16 conv base forward pass at `image_size` (random weights and images),
-    in the Keras dtype `policy` the stages will compute in."""
+    in the Keras dtype `policy` the stages will compute in: from the median of `batches` timed batches, so that
+    one slow batch (another process waking) does not size the whole run."""
     tf = lib.load_tensorflow()
     import keras
 
@@ -97,10 +98,7 @@ def conv_base_rate(image_size: int, policy: str, batch_size: int = 32, batches: 
                          dtype=tf.float32)
     try:
         forward(images).numpy()  # Trace and warm up.
-        started = time.perf_counter()
-        for _ in range(batches):
-            forward(images).numpy()
-        return batches * batch_size / (time.perf_counter() - started)
+        return batch_size / median_seconds(lambda: forward(images).numpy(), batches)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
@@ -148,10 +146,21 @@ def _features_work(known: Known, split: str, count: int, size: int, layer: str) 
     return count * fraction(size, layer)
 
 
-def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: int = 20, steps: int = 4) -> float:
+def median_seconds(work, times: int) -> float:
+    """The median of `times` timed calls of `work()`."""
+    durations = []
+    for _ in range(times):
+        started = time.perf_counter()
+        work()
+        durations.append(time.perf_counter() - started)
+    return float(np.median(durations))
+
+
+def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: int = 20, steps: int = 8) -> float:
     """Seconds per photo of a training step (RMSprop, batch of `batch_size`) of everything above `layer`: block 5
     and the classifier on block 4's output, or the classifier alone above `block5_pool`; random weights and
-    inputs, in the Keras dtype `policy`."""
+    inputs, in the Keras dtype `policy`. The median of `steps` timed steps: single steps of block 5 vary by a
+    fifth on a 2-core CPU."""
     lib.load_tensorflow()
     import keras
 
@@ -174,10 +183,7 @@ def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: 
         labels = (np.arange(batch_size) % 2).astype("float32")
         for _ in range(2):  # Trace and warm up.
             top.train_on_batch(inputs, labels)
-        started = time.perf_counter()
-        for _ in range(steps):
-            top.train_on_batch(inputs, labels)
-        return (time.perf_counter() - started) / (steps * batch_size)
+        return median_seconds(lambda: top.train_on_batch(inputs, labels), steps) / batch_size
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
