@@ -23,7 +23,6 @@ rows with each other, not with the holdout table. `--rung 1,20,2 --set mixed_pre
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -34,10 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import params, paths  # noqa: E402
+from lib.core import params, paths, stages  # noqa: E402
 from tools import holdout_table  # noqa: E402
 
 STAGE = "03_fine_tuning"
+PREVIOUS = stages.get(stages.get(STAGE).previous)  # Stage 2: its model is where the replay starts.
 AUGMENTATION = ("rotation_degrees", "width_shift", "height_shift", "zoom", "horizontal_flip", "vertical_flip")
 WISE_SHARE = 0.5  # WiSE: the share of the fine-tuned weights, the rest stage 2's.
 
@@ -126,31 +126,22 @@ def table(results: dict[int, dict[str, dict]], seeds: list[int]) -> list[str]:
     for way in results[seeds[0]]:
         report = [results[seed][way]["test"]["accuracy"] for seed in seeds]
         selection = [results[seed][way]["validation"]["accuracy"] for seed in seeds]
-        lines.append(f"| {way} | {' / '.join(f'{value:.3f}' for value in report)} | "
+        lines.append(f"| {way} | {holdout_table.per_seed(report)} | "
                      f"{holdout_table.spread(report)} | {statistics.fmean(selection):.4f} |")
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu", help="the holdout_table run's profile")
-    parser.add_argument("--rung", default="", help="the holdout_table run's --rung, e.g. 1,20,2")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 123])
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="the holdout_table run's --set values (repeatable)")
+    parser = holdout_table.parser_of(__doc__)
     parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: the profile's)")
     parser.add_argument("--learning-rate", type=float, default=0.0, help="RMSprop's (0: the profile's)")
     args = parser.parse_args()
-    if not os.environ.get("DATA_DIR"):
-        parser.error("set DATA_DIR to the photos (train/, validation/) and VGG16_WEIGHTS to the weights file")
-    work = paths.outputs_root() / "holdout-table"
-    data = holdout_table.split(Path(os.environ["DATA_DIR"]).resolve(), work / "data")
+    work, data, profile = holdout_table.prepare(parser, args)
     os.environ.update(DATA_DIR=str(data), CACHE_DIR=str(work / "cache"))  # As holdout_table's runs had them.
-    profile = holdout_table.rung_profile(args.profile, args.rung, work) if args.rung else args.profile
     results = {}
     for seed in args.seeds:
         name = holdout_table.run_name(profile, seed, args.settings)
-        model_path = paths.outputs_root() / name / "02_data_augmentation" / "model.keras"
+        model_path = paths.outputs_root() / name / PREVIOUS.stem / PREVIOUS.artifact
         if not model_path.is_file():
             raise SystemExit(f"{model_path} is missing: run tools/holdout_table.py with the same --profile, --rung, "
                              "--set and --seeds first.")

@@ -74,6 +74,11 @@ def rung_profile(profile: str, rung: str, work: Path) -> str:
     return str(path)
 
 
+def per_seed(values: list[float]) -> str:
+    """Accuracies of the seeds in order, the way the tables print them."""
+    return " / ".join(f"{value:.3f}" for value in values)
+
+
 def spread(values: list[float]) -> str:
     """The mean of `values` and their spread (largest minus smallest), the way the table prints them."""
     return f"{statistics.fmean(values):.4f} (spread {max(values) - min(values):.3f})"
@@ -88,26 +93,38 @@ def table(results: dict[int, dict[str, dict]], seeds: list[int]) -> list[str]:
         report = [row["test_accuracy"] for row in rows]
         selection = [row["val_accuracy"] for row in rows]
         tta = [row["test_accuracy_tta"] for row in rows if row.get("test_accuracy_tta") is not None]
-        lines.append(f"| {stage.number}. {stage.title} | {' / '.join(f'{value:.3f}' for value in report)} | "
+        lines.append(f"| {stage.number}. {stage.title} | {per_seed(report)} | "
                      f"{spread(report)} | {statistics.fmean(selection):.4f} | "
                      f"{spread(tta) if len(tta) == len(seeds) else 'off'} |")
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser_of(description: str) -> argparse.ArgumentParser:
+    """The command line of a holdout run (`--profile`, `--rung`, `--seeds`, `--set`), which the tools reading it
+    share."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", help="a profile name (cpu, full, smoke) or a YAML file")
     parser.add_argument("--rung", default="", help="POOL,EPOCHS2,EPOCHS3: a rung of PROFILE=auto's ladder, e.g. 1,20,2")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 123])
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a parameter for every run, as make's SET (repeatable)")
-    args = parser.parse_args()
+    return parser
+
+
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Path, Path, str]:
+    """The holdout folder, the split photos (made if missing) and the profile the runs use."""
     if not os.environ.get("DATA_DIR"):
         parser.error("set DATA_DIR to the photos (train/, validation/) and VGG16_WEIGHTS to the weights file")
     work = paths.outputs_root() / "holdout-table"
     work.mkdir(parents=True, exist_ok=True)
     data = split(Path(os.environ["DATA_DIR"]).resolve(), work / "data")
-    profile = rung_profile(args.profile, args.rung, work) if args.rung else args.profile
+    return work, data, rung_profile(args.profile, args.rung, work) if args.rung else args.profile
+
+
+def main() -> None:
+    parser = parser_of(__doc__)
+    args = parser.parse_args()
+    work, data, profile = prepare(parser, args)
     results = {seed: run(data, profile, seed, args.settings, work) for seed in args.seeds}
     print("\n".join(table(results, args.seeds)))
 
