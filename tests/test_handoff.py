@@ -54,3 +54,13 @@ def test_previous_history_is_labelled_as_the_earlier_stages_classifier_phase():
 def test_parameter_values_reads_what_the_notebook_declares():
     namespace = {"epochs": 3, "dropout": 0.2, "unrelated": 1, "run_name": "x"}
     assert stage_run.parameter_values("01_feature_extraction", namespace) == {"epochs": 3, "dropout": 0.2}
+
+
+def test_the_closing_sentence_puts_each_mirrored_score_beside_its_split():
+    metrics = {"val_accuracy": 0.975, "val_loss": 0.2, "best_epoch": 3, "epochs_run": 6, "test_accuracy": 0.97,
+               "val_accuracy_tta": 0.98, "test_accuracy_tta": 0.976, "val_ece": 0.02}
+    text = stage_run.sentence(metrics)
+    assert "at epoch 3 of 6 (98.00% with test-time augmentation)" in text
+    assert "test accuracy 97.00% (97.60% with test-time augmentation)" in text
+    plain = stage_run.sentence({key: value for key, value in metrics.items() if not key.endswith("_tta")})
+    assert "test-time" not in plain and plain.endswith("calibration error (ECE) 0.020.")

@@ -121,19 +121,23 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
                     namespace.get("profile_name", "notebook defaults"))
 
 
+def with_mirrors(metrics: records.Metrics, split: str) -> str:
+    """` (x% with test-time augmentation)` where the stage scored `split` with its mirrored photos too."""
+    accuracy = metrics.get(f"{split}_accuracy_tta")
+    return "" if accuracy is None else f" ({accuracy:.2%} with test-time augmentation)"
+
+
 def sentence(metrics: records.Metrics) -> str:
     """One sentence stating a stage's result, for the notebook's closing cell."""
     reference = metrics.get("course_notes_val_accuracy")
     text = (f"Validation accuracy {metrics['val_accuracy']:.2%} (loss {metrics['val_loss']:.4f}) at epoch "
-            f"{metrics['best_epoch']} of {metrics['epochs_run']}")
+            f"{metrics['best_epoch']} of {metrics['epochs_run']}" + with_mirrors(metrics, "val"))
     if reference:
         text += f", against about {reference:.0%} in the course notes"
     if metrics.get("test_accuracy") is not None:
-        text += f"; test accuracy {metrics['test_accuracy']:.2%}"
+        text += f"; test accuracy {metrics['test_accuracy']:.2%}" + with_mirrors(metrics, "test")
     if metrics.get("val_ece") is not None:
         text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
-    if metrics.get("val_accuracy_tta") is not None:
-        text += f"; with test-time augmentation {metrics['val_accuracy_tta']:.2%}"
     text += "."
     if metrics.get("random_weights"):
         text += " RANDOM WEIGHTS: these numbers only show that the pipeline runs."
