@@ -33,8 +33,9 @@ CLASSIFIER_STEP = 0.0065  # One sample of a training step of the dense classifie
 STAGE_SECONDS = 25.0  # Per stage: a kernel, TensorFlow's start, the model, plots, the HTML report.
 DECODE_SECONDS = 0.004  # Decoding and resizing one photo (a 2-core CPU; once, then cached).
 # A stage's training steps against the few that `training_step_seconds` times on fixed inputs: the epochs also feed
-# the pool through tf.data, mirror maps, keep the best weights and back up. On an AMD EPYC capped to AVX2 (1.4 CPUs)
-# stage 3's epochs took 30-35 ms per photo against 24.5 ms measured; on a real 2-core AVX2 CPU stage 3 ran 25% over.
+# the pool through tf.data, mirror maps, keep the best weights and back up. Chosen from the mean of 4 timed steps
+# (EPYC capped to AVX2, 1.4 CPUs: epochs 30-35 ms per photo against 24.5 measured). Against the median of 8 steps,
+# stage 3's epochs there took 1.07-1.48 times the measured step in three runs: no factor fits all (docs/speed.md).
 STEP_OVERHEAD = 1.25
 
 
