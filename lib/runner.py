@@ -211,9 +211,9 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
     record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule, planned=list(plan.parameters))
     fingerprints = plan.fingerprints
-    forecasts: dict[str, float] | None = None if forecast else {}
+    forecasts = estimate.Forecasts(forecast)
     if forecast and plan.schedule and not plan.choice.startswith("PROFILE=auto keeps"):
-        forecasts = plan.schedule["forecast_seconds"]  # Measured and forecast a moment ago.
+        forecasts.speeds, forecasts.seconds = measured_speeds(plan), dict(plan.schedule["forecast_seconds"])
     try:
         for number, stem in enumerate(plan.parameters, start=1):
             inputs = freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)
@@ -226,9 +226,8 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 record["stages"][stem] = manifest.completed(stage_record, stage_record.get("forecast_seconds"), True)
                 publish(plan.run, record, fingerprints)
                 continue
-            if forecasts is None:
-                forecasts = estimate.forecast(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,
-                                              freshness.completed(plan.run, plan.parameters))
+            expected = forecasts.before(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,
+                                        freshness.completed(plan.run, plan.parameters))
             reason = "" if why.startswith("not complete") else f" (redone: {'FORCE=1' if force else why})"
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
             if backup_note := freshness.settle_backup(stem, plan.run, plan.parameters[stem], inputs, force):
@@ -242,7 +241,8 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 record["stages"][stem].update(status=failure.status, message=str(failure))
                 record["status"] = failure.status
                 raise
-            record["stages"][stem] = manifest.completed(stage_record, (forecasts or {}).get(stem), skipped=False)
+            record["stages"][stem] = manifest.completed(stage_record, expected, skipped=False,
+                                                        at_start=forecasts.at_start.get(stem))
             publish(plan.run, record, fingerprints)
         record["status"] = "complete"
         return 0

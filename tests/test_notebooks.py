@@ -198,9 +198,14 @@ def test_changed_stage_is_rerun_with_the_stages_after_it(smoke_run, tmp_path):
                 for stage in stages.STEMS}
 
     before = finished_times()
-    result = run_suite(smoke_run, "all", "--profile", str(profile), "--run", "smoke-test", "--no-forecast")
+    result = run_suite(smoke_run, "all", "--profile", str(profile), "--run", "smoke-test")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "01_feature_extraction: skipped" in result.stdout
+    # Measured before stage 2, and stage 3's training step again just before it ran.
+    assert "forecast 03_fine_tuning, its training step measured again" in result.stdout
+    entries = json.loads((smoke_run / "smoke-test" / "manifest.json").read_text())["stages"]
+    assert entries["03_fine_tuning"]["forecast_at_start_seconds"] > 0 and entries["03_fine_tuning"]["forecast_seconds"]
+    assert "forecast_at_start_seconds" not in entries["02_data_augmentation"]
     after = finished_times()
     assert after["01_feature_extraction"] == before["01_feature_extraction"]
     assert after["02_data_augmentation"] > before["02_data_augmentation"]

@@ -166,3 +166,33 @@ def test_measured_training_steps_are_priced_with_the_epochs_overhead(monkeypatch
     assert speed.step_seconds == {"block4_pool": pytest.approx(0.02 * estimate.STEP_OVERHEAD),
                                   "block5_pool": pytest.approx(0.02 * estimate.STEP_OVERHEAD)}
     assert estimate.STEP_OVERHEAD > 1
+
+
+def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_runs(monkeypatch, capsys):
+    """The first stage a command runs is forecast from one measurement; each later one has its training steps
+    measured again just before it runs, its forecast moves with them, and the first forecast is kept beside it."""
+    step = {"seconds": 0.02}
+    measured = []
+    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
+    monkeypatch.setattr(estimate, "training_step_seconds",
+                        lambda size, policy, layer: measured.append(layer) or step["seconds"])
+    monkeypatch.setattr(devices, "gpu_names", lambda: [])
+    cpu = params.load_profile("cpu")
+    resolved = {stem: params.resolve_for_stage(stem, cpu, {"mixed_precision": False}) for stem in stages.STEMS}
+    forecasts = estimate.Forecasts(enabled=True)
+    stems = list(stages.STEMS)
+    first = forecasts.before(stems, resolved, fingerprints(), set())
+    assert first == forecasts.seconds["01_feature_extraction"] and forecasts.at_start == {}
+    start = dict(forecasts.seconds)
+    assert sorted(measured) == ["block4_pool", "block5_pool"]  # One measurement for the whole command.
+    measured.clear()
+    assert forecasts.before(stems[1:], resolved, fingerprints(), set()) == pytest.approx(start["02_data_augmentation"])
+    assert measured == ["block5_pool"]  # Stage 2 trains the classifier alone.
+    step["seconds"] = 0.04  # The machine slowed down.
+    later = forecasts.before(stems[2:], resolved, fingerprints(), set())
+    assert forecasts.at_start["03_fine_tuning"] == start["03_fine_tuning"]
+    values = params.with_defaults("03_fine_tuning", resolved["03_fine_tuning"])
+    photos = values["epochs"] * (values["steps_per_epoch"] * values["batch_size"] or COUNTS["train"])
+    assert later - start["03_fine_tuning"] == pytest.approx(photos * 0.02 * estimate.STEP_OVERHEAD, rel=0.01)
+    assert "forecast 03_fine_tuning, its training step measured again" in capsys.readouterr().out
+    assert estimate.Forecasts(enabled=False).before(stems, resolved, fingerprints(), set()) is None

@@ -115,7 +115,8 @@ class ManifestStage(StageRecord, total=False):
     `stage.json` record and the forecast (complete), or a status and a message (`failed`, `interrupted`)."""
 
     message: str
-    forecast_seconds: float | None
+    forecast_seconds: float | None  # Just before the stage ran.
+    forecast_at_start_seconds: float  # At the command's start, where the stage's steps were measured again.
     skipped_this_time: bool
 
 

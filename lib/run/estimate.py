@@ -325,3 +325,56 @@ def measure_all(stems: list[str], resolved: dict[str, dict], gpus: list[str]) ->
         setting = (values["image_size"], devices.compute_policy(values["mixed_precision"], gpus))
         cuts.setdefault(setting, set()).update(trained_cuts(values, stem))
     return {setting: measure(*setting, layers) for setting, layers in cuts.items()}
+
+
+def forecast_again(stem: str, stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
+                   run_has: set[str], speeds: dict[tuple[int, str], Speed], earlier: float | None) -> float:
+    """The forecast of `stem` just before it runs, with its training steps measured again now (the conv base's rate
+    kept from `speeds`): a machine's pace drifts over a run, and a stage that trains block 5 is mostly such steps.
+    Priced as one of the command's `stems` (as at the start), so that work an earlier one did is not counted."""
+    gpus = devices.gpu_names()
+    values = params.with_defaults(stem, resolved[stem])
+    setting = (values["image_size"], devices.compute_policy(values["mixed_precision"], gpus))
+    if setting in speeds:
+        steps = {layer: STEP_OVERHEAD * training_step_seconds(*setting, layer) for layer in trained_cuts(values, stem)}
+        speeds[setting] = Speed(speeds[setting].forward, {**speeds[setting].step_seconds, **steps})
+    else:  # A size or precision the start did not measure.
+        speeds.update(measure_all([stem], resolved, gpus))
+    seconds = plan_seconds(stems, resolved, fingerprints, gpus, speeds, run_has)[stem]
+    start = f"{earlier / 60:.1f} min at the start; " if earlier else ""
+    print(f"    forecast {stem}, its training step measured again: about {seconds / 60:.1f} min ({start}"
+          f"{speeds[setting].describe()})", flush=True)
+    return seconds
+
+
+@dataclasses.dataclass
+class Forecasts:
+    """The forecast of each stage a command runs: measured once before the first of them (or `seconds` from
+    `speeds` that PROFILE=auto measured a moment ago), and again for each later one, its training steps measured
+    just before it runs (`forecast_again`). `at_start` keeps the first forecast of a stage measured again."""
+
+    enabled: bool
+    speeds: dict[tuple[int, str], Speed] | None = None
+    seconds: dict[str, float] | None = None
+    at_start: dict[str, float] = dataclasses.field(default_factory=dict)
+    ran: bool = False  # A stage ran since the last measurement.
+    stems: list[str] = dataclasses.field(default_factory=list)  # Those left when the first one ran.
+    run_has: set[str] = dataclasses.field(default_factory=set)  # Complete in the run folder then.
+
+    def before(self, stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
+               run_has: set[str]) -> float | None:
+        """The forecast of `stems[0]`, about to run, of the `stems` left (printed); None when disabled."""
+        if not self.enabled:
+            return None
+        stem = stems[0]
+        if not self.stems:
+            self.stems, self.run_has = list(stems), set(run_has)
+        if self.seconds is None:
+            self.speeds = measure_all(stems, resolved, devices.gpu_names())
+            self.seconds = forecast(stems, resolved, fingerprints, run_has, self.speeds)
+        elif self.ran and self.speeds:
+            self.at_start[stem] = self.seconds.get(stem)
+            self.seconds[stem] = forecast_again(stem, self.stems, resolved, fingerprints, self.run_has, self.speeds,
+                                                self.at_start[stem])
+        self.ran = True
+        return self.seconds.get(stem)

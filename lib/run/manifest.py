@@ -55,9 +55,14 @@ def running(parameters: dict[str, Any]) -> records.ManifestStage:
     return records.ManifestStage(status="running", parameters=parameters)
 
 
-def completed(record: records.StageRecord, forecast_seconds: float | None, skipped: bool) -> records.ManifestStage:
-    """A completed stage's entry: its `stage.json` record, the forecast it had, and whether this command skipped it."""
-    return records.ManifestStage(**record, forecast_seconds=forecast_seconds, skipped_this_time=skipped)
+def completed(record: records.StageRecord, forecast_seconds: float | None, skipped: bool,
+              at_start: float | None = None) -> records.ManifestStage:
+    """A completed stage's entry: its `stage.json` record, the forecast it had just before it ran (and the one made at
+    the command's start, where it was measured again), and whether this command skipped it."""
+    entry = records.ManifestStage(**record, forecast_seconds=forecast_seconds, skipped_this_time=skipped)
+    if at_start is not None:
+        entry["forecast_at_start_seconds"] = at_start
+    return entry
 
 
 def finish(run: str, manifest: records.Manifest) -> None:
