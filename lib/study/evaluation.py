@@ -26,24 +26,7 @@ from lib.study.weights import WeightsChoice
 def logits(top, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The classifier's score before its sigmoid, for inputs to `top` (a model ending in the classifier):
     unlike P(dog), it does not saturate at 0 or 1 in float32."""
-    import tensorflow as tf
-
-    classifier = top.layers[-1]
-    *hidden, output = classifier.layers
-    kernel, bias = output.weights
-
-    def make():
-        def forward(batch):
-            x = batch
-            for layer in [*top.layers[1:-1], *hidden]:
-                x = layer(x, training=False)
-            return tf.reshape(tf.matmul(tf.cast(x, tf.float32), kernel) + bias, [-1])
-        return forward
-
-    function = models.traced(top, "logits", make)
-    parts = [function(tf.constant(inputs[start:start + batch_size])).numpy()
-             for start in range(0, len(inputs), batch_size)]
-    return np.concatenate(parts).astype(float) if parts else np.zeros((0,))
+    return training.forward_batches(top, inputs, None, batch_size)[0]
 
 
 def mirrored(image_set: ImageSet) -> ImageSet:
@@ -63,7 +46,7 @@ def evaluate(cut: models.CutBase, arrays: dict[str, np.ndarray], image_sets: dic
     for split in splits:
         labels = image_sets[split].labels
         result = training.loss_and_accuracy(cut.top, arrays[split], labels)
-        result.update(scores=logits(cut.top, arrays[split]), probabilities_uncalibrated=result["probabilities"],
+        result.update(probabilities_uncalibrated=result["probabilities"],
                       calibration_uncalibrated=scores.calibration(labels, result["probabilities"]))
         if test_time_augmentation:
             flipped, _, _ = features.frozen_features(cut, mirrored(image_sets[split]), weights)

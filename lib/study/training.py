@@ -151,42 +151,54 @@ def fit(model: keras.Model, train_data: batches.BatchStream, *, epochs: int, cal
     return FitResult(history_rows(history, phase, first_epoch), best, time.perf_counter() - started)
 
 
-def loss_and_accuracy(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:
-    """Loss, accuracy and probabilities of a sigmoid model on in-memory inputs.
+def loss_and_accuracy(top: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:
+    """Loss, accuracy, probabilities and logits (`scores`) of the classifier or a model ending in it (`Dense(1,
+    sigmoid)` last), on in-memory inputs, from one pass (above a cut at block 4, block 5 runs once per photo).
 
     The loss is Keras's own binary cross-entropy computed on the model's output tensor, so (as in `fit`
     and `evaluate`) it uses the sigmoid's logits and is not capped for confidently wrong predictions:
     the numbers equal what Keras reports for the same model and data.
     """
-    probabilities, losses = _forward_batches(model, inputs, np.asarray(labels, dtype="float32").reshape(-1),
-                                             batch_size)
-    labels = np.asarray(labels).reshape(-1)
+    labels = np.asarray(labels, dtype="float32").reshape(-1)
+    scores, probabilities, losses = forward_batches(top, inputs, labels, batch_size)
     accuracy = float(np.mean((probabilities > 0.5) == (labels > 0.5))) if len(labels) else float("nan")
     return {"loss": float(np.mean(losses)) if len(losses) else float("nan"), "accuracy": accuracy,
-            "probabilities": probabilities}
+            "probabilities": probabilities, "scores": scores}
 
 
-def _forward_batches(model: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int):
-    """Probabilities and per-example losses, batch by batch through one compiled function."""
+def forward_batches(top: keras.Model, inputs: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 64
+                    ) -> list[np.ndarray]:
+    """The logits of a model ending in the classifier (its score before the sigmoid: unlike P(dog) it does not
+    saturate at 0 or 1 in float32), and with `labels` also P(dog) and per-photo losses, batch by batch through
+    one traced function."""
     import tensorflow as tf
 
-    def make():
-        def forward_function(batch, batch_labels):
-            probabilities = model(batch, training=False)
-            losses = keras.losses.binary_crossentropy(batch_labels[:, None], probabilities)
-            return tf.reshape(tf.cast(probabilities, tf.float32), [-1]), tf.cast(losses, tf.float32)
-        return forward_function
+    layers = [layer for layer in top.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if hasattr(layers[-1], "layers"):  # The classifier nested last (else `top` is the classifier itself).
+        layers[-1:] = layers[-1].layers
+    *layers, output = layers
+    kernel, bias = output.weights
 
-    forward = models.traced(model, "loss_and_accuracy", make)
-    probabilities, losses = [], []
+    def make():
+        def forward(batch, *batch_labels):
+            for layer in layers:
+                batch = layer(batch, training=False)
+            found = [tf.reshape(tf.matmul(tf.cast(batch, tf.float32), kernel) + bias, [-1])]
+            if batch_labels:
+                probabilities = output(batch, training=False)
+                losses = keras.losses.binary_crossentropy(batch_labels[0][:, None], probabilities)
+                found += [tf.reshape(tf.cast(probabilities, tf.float32), [-1]), tf.cast(losses, tf.float32)]
+            return found
+        return forward
+
+    function = models.traced(top, "scores" if labels is None else "loss_and_accuracy", make)
+    parts = []
     for start in range(0, len(inputs), batch_size):
-        batch_probabilities, batch_losses = forward(tf.constant(inputs[start:start + batch_size]),
-                                                    tf.constant(labels[start:start + batch_size]))
-        probabilities.append(batch_probabilities.numpy())
-        losses.append(batch_losses.numpy().reshape(-1))
-    if not probabilities:
-        return np.zeros((0,), dtype="float32"), np.zeros((0,), dtype="float32")
-    return np.concatenate(probabilities), np.concatenate(losses)
+        given = [] if labels is None else [tf.constant(labels[start:start + batch_size])]
+        parts.append([part.numpy().reshape(-1) for part in function(tf.constant(inputs[start:start + batch_size]),
+                                                                     *given)])
+    columns = list(zip(*parts)) or [[np.zeros((0,), dtype="float32")]] * (1 if labels is None else 3)
+    return [np.concatenate(column).astype(float if index == 0 else "float32") for index, column in enumerate(columns)]
 
 
 def history_rows(history: dict[str, list[float]], phase: str | None = None, first_epoch: int = 1
