@@ -90,7 +90,7 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     assert profile["name"] == "auto" and "forecast" in choice and recorded["budget_minutes"] == 30
     # Sized for the whole study whatever the command runs (a stage-1 command must not pick the top rung).
     assert set(recorded["forecast_seconds"]) == set(stages.STEMS)
-    assert recorded["rung"] == {"augmentation_pool": 1, "augmentation_epochs": 30, "fine_tuning_epochs": 6}
+    assert recorded["rung"] == {"augmentation_pool": 1, "augmentation_epochs": 30, "fine_tuning_epochs": 4}
     storage.write_json(paths.run_dir("auto") / "manifest.json", {"schedule": recorded, "stages": {}})
 
     def no_measuring(size, policy, layers):

@@ -251,6 +251,8 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], sp
     if values.get("test_time_augmentation"):  # The mirrored photos too, once per run.
         held_out.update({split + cache.MIRROR_PHOTOS: count for split, count in list(held_out.items())})
     work = sum(_features_work(known, split, count, size, layer) for split, count in held_out.items())
+    if layer != "block5_pool":  # Scored after training: the held-out photos once through the layers it trained.
+        work += sum(held_out.values()) * fraction(size, "block5_pool", layer)
     if stages.get(stage).trains_on == "features":
         train = counts.get("train", 0)
         work += _features_work(known, "train", train, size, layer)
