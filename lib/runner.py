@@ -223,7 +223,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {why} "
                       f"({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes it.", flush=True)
                 stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / records.STAGE_FILE)
-                record["stages"][stem] = manifest.completed(stage_record, stage_record.get("forecast_seconds"), True)
+                record["stages"][stem] = manifest.kept(record["stages"].get(stem, {}), stage_record)
                 publish(plan.run, record, fingerprints)
                 continue
             expected = forecasts.before(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,

@@ -206,6 +206,11 @@ def test_changed_stage_is_rerun_with_the_stages_after_it(smoke_run, tmp_path):
     entries = json.loads((smoke_run / "smoke-test" / "manifest.json").read_text())["stages"]
     assert entries["03_fine_tuning"]["forecast_at_start_seconds"] > 0 and entries["03_fine_tuning"]["forecast_seconds"]
     assert "forecast_at_start_seconds" not in entries["02_data_augmentation"]
+    again = run_suite(smoke_run, "all", "--profile", str(profile), "--run", "smoke-test")
+    assert again.returncode == 0 and "03_fine_tuning: skipped" in again.stdout
+    kept = json.loads((smoke_run / "smoke-test" / "manifest.json").read_text())["stages"]
+    assert all(kept[stem][key] == entries[stem][key] for stem in stages.STEMS[1:]  # Skipping keeps the forecasts.
+               for key in ("forecast_seconds", "forecast_at_start_seconds") if key in entries[stem])
     after = finished_times()
     assert after["01_feature_extraction"] == before["01_feature_extraction"]
     assert after["02_data_augmentation"] > before["02_data_augmentation"]

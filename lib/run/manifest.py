@@ -65,6 +65,14 @@ def completed(record: records.StageRecord, forecast_seconds: float | None, skipp
     return entry
 
 
+def kept(earlier: records.ManifestStage, record: records.StageRecord) -> records.ManifestStage:
+    """A skipped stage's entry: its `stage.json` record, with the forecasts the manifest had for it when they were
+    made for that same run of the stage (else none)."""
+    same = earlier.get("finished") == record.get("finished")
+    return completed(record, earlier.get("forecast_seconds") if same else None, True,
+                     earlier.get("forecast_at_start_seconds") if same else None)
+
+
 def finish(run: str, manifest: records.Manifest) -> None:
     """Close the manifest whatever happened: no stage is left `running` or `waiting`."""
     manifest["finished"] = records.now()
