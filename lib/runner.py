@@ -213,7 +213,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     fingerprints = plan.fingerprints
     forecasts = estimate.Forecasts(forecast)
     if forecast and plan.schedule and not plan.choice.startswith("PROFILE=auto keeps"):
-        forecasts.speeds, forecasts.seconds = measured_speeds(plan), dict(plan.schedule["forecast_seconds"])
+        forecasts.speeds, forecasts.seconds = measured_speeds(plan) or {}, dict(plan.schedule["forecast_seconds"])
     try:
         for number, stem in enumerate(plan.parameters, start=1):
             inputs = freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)

@@ -196,3 +196,22 @@ def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_
     assert later - start["03_fine_tuning"] == pytest.approx(photos * 0.02 * estimate.STEP_OVERHEAD, rel=0.01)
     assert "forecast 03_fine_tuning, its training step measured again" in capsys.readouterr().out
     assert estimate.Forecasts(enabled=False).before(stems, resolved, fingerprints(), set()) is None
+
+
+def test_a_measurement_that_fails_between_stages_keeps_the_start_forecast(monkeypatch, capsys):
+    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
+    monkeypatch.setattr(estimate, "training_step_seconds", lambda size, policy, layer: 0.02)
+    monkeypatch.setattr(devices, "gpu_names", lambda: [])
+    cpu = params.load_profile("cpu")
+    resolved = {stem: params.resolve_for_stage(stem, cpu, {"mixed_precision": False}) for stem in stages.STEMS}
+    forecasts, stems = estimate.Forecasts(enabled=True), list(stages.STEMS)
+    forecasts.before(stems, resolved, fingerprints(), set())
+    start = dict(forecasts.seconds)
+
+    def out_of_memory(size, policy, layer):
+        raise MemoryError("no room for block 5")
+
+    monkeypatch.setattr(estimate, "training_step_seconds", out_of_memory)
+    assert forecasts.before(stems[1:], resolved, fingerprints(), set()) == start["02_data_augmentation"]
+    assert forecasts.at_start == {}  # Nothing measured again: one forecast, the start's.
+    assert "02_data_augmentation: not measured again (MemoryError: no room for block 5)" in capsys.readouterr().out

@@ -96,7 +96,7 @@ def replay(values: dict, model_path: Path, epochs: int, learning_rate: float) ->
 
     def score() -> dict[str, dict]:
         return {split: {key: value for key, value in training.loss_and_accuracy(
-            cut.top, halves[split], image_sets[split].labels).items() if key != "probabilities"}
+            cut.top, halves[split], image_sets[split].labels).items() if key not in ("probabilities", "scores")}
                 for split in halves}
 
     snapshots, scores = [cut.top.get_weights()], [score()]

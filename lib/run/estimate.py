@@ -189,11 +189,20 @@ def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: 
         keras.mixed_precision.set_global_policy(previous)
 
 
+def measured_steps(image_size: int, policy: str, layers: set[str]) -> dict[str, float]:
+    """Seconds per training photo above each of `layers`, measured here, times `STEP_OVERHEAD`."""
+    return {layer: STEP_OVERHEAD * training_step_seconds(image_size, policy, layer) for layer in sorted(layers)}
+
+
 def measure(image_size: int, policy: str, layers: set[str]) -> Speed:
-    """This machine's `Speed` at `image_size` in `policy`, with training steps measured above each of `layers`
-    (times `STEP_OVERHEAD`)."""
-    return Speed(conv_base_rate(image_size, policy),
-                 {layer: STEP_OVERHEAD * training_step_seconds(image_size, policy, layer) for layer in sorted(layers)})
+    """This machine's `Speed` at `image_size` in `policy`, with training steps measured above each of `layers`."""
+    return Speed(conv_base_rate(image_size, policy), measured_steps(image_size, policy, layers))
+
+
+def setting_of(stem: str, resolved: dict[str, dict], gpus: list[str]) -> tuple[tuple[int, str], dict[str, Any]]:
+    """The image size and precision a stage computes in, and its parameters with the notebook's defaults."""
+    values = params.with_defaults(stem, resolved[stem])
+    return (values["image_size"], devices.compute_policy(values["mixed_precision"], gpus)), values
 
 
 def trained_cuts(values: dict[str, Any], stage: str) -> set[str]:
@@ -323,8 +332,7 @@ def measure_all(stems: list[str], resolved: dict[str, dict], gpus: list[str]) ->
     """This machine's `Speed` at each image size and precision the stages use, with the training steps they take."""
     cuts: dict[tuple[int, str], set[str]] = {}
     for stem in stems:
-        values = params.with_defaults(stem, resolved[stem])
-        setting = (values["image_size"], devices.compute_policy(values["mixed_precision"], gpus))
+        setting, values = setting_of(stem, resolved, gpus)
         cuts.setdefault(setting, set()).update(trained_cuts(values, stem))
     return {setting: measure(*setting, layers) for setting, layers in cuts.items()}
 
@@ -335,13 +343,13 @@ def forecast_again(stem: str, stems: list[str], resolved: dict[str, dict], finge
     kept from `speeds`): a machine's pace drifts over a run, and a stage that trains block 5 is mostly such steps.
     Priced as one of the command's `stems` (as at the start), so that work an earlier one did is not counted."""
     gpus = devices.gpu_names()
-    values = params.with_defaults(stem, resolved[stem])
-    setting = (values["image_size"], devices.compute_policy(values["mixed_precision"], gpus))
-    if setting in speeds:
-        steps = {layer: STEP_OVERHEAD * training_step_seconds(*setting, layer) for layer in trained_cuts(values, stem)}
+    setting, values = setting_of(stem, resolved, gpus)
+    fresh = measure_all([other for other in stems if setting_of(other, resolved, gpus)[0] not in speeds], resolved,
+                        gpus)  # Sizes or precisions the start did not measure, whole.
+    speeds.update(fresh)
+    if setting not in fresh:
+        steps = measured_steps(*setting, trained_cuts(values, stem))
         speeds[setting] = Speed(speeds[setting].forward, {**speeds[setting].step_seconds, **steps})
-    else:  # A size or precision the start did not measure.
-        speeds.update(measure_all([stem], resolved, gpus))
     seconds = plan_seconds(stems, resolved, fingerprints, gpus, speeds, run_has)[stem]
     start = f"{earlier / 60:.1f} min at the start; " if earlier else ""
     print(f"    forecast {stem}, its training step measured again: about {seconds / 60:.1f} min ({start}"
@@ -359,7 +367,7 @@ class Forecasts:
     speeds: dict[tuple[int, str], Speed] | None = None
     seconds: dict[str, float] | None = None
     at_start: dict[str, float] = dataclasses.field(default_factory=dict)
-    ran: bool = False  # A stage ran since the last measurement.
+    started: bool = False  # A stage of this command has run: each later one is measured again.
     stems: list[str] = dataclasses.field(default_factory=list)  # Those left when the first one ran.
     run_has: set[str] = dataclasses.field(default_factory=set)  # Complete in the run folder then.
 
@@ -374,9 +382,14 @@ class Forecasts:
         if self.seconds is None:
             self.speeds = measure_all(stems, resolved, devices.gpu_names())
             self.seconds = forecast(stems, resolved, fingerprints, run_has, self.speeds)
-        elif self.ran and self.speeds:
-            self.at_start[stem] = self.seconds.get(stem)
-            self.seconds[stem] = forecast_again(stem, self.stems, resolved, fingerprints, self.run_has, self.speeds,
-                                                self.at_start[stem])
-        self.ran = True
+        elif self.started and self.speeds is not None:
+            earlier = self.seconds.get(stem)
+            try:
+                again = forecast_again(stem, self.stems, resolved, fingerprints, self.run_has, self.speeds, earlier)
+            except Exception as error:  # A forecast informs: it never stops a run.
+                print(f"    forecast {stem}: not measured again ({type(error).__name__}: {error}); the start's stands",
+                      flush=True)
+            else:
+                self.at_start[stem], self.seconds[stem] = earlier, again
+        self.started = True
         return self.seconds.get(stem)

@@ -173,10 +173,10 @@ def forward_batches(top: keras.Model, inputs: np.ndarray, labels: np.ndarray | N
     one traced function."""
     import tensorflow as tf
 
-    layers = [layer for layer in top.layers if not isinstance(layer, keras.layers.InputLayer)]
+    layers = list(top.layers)
     if hasattr(layers[-1], "layers"):  # The classifier nested last (else `top` is the classifier itself).
         layers[-1:] = layers[-1].layers
-    *layers, output = layers
+    *layers, output = [layer for layer in layers if not isinstance(layer, keras.layers.InputLayer)]
     kernel, bias = output.weights
 
     def make():
