@@ -367,8 +367,7 @@ class Forecasts:
     speeds: dict[tuple[int, str], Speed] | None = None
     seconds: dict[str, float] | None = None
     at_start: dict[str, float] = dataclasses.field(default_factory=dict)
-    started: bool = False  # A stage of this command has run: each later one is measured again.
-    stems: list[str] = dataclasses.field(default_factory=list)  # Those left when the first one ran.
+    stems: list[str] = dataclasses.field(default_factory=list)  # Those left when the first one ran (set: it has).
     run_has: set[str] = dataclasses.field(default_factory=set)  # Complete in the run folder then.
 
     def before(self, stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
@@ -376,13 +375,13 @@ class Forecasts:
         """The forecast of `stems[0]`, about to run, of the `stems` left (printed); None when disabled."""
         if not self.enabled:
             return None
-        stem = stems[0]
-        if not self.stems:
+        stem, started = stems[0], bool(self.stems)  # Each stage after the command's first is measured again.
+        if not started:
             self.stems, self.run_has = list(stems), set(run_has)
         if self.seconds is None:
             self.speeds = measure_all(stems, resolved, devices.gpu_names())
             self.seconds = forecast(stems, resolved, fingerprints, run_has, self.speeds)
-        elif self.started and self.speeds is not None:
+        elif started and self.speeds is not None:
             earlier = self.seconds.get(stem)
             try:
                 again = forecast_again(stem, self.stems, resolved, fingerprints, self.run_has, self.speeds, earlier)
@@ -391,5 +390,4 @@ class Forecasts:
                       flush=True)
             else:
                 self.at_start[stem], self.seconds[stem] = earlier, again
-        self.started = True
         return self.seconds.get(stem)
