@@ -273,6 +273,17 @@ def test_tensorflow_still_binds_every_interface_whatever_tf_config_names():
 
 # 8. The smaller items.
 
+def test_gpu_memory_is_taken_as_needed_in_the_runner_and_its_kernels_unless_the_user_says_otherwise():
+    """The runner times batches on the GPU for its forecast and lives on while a stage's kernel (a child process,
+    which inherits its environment) trains on the same GPU: neither may take all of its memory at once."""
+    code = "import os, lib; print(os.environ['TF_FORCE_GPU_ALLOW_GROWTH'])"
+    environment = {key: value for key, value in os.environ.items() if key != "TF_FORCE_GPU_ALLOW_GROWTH"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=environment)
+    assert result.stdout.split() == ["true"], result.stderr[-2000:]
+    assert run_python(code, TF_FORCE_GPU_ALLOW_GROWTH="false").stdout.split() == ["false"]
+
+
 def test_a_run_name_with_a_trailing_newline_is_refused():
     with pytest.raises(SuiteError, match="not usable as a folder name"):
         paths.check_run_name("run\n")
