@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lib.core import stages
+from lib.pages.html import duration
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # Every test here runs notebooks through papermill.
@@ -206,6 +207,9 @@ def test_changed_stage_is_rerun_with_the_stages_after_it(smoke_run, tmp_path):
     entries = json.loads((smoke_run / "smoke-test" / "manifest.json").read_text())["stages"]
     assert entries["03_fine_tuning"]["forecast_at_start_seconds"] > 0 and entries["03_fine_tuning"]["forecast_seconds"]
     assert "forecast_at_start_seconds" not in entries["02_data_augmentation"]
+    page = (smoke_run / "smoke-test" / "index.html").read_text()  # Both forecasts, where they differ.
+    shown = [duration(entries["03_fine_tuning"][key]) for key in ("forecast_at_start_seconds", "forecast_seconds")]
+    assert (f"({shown[0]} at the start)" in page) == (shown[0] != shown[1]) and shown[1] in page
     again = run_suite(smoke_run, "all", "--profile", str(profile), "--run", "smoke-test")
     assert again.returncode == 0 and "03_fine_tuning: skipped" in again.stdout
     kept = json.loads((smoke_run / "smoke-test" / "manifest.json").read_text())["stages"]

@@ -36,6 +36,7 @@ def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) ->
         "epochs_run": metrics["epochs_run"],
         "seconds": record.get("seconds", round(metrics["extraction_seconds"] + metrics["training_seconds"], 1)),
         "forecast_seconds": record.get("forecast_seconds"),
+        "forecast_at_start_seconds": record.get("forecast_at_start_seconds"),
         "course_notes_val_accuracy": stage.course_notes_val_accuracy,
         "random_weights": metrics["random_weights"], "weights": metrics["weights"],
         "profile": metrics["profile"], "started_from": metrics.get("started_from"),
@@ -119,6 +120,7 @@ def render(summary: dict[str, Any]) -> str:
     rows = [{"heading": stages.get(stem).heading, **values} for stem, values in summary["stages"].items()]
     for row in rows:
         row.setdefault("forecast_seconds", None)
+        row.setdefault("forecast_at_start_seconds", None)
     references = [{"heading": stage.heading, **vars(reference)} for stage in stages.STAGES
                   for reference in stage.references]
     return html.render("summary.html.j2", run=summary["run"], profile=summary.get("profile") or {},
