@@ -2,13 +2,14 @@
 of a `tools/holdout_table.py` run, with each way of ending it scored on the report half.
 
     DATA_DIR=... VGG16_WEIGHTS=... .venv/bin/python tools/fine_tuning_levers.py [--profile cpu] [--rung 1,20,2]
-        [--seeds 42 7 123] [--set key=value ...] [--epochs 6] [--learning-rate 1e-5]
+        [--seeds 42 7 123] [--set key=value ...] [--epochs 6] [--learning-rate 1e-5] [--pool 4]
 
 Run `holdout_table.py` with the same `--profile`, `--rung`, `--set` values and seeds first: this tool reads that
 run's stage-2 models, split photos and cache (the augmentation pool and the block-4 maps), so no photo goes
-through the conv base again. For each seed it trains block 5 and the classifier from stage 2's model as stage 3
-does (the profile's pool, `feature_flips`, batch size, steps and learning rate; `--epochs` and `--learning-rate`
-override them), keeps the weights after every epoch and scores each way of ending the fine tuning:
+through the conv base again (unless `--pool` asks for variants the cache lacks). For each seed it trains block 5
+and the classifier from stage 2's model as stage 3 does (the profile's pool, `feature_flips`, batch size, steps
+and learning rate; `--epochs`, `--learning-rate` and `--pool`, the variants per training photo, override them),
+keeps the weights after every epoch and scores each way of ending the fine tuning:
 
 - `stage 2`: no fine tuning at all (the model stage 3 starts from);
 - `best epoch`: the epoch with the highest selection-half accuracy, ties to the lower loss (stage 3's rule);
@@ -135,6 +136,7 @@ def main() -> None:
     parser = holdout_table.parser_of(__doc__)
     parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: the profile's)")
     parser.add_argument("--learning-rate", type=float, default=0.0, help="RMSprop's (0: the profile's)")
+    parser.add_argument("--pool", type=int, default=0, help="augmentation pool variants per photo (0: the profile's)")
     args = parser.parse_args()
     work, data, profile = holdout_table.prepare(parser, args)
     os.environ.update(DATA_DIR=str(data), CACHE_DIR=str(work / "cache"))  # As holdout_table's runs had them.
@@ -147,6 +149,7 @@ def main() -> None:
                              "--set and --seeds first.")
         overrides = dict(params.parse_assignment(item) for item in [*args.settings, f"seed={seed}"])
         values = params.with_defaults(STAGE, params.resolve_for_stage(STAGE, params.load_profile(profile), overrides))
+        values["augmentation_pool"] = args.pool or values["augmentation_pool"]  # Not in --set: that names the run.
         if not values["augmentation_pool"]:
             raise SystemExit("The replay trains on the augmentation pool: give a profile or rung with one.")
         print(f"{name}: replaying stage 3 from its stage-2 model", flush=True)
