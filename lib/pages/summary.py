@@ -120,7 +120,8 @@ def render(summary: dict[str, Any]) -> str:
     rows = [{"heading": stages.get(stem).heading, **values} for stem, values in summary["stages"].items()]
     for row in rows:
         row.setdefault("forecast_seconds", None)
-        row.setdefault("forecast_at_start_seconds", None)
+        at_start = html.duration(row.get("forecast_at_start_seconds"))  # Shown where it reads otherwise.
+        row["forecast_at_start"] = at_start if at_start != html.duration(row["forecast_seconds"]) else ""
     references = [{"heading": stage.heading, **vars(reference)} for stage in stages.STAGES
                   for reference in stage.references]
     return html.render("summary.html.j2", run=summary["run"], profile=summary.get("profile") or {},

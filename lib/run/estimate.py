@@ -367,7 +367,7 @@ class Forecasts:
     speeds: dict[tuple[int, str], Speed] | None = None
     seconds: dict[str, float] | None = None
     at_start: dict[str, float] = dataclasses.field(default_factory=dict)
-    stems: list[str] = dataclasses.field(default_factory=list)  # Those left when the first one ran (set: it has).
+    stems: list[str] = dataclasses.field(default_factory=list)  # Those left when the first one ran; empty before.
     run_has: set[str] = dataclasses.field(default_factory=set)  # Complete in the run folder then.
 
     def before(self, stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
