@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import os
 import platform
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from lib import SuiteError
 
 RUN_LOCK_FILE = ".runner.lock"
 
@@ -68,12 +71,23 @@ class RunInUse(Exception):
     """Another runner holds the run folder's lock; the message says which process and since when."""
 
 
-def hold_run(folder: Path) -> int:
-    """Take the run folder's lock for this runner, for the rest of the command (the descriptor is returned so that
-    the caller can keep it, and close it to let go early); `RunInUse` when another runner holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / RUN_LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def open_for_writing(path: str | os.PathLike, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """Open `path` for writing without following a link: a link planted at `path` (in a folder others can write
+    to) is refused with a `SuiteError` instead of clobbering the file the link points at. A descriptor."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+    raise SuiteError(f"{path} is a link: the suite never writes through a link there, which could make it overwrite "
+                     "the file the link points to. Remove the link (or find who made it), then run again.")
+
+
+def hold_file(path: Path) -> int:
+    """Take the lock of the file at `path` (created if need be, never through a link) without waiting, and write
+    who holds it in it: the descriptor, which holds the lock until it is closed. `RunInUse`, saying who holds it,
+    when another process does; a `SuiteError` when `path` is a link."""
+    descriptor = open_for_writing(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -85,6 +99,14 @@ def hold_run(folder: Path) -> int:
     os.pwrite(descriptor, f"process {os.getpid()} on {platform.node()} since {started}: "
                           f"{' '.join(sys.argv)[:300]}\n".encode(), 0)
     return descriptor
+
+
+def hold_run(folder: Path) -> int:
+    """Take the run folder's lock for this runner, for the rest of the command (the descriptor is returned so that
+    the caller can keep it, and close it to let go early); `RunInUse` when another runner holds it, a `SuiteError`
+    when the lock file's name is a link."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return hold_file(folder / RUN_LOCK_FILE)
 
 
 def _holder(path: Path) -> str:

@@ -187,11 +187,29 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
+    return storage.write_text(path, csv_text(rows, columns))
+
+
+# What makes a spreadsheet read a cell as a formula when it is the cell's first character (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text beginning with `=`, `+`, `-`, `@`, a tab or a carriage
+    return gets a leading single quote (OWASP's advice for CSV injection); numbers and other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """`rows` as CSV text with a header of `columns` (keys of a row outside them are left out), every text cell made
+    `spreadsheet_safe` and quoted as RFC 4180 says where it needs to be."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
-    return storage.write_text(path, buffer.getvalue())
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
 
 
 def _runner_alive(run: str, manifest: Manifest) -> bool:

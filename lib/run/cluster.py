@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import SuiteError
-from lib.core import paths, storage
+from lib.core import locks, paths, storage
 
 WORKERS_DIR = "workers"
 DECISIONS_FILE = "decisions.json"
@@ -82,7 +82,7 @@ class LocalCluster:
         print(exposure(self.ports), flush=True)
         for index in range(1, len(self.ports)):
             environment = {**os.environ, "TF_CONFIG": tf_config(self.ports, index), PARENT_VARIABLE: str(os.getpid())}
-            with open(self.log(index), "w") as log:
+            with os.fdopen(locks.open_for_writing(self.log(index)), "w") as log:  # Not through a planted link.
                 self.processes[index] = subprocess.Popen(
                     [sys.executable, "-m", "lib.run.execution", self.stem, str(parameters_file),
                      str(self.folder / f"{self.stem}-worker{index}.ipynb")],

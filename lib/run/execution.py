@@ -194,17 +194,22 @@ def _cluster_outcome(workers_cluster, stem: str, failure: StageFailed | None) ->
 
 @contextlib.contextmanager
 def _signals_held():
-    """Ctrl-C, SIGTERM and SIGHUP ignored for the length of the block (the kernel's clean-up: seconds), then
-    restored."""
+    """Ctrl-C, SIGTERM and SIGHUP held for the length of the block (the kernel's clean-up: seconds), then acted on:
+    the handlers are restored and the first signal that came meanwhile is raised again, so that a Ctrl-C during
+    the clean-up still stops the runner once the clean-up is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    arrived: list[int] = []
+    held = {number: signal.signal(number, lambda number, frame: arrived.append(number))
+            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
         for number, handler in held.items():
             signal.signal(number, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def run_notebook(stem: str, output_file: Path, parameters: dict[str, Any], manager,

@@ -18,9 +18,7 @@ confidence with heatmaps of where the model looked.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import os
 import shutil
 import sys
@@ -34,9 +32,10 @@ from lib import SuiteError
 from lib.core import locks, params, paths, records, stages, storage
 from lib.pages import html
 from lib.study import decode
-from lib.study.photos import CLASS_NAMES, IMAGE_EXTENSIONS
+from lib.study.photos import CLASS_NAMES, IMAGE_EXTENSIONS, special_file
 
 BATCH_SIZE = 64
+PREDICT_LOCK_FILE = ".predict.lock"  # In the run folder: held by the make predict writing its predictions.
 GALLERY_SIZE = 60  # Photos shown with heatmaps: all of them up to this, else the surest and the least sure.
 
 
@@ -110,7 +109,10 @@ def list_photos(images: str) -> tuple[list[tuple[Path, str | None]], list[dict[s
                 and child.name.lower() in CLASS_NAMES}
     photos, skipped = [], []
     for path in sorted(root.rglob("*")):
-        if not path.is_file():
+        if path.is_dir():
+            continue
+        if kind := special_file(path):
+            skipped.append({"path": str(path), "reason": kind})
             continue
         if path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("._"):
             skipped.append({"path": str(path), "reason": "not an image (extension or system file)"})
@@ -191,11 +193,10 @@ def write(run: str, rows: list[dict], summary: dict[str, Any], gallery: list[dic
     building = Path(tempfile.mkdtemp(prefix=".predictions-", dir=target.parent))
     try:
         with locks.holding(building):
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=["path", "p_dog", "label", "true_label"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({**row, "true_label": row["true_label"] or ""} for row in rows)
-            storage.write_text(building / "predictions.csv", buffer.getvalue())
+            table = [{**row, "true_label": row["true_label"] or ""} for row in rows]
+            # Photo names are anyone's text: made spreadsheet-safe (a name beginning "=" is no formula).
+            storage.write_text(building / "predictions.csv",
+                               records.csv_text(table, ["path", "p_dog", "label", "true_label"]))
             storage.write_json(building / "predictions.json", summary)
             storage.write_text(building / "index.html", html.render("predictions.html.j2", summary=summary,
                                                                      items=gallery, shown=len(gallery)))
@@ -213,10 +214,29 @@ def write(run: str, rows: list[dict], summary: dict[str, Any], gallery: list[dic
 
 def predict(run: str, images: str, stage_name: str = "") -> Path:
     """Classify `images` with run `run`'s model and write its predictions folder; returns the folder."""
-    import lib
-
     paths.check_run_name(run)
     stage = latest_stage(run, stage_name)
+    hold = hold_predictions(run)
+    try:
+        return _predict(run, images, stage)
+    finally:
+        locks.release(hold)
+
+
+def hold_predictions(run: str) -> int:
+    """Take the lock of run `run`'s predictions for this command, without waiting: a second `make predict` on the
+    same run is refused at once, naming the first, rather than both replacing the same folder."""
+    try:
+        return locks.hold_file(paths.run_dir(run) / PREDICT_LOCK_FILE)
+    except locks.RunInUse as holder:
+        raise SuiteError(f"Run {run}'s predictions are being written by another make predict: {holder}. Wait for it "
+                         "to end, then run this one again.") from None
+
+
+def _predict(run: str, images: str, stage: stages.Stage) -> Path:
+    """`predict` once the run's predictions are held by this command."""
+    import lib
+
     photos, skipped = list_photos(images)
     if not photos:
         raise SuiteError(f"IMAGES={images} holds no photos ({', '.join(sorted(IMAGE_EXTENSIONS))}).")

@@ -22,10 +22,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lib import SuiteError
+
 # The most pixels a photo may decode to: 50 million is an 8,660 x 5,770 photo, larger than most cameras' (bigger
 # JPEGs decode at a reduced scale). Converting one holds up to about 16 bytes a pixel (a 7,000 x 7,000 RGBA PNG
 # peaked at 0.78 GB, an RGB one at 0.40 GB), so the decoding threads together hold under 1 GB.
 MAX_PIXELS = 50_000_000
+# The formats a photo is decoded as, whatever its name says: Pillow knows many more, and opening some of them runs
+# more than a decoder (EPS starts Ghostscript where it is installed).
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
 # After a photo this large, the memory freed is given back to the system at once: glibc keeps what a thread freed
 # for that thread, and two threads that each decoded a large photo in turn would hold the memory of both.
 TRIM_PIXELS = 16_000_000
@@ -33,6 +38,21 @@ TRIM_PIXELS = 16_000_000
 
 class PhotoTooLarge(ValueError):
     """A photo whose size, read from its header, is over `MAX_PIXELS`."""
+
+
+class NotAPhoto(ValueError):
+    """A file that is none of the `FORMATS` (whatever its name), or whose header none of them can read."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a decode failed because of the machine rather than the photo: out of memory, or a system call's error
+    (an `OSError` with an errno: EIO, ENOMEM, EAGAIN, a file unreadable or gone). Pillow's verdicts on the content (an
+    unidentified, truncated or undecodable image) carry no errno, and neither does a photo too large."""
+    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno is not None)
+
+
+class ReadFailed(SuiteError):
+    """A photo could not be read for a reason of the machine (`is_transient`), twice: nothing was cached."""
 
 
 class _PixelBudget:
@@ -87,7 +107,9 @@ def decode(path: Path, image_size: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's warnings about odd metadata; its size warning is ours to make.
         try:
-            opened = Image.open(path)  # Reads the header only.
+            opened = Image.open(path, formats=FORMATS)  # Reads the header only.
+        except Image.UnidentifiedImageError:
+            raise NotAPhoto(f"not a {', '.join(FORMATS[:-1])} or WebP image: other formats are never opened") from None
         except Image.DecompressionBombError as error:  # Over twice PIL's own limit: PIL refuses to open it.
             raise PhotoTooLarge(f"over the limit of {MAX_PIXELS / 1e6:.0f} million pixels for one photo ({error})"
                                 ) from None
@@ -112,32 +134,55 @@ def _to_array(image: Image.Image, image_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def decode_files(files: list[Path], image_size: int, errors: dict[str, str], label: str = "images"
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def decode_files(files: list[Path], image_size: int, errors: dict[str, str], label: str = "images",
+                 cached: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Decode and resize `files` on a few threads: uint8 images and a mask of the files that decoded.
 
-    Why a file failed goes into `errors` (path: reason); progress is printed every 500 images.
+    Why a file failed goes into `errors` (path: reason); progress is printed every 500 images. A failure of the
+    machine rather than of the photo (`is_transient`) is tried again once, alone; when it fails again the photo is
+    skipped with a reason that says so, or, when what is decoded is to be `cached` as the photos' verdict, the
+    command stops with `ReadFailed` so that the failure is never kept as a bad photo.
     """
     started = time.perf_counter()
     images = np.zeros((len(files), image_size, image_size, 3), dtype=np.uint8)
-    ok = np.ones(len(files), dtype=bool)
+    ok = np.zeros(len(files), dtype=bool)
+    transient: dict[int, BaseException] = {}
 
     def decode_one(index: int) -> None:
         try:
             images[index] = decode(files[index], image_size)
-        except PhotoTooLarge as error:
-            ok[index] = False
-            errors[str(files[index])] = f"too large: {error}"
+            ok[index] = True
+            transient.pop(index, None)
+            errors.pop(str(files[index]), None)  # Failed the first time only.
         except Exception as error:
-            ok[index] = False
-            errors[str(files[index])] = f"could not be decoded ({type(error).__name__}: {error})"
+            errors[str(files[index])] = _reason(error)
+            if is_transient(error):
+                transient[index] = error
 
     with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         for done, _ in enumerate(pool.map(decode_one, range(len(files))), start=1):
             if done % 500 == 0:
                 print(f"  decoding {label}: {done}/{len(files)} images", flush=True)
+    for index in list(transient):  # Alone now: what the other threads held is free.
+        decode_one(index)
+    if cached and transient:
+        index, error = next(iter(transient.items()))
+        others = f" and {len(transient) - 1} other photo(s)" if len(transient) > 1 else ""
+        raise ReadFailed(f"Could not read {files[index]}{others} ({type(error).__name__}: {error}): a failure of the "
+                         "disk or the memory, not of the photos. Nothing was cached; run the same command again once "
+                         "the machine is well.")
     print(f"Decoded {int(ok.sum())} {label} images to {image_size}x{image_size} in "
           f"{time.perf_counter() - started:.1f} s.", flush=True)
     return images, ok
 
 
+def _reason(error: Exception) -> str:
+    """Why a photo was skipped, in words."""
+    if isinstance(error, PhotoTooLarge):
+        return f"too large: {error}"
+    if isinstance(error, NotAPhoto):
+        return f"could not be decoded ({error})"
+    if is_transient(error):
+        return (f"could not be read ({type(error).__name__}: {error}): a failure of the disk or the memory, not of "
+                "the photo; run the command again")
+    return f"could not be decoded ({type(error).__name__}: {error})"

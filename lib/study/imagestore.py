@@ -107,7 +107,7 @@ def _write(files: list[Path], image_size: int, errors: dict[str, str], raw: Path
     with storage.atomic_path(raw) as temporary, open(temporary, "wb") as handle:
         for start in range(0, len(files), CHUNK):
             end = min(start + CHUNK, len(files))
-            images, ok = decode.decode_files(files[start:end], image_size, errors,
+            images, ok = decode.decode_files(files[start:end], image_size, errors, cached=True,
                                            label=f"{label} {start + 1}-{end} of {len(files)}")
             handle.write(images[ok].tobytes())
             masks.append(ok)

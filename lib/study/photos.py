@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -24,7 +25,7 @@ from lib.study import batches, cache, decode, distribute, imagestore
 
 CLASS_NAMES = ("cats", "dogs")
 SPLITS = ("train", "validation", "test")
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}  # Decoded only as these formats.
 # Files that photo folders collect and that are no images: skipped silently, and counted.
 HOUSEKEEPING_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 DATASET_URLS = (
@@ -37,6 +38,10 @@ ARCHIVE_NAME = "cats_and_dogs_filtered.zip"
 # download is checked by the CRC of every member of the zip and by the image counts. Set its sha256 here, once
 # known, and an archive that differs is refused.
 DATASET_SHA256: str | None = None
+# The archive is 68 MB: a server that announces or sends more than this is not sending it. A slow connection still
+# has an hour for it (68 MB at 20 kB/s).
+DATASET_MAX_BYTES = 256 << 20
+DATASET_DEADLINE_SECONDS = 3600
 SYNTHETIC_VALUE = "synthetic"
 # Bump when decoding or resizing changes, so cached decoded images are not reused.
 _DECODER_VERSION = "pil-bilinear-rgb-2"  # 2: photos over decode.MAX_PIXELS are skipped (JPEGs decoded smaller).
@@ -130,6 +135,7 @@ def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
             storage.remove(archive)
             raise SuiteError(f"The downloaded dataset archive was damaged ({problem}) and was removed. Run the same "
                              "command again to download it again, or point DATA_DIR at a local copy.")
+    _check_room_to_unpack(archive, target)
     try:
         _unpack(archive, target, expected_counts or EXPECTED_COUNTS)
     except SuiteError as error:
@@ -154,14 +160,27 @@ def archive_problem(archive: Path) -> str | None:
     return None
 
 
+def _check_room_to_unpack(archive: Path, target: Path) -> None:
+    """A `SuiteError` naming the fix, before anything is unpacked, when `target`'s disk has no room for the
+    archive's members (their uncompressed sizes, plus a margin); the archive is kept for the next try."""
+    with zipfile.ZipFile(archive) as bundle:
+        unpacked = sum(member.file_size for member in bundle.infolist())
+    storage.check_free_space(target.parent, unpacked, f"unpacking {archive.name} (kept for the next try)")
+
+
 def _download_archive(archive: Path, urls: tuple[str, ...], target: Path) -> None:
     """Fetch the archive from the first address that answers, under a temporary name (`lib.core.download`)."""
     errors = []
     for url in urls:
         try:
-            sha256 = download.fetch(url, archive, ("sha256", DATASET_SHA256) if DATASET_SHA256 else None)
+            sha256 = download.fetch(url, archive, ("sha256", DATASET_SHA256) if DATASET_SHA256 else None,
+                                    deadline_seconds=DATASET_DEADLINE_SECONDS, max_bytes=DATASET_MAX_BYTES)
             print(f"Downloaded {url} ({archive.stat().st_size / 1e6:.1f} MB, sha256 {sha256}).", flush=True)
             return
+        except SuiteError as error:
+            if not isinstance(error, download.DownloadFailed):
+                raise  # No room on the disk: another address would not help.
+            errors.append(f"{url}: {error}")
         except Exception as error:  # urllib raises several types for one failure; each is reported.
             errors.append(f"{url}: {type(error).__name__}: {error}")
     raise SuiteError(
@@ -201,6 +220,21 @@ def _class_folders(split_dir: Path) -> dict[str, Path]:
     return {child.name.lower(): child for child in split_dir.iterdir() if child.is_dir()}
 
 
+def special_file(path: Path) -> str | None:
+    """What `path` (no folder) is when it is no file to read, in words: a link to nothing, a named pipe (opening one
+    waits for a writer, for ever), a socket or a device; None for a file. Found without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:  # A link whose target is gone, or a loop of links.
+        return f"a link to nothing ({error.strerror.lower()})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISBLK: "a device",
+             stat.S_ISCHR: "a device"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return f"{kind}, not a photo (never opened)"
+
+
 def list_split(root: Path, split: str) -> SplitListing:
     """List the image files of `root/split/{cats,dogs}` with labels, checking the folder layout.
 
@@ -228,9 +262,11 @@ def list_split(root: Path, split: str) -> SplitListing:
             raise SuiteError(f"Class folder {split_dir / name} is missing: put the {name} photos there.")
         found = []
         for path in sorted(folders[name].rglob("*")):
-            if not path.is_file():
+            if path.is_dir():
                 continue
-            if path.name.lower() in HOUSEKEEPING_FILES or path.name.startswith("._"):
+            if kind := special_file(path):
+                skipped.append((str(path), kind))
+            elif path.name.lower() in HOUSEKEEPING_FILES or path.name.startswith("._"):
                 skipped.append((str(path), "not an image (system file)"))
             elif path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append((str(path), f"not an image ({path.suffix or 'no'} extension)"))
@@ -288,7 +324,7 @@ def load_split(
     errors: dict[str, str] = {}
 
     def decode_all() -> dict[str, np.ndarray]:
-        images, ok = decode.decode_files(files, image_size, errors, label=split)
+        images, ok = decode.decode_files(files, image_size, errors, label=split, cached=use_cache)
         if not ok.any():
             raise SuiteError(f"No image in {root / split} could be decoded: check that they are photos.")
         return {"images": images[ok], "ok": ok}
