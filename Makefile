@@ -110,7 +110,7 @@ lint: setup ## ruff over everything, actionlint over .github/workflows/; noteboo
 	$(PYTHON) -m lib.run.pairing check
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
-	$(PYTHON) -m lib.study.photos
+	$(PYTHON) -m lib.run.check_data
 
 notebooks: setup ## Sync each notebook with its paired .py (the side you edited wins) and the Colab links.
 	$(PYTHON) -m lib.run.pairing sync

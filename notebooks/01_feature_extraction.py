@@ -90,7 +90,7 @@ tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
 import keras
 
 # %%
-from lib.study import evaluation, features, heatmaps, models, photos, plots, stage_run, training
+from lib.study import batches, evaluation, features, heatmaps, models, photos, plots, stage_run, training
 from lib.study import weights as vgg16_weights
 
 # %% [markdown]
@@ -162,7 +162,7 @@ classifier.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rat
 # With feature_flips, the mirrored block-4 maps of each training photo too (through block 5): twice the inputs.
 train_inputs, train_labels, flips_seconds = features.training_features(cut, image_sets["train"], extracted.arrays,
                                                                        weights_choice, feature_flips)
-train_dataset = photos.make_tf_dataset(train_inputs, train_labels, batch_size, shuffle=True, seed=seed)
+train_dataset = batches.make_tf_dataset(train_inputs, train_labels, batch_size, shuffle=True, seed=seed)
 callbacks = [training.CachedValidation(classifier, extracted.arrays["validation"], image_sets["validation"].labels),
              training.BestEpoch(),
              keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),

@@ -14,7 +14,7 @@ import pytest
 from lib import SuiteError, runner
 from lib.core import storage
 from lib.run import cluster
-from lib.study import decode, distribute, imagestore, photos
+from lib.study import batches, decode, distribute, imagestore, photos, synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RANDOMNESS = ["dropout=0", "rotation_degrees=0", "width_shift=0", "height_shift=0", "zoom=0",
@@ -97,8 +97,8 @@ def test_the_disk_store_reads_the_same_photos_as_memory(tiny_dataset):
     np.testing.assert_array_equal(on_disk.images[:, :, ::-1][0:8], in_memory.images[:, :, ::-1])
     np.testing.assert_array_equal(np.asarray(on_disk.images), in_memory.images)
     np.testing.assert_array_equal(on_disk.labels, in_memory.labels)
-    batches = list(photos.make_tf_dataset(on_disk.images, on_disk.labels, 3, shuffle=True, seed=1))
-    assert sorted(np.concatenate([b[0].numpy() for b in batches]).sum(axis=(1, 2, 3))) == sorted(
+    streamed = list(batches.make_tf_dataset(on_disk.images, on_disk.labels, 3, shuffle=True, seed=1))
+    assert sorted(np.concatenate([b[0].numpy() for b in streamed]).sum(axis=(1, 2, 3))) == sorted(
         in_memory.images.astype(int).sum(axis=(1, 2, 3)))
 
 
@@ -129,10 +129,10 @@ def test_auto_store_goes_to_disk_when_the_photos_would_not_fit(monkeypatch, caps
 
 
 def test_a_synthetic_set_of_a_given_size():
-    folder, counts = photos.synthetic_of_size("synthetic:2000")
+    folder, counts = synthetic.synthetic_of_size("synthetic:2000")
     assert counts == {"train": 1000, "validation": 500, "test": 500} and folder.name.endswith("_2000")
     with pytest.raises(SuiteError, match="synthetic:2000"):
-        photos.synthetic_of_size("synthetic:many")
+        synthetic.synthetic_of_size("synthetic:many")
 
 
 def run_suite(outputs: Path, *arguments: str) -> subprocess.CompletedProcess:

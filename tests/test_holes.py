@@ -20,7 +20,7 @@ from conftest import make_dataset, serve_files, write_image
 from lib import SuiteError
 from lib.core import download, locks, paths, records, stages
 from lib.run import execution, predict
-from lib.study import decode, photos
+from lib.study import dataset_download, decode, listing, photos
 
 
 def test_a_link_planted_as_the_run_lock_is_refused_and_its_target_kept(tmp_path):
@@ -102,12 +102,12 @@ def test_links_to_nothing_pipes_and_sockets_are_listed_as_skipped_never_opened(t
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(cats / "socket.jpg"))
     try:
-        listing = photos.list_split(root, "train")
-        reasons = {Path(path).name: reason for path, reason in listing.skipped}
+        split_listing = listing.list_split(root, "train")
+        reasons = {Path(path).name: reason for path, reason in split_listing.skipped}
         assert reasons == {"gone.jpg": "a link to nothing (no such file or directory)",
                            "pipe.jpg": "a named pipe, not a photo (never opened)",
                            "socket.jpg": "a socket, not a photo (never opened)"}
-        assert len(listing.files) == 4
+        assert len(split_listing.files) == 4
         found, skipped = predict.list_photos(str(root))
         assert len(found) == 8 and sorted(Path(item["path"]).name for item in skipped) == sorted(reasons)
     finally:
@@ -155,14 +155,14 @@ def test_a_download_that_sends_more_than_its_cap_is_cut_off(tmp_path):
 def test_the_data_set_is_not_unpacked_onto_a_disk_without_room_and_the_archive_is_kept(tmp_path, monkeypatch):
     source = make_dataset(tmp_path / "build" / "cats_and_dogs_filtered", per_class=2)
     target = tmp_path / "data" / "cats_and_dogs_filtered"
-    archive = target.parent / "downloads" / photos.ARCHIVE_NAME
+    archive = target.parent / "downloads" / dataset_download.ARCHIVE_NAME
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(source.rglob("*.jpg")):
             bundle.write(path, path.relative_to(source.parent))
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1 << 40, 1 << 40, 1 << 20))
-    with pytest.raises(SuiteError, match=f"Not enough disk space for unpacking {photos.ARCHIVE_NAME}"):
-        photos.download_dataset(target, ("http://127.0.0.1:9/none.zip",), {"train": 4, "validation": 4})
+    with pytest.raises(SuiteError, match=f"Not enough disk space for unpacking {dataset_download.ARCHIVE_NAME}"):
+        dataset_download.download_dataset(target, ("http://127.0.0.1:9/none.zip",), {"train": 4, "validation": 4})
     assert archive.is_file() and sorted(path.name for path in target.parent.iterdir()) == ["downloads"]
 
 

@@ -8,15 +8,15 @@ import pytest
 from conftest import make_dataset, write_image
 
 from lib import SuiteError
-from lib.study import photos
+from lib.study import batches, dataset_download, listing, photos, synthetic
 
 
 def test_class_order_is_cats_then_dogs_whatever_the_disk_order(tmp_path):
     root = make_dataset(tmp_path / "d", per_class=2)
     os.rename(root / "train" / "cats", root / "train" / "Cats")  # Case and order on disk do not matter.
-    listing = photos.list_split(root, "train")
-    assert list(listing.labels) == [0, 0, 1, 1]
-    assert all("Cats" in str(path) for path in listing.files[:2])
+    split_listing = listing.list_split(root, "train")
+    assert list(split_listing.labels) == [0, 0, 1, 1]
+    assert all("Cats" in str(path) for path in split_listing.files[:2])
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -38,7 +38,7 @@ def test_missing_class_folder(tmp_path):
         path.unlink()
     (root / "train" / "dogs").rmdir()
     with pytest.raises(SuiteError, match=r"Class folder .*train/dogs is missing"):
-        photos.list_split(root, "train")
+        listing.list_split(root, "train")
 
 
 def test_missing_root_names_the_environment_variable(tmp_path):
@@ -113,16 +113,16 @@ def test_max_images_per_class_and_optional_test_split(tmp_path):
 def test_seeded_shuffle_is_reproducible():
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, axis=-1)
     labels = np.arange(10) % 2
-    order = [[int(x[0, 0, 0, 0]) for x, _ in photos.make_tf_dataset(images, labels, 10, shuffle=True, seed=3)]
+    order = [[int(x[0, 0, 0, 0]) for x, _ in batches.make_tf_dataset(images, labels, 10, shuffle=True, seed=3)]
              for _ in range(2)]
     assert order[0] == order[1] and order[0] != list(range(10))
 
 
 def test_synthetic_dataset_is_generated_once(tmp_path):
-    root = photos.make_synthetic_dataset(tmp_path / "synthetic", counts={"train": 4, "validation": 2})
+    root = synthetic.make_synthetic_dataset(tmp_path / "synthetic", counts={"train": 4, "validation": 2})
     assert sorted(p.name for p in (root / "train" / "dogs").iterdir()) == ["dog.0.jpg", "dog.1.jpg"]
     stamp = (root / "train" / "dogs" / "dog.0.jpg").stat().st_mtime_ns
-    photos.make_synthetic_dataset(root)
+    synthetic.make_synthetic_dataset(root)
     assert (root / "train" / "dogs" / "dog.0.jpg").stat().st_mtime_ns == stamp
 
 
@@ -136,9 +136,9 @@ def test_offline_download_says_what_it_tried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(download, "fetch", offline)
     with pytest.raises(SuiteError) as raised:
-        photos.download_dataset(tmp_path / "cats_and_dogs_filtered")
+        dataset_download.download_dataset(tmp_path / "cats_and_dogs_filtered")
     message = str(raised.value)
-    assert all(url in message for url in photos.DATASET_URLS) and "DATA_DIR" in message
+    assert all(url in message for url in dataset_download.DATASET_URLS) and "DATA_DIR" in message
     assert not (tmp_path / "cats_and_dogs_filtered").exists()
 
 
@@ -153,7 +153,21 @@ def test_download_unpacks_checks_counts_and_renames_into_place(tmp_path):
     target = tmp_path / "data" / "cats_and_dogs_filtered"
     urls = ("http://127.0.0.1:9/unreachable.zip", archive.as_uri())  # The first address fails, the second works.
     with pytest.raises(SuiteError, match="has 4 train images, expected 2000"):
-        photos.download_dataset(target, urls)
+        dataset_download.download_dataset(target, urls)
     assert not target.exists() and not list(target.parent.glob(".unpack-*"))
-    photos.download_dataset(target, urls, expected_counts={"train": 4, "validation": 4})
-    assert [len(photos.list_split(target, split).files) for split in ("train", "validation")] == [4, 4]
+    dataset_download.download_dataset(target, urls, expected_counts={"train": 4, "validation": 4})
+    assert [len(listing.list_split(target, split).files) for split in ("train", "validation")] == [4, 4]
+
+
+def test_make_data_prints_the_counts_per_split_or_one_error(tmp_path, monkeypatch, capsys):
+    from lib.run import check_data
+
+    root = make_dataset(tmp_path / "data", per_class=2)
+    (root / "train" / "cats" / "notes.txt").write_text("not a photo")
+    monkeypatch.setenv("DATA_DIR", str(root))
+    assert check_data.main() == 0
+    printed = capsys.readouterr().out
+    assert "  train: 4 images (2 dogs), 1 other files skipped\n  validation: 4 images (2 dogs)" in printed
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "missing"))
+    assert check_data.main() == 2
+    assert capsys.readouterr().err.startswith(f"ERROR: Dataset folder {tmp_path / 'missing'} does not exist.")

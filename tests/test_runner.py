@@ -187,9 +187,9 @@ def test_a_mistake_before_any_stage_prints_one_clear_error(capsys):
 
 def test_files_get_the_permissions_a_normal_write_would(tmp_path):
     script = ("import os, sys; os.umask(int(sys.argv[1], 8)); sys.path.insert(0, '.');"
-              "from pathlib import Path; from lib.core import storage; from lib.study import photos;"
+              "from pathlib import Path; from lib.core import storage; from lib.study import synthetic;"
               "storage.write_json(Path(sys.argv[2]) / 'metrics.json', {});"
-              "photos.make_synthetic_dataset(Path(sys.argv[2]) / 'photos', {'train': 2})")
+              "synthetic.make_synthetic_dataset(Path(sys.argv[2]) / 'photos', {'train': 2})")
     for umask, file_mode, folder_mode in (("022", 0o644, 0o755), ("027", 0o640, 0o750)):
         folder = tmp_path / umask
         folder.mkdir()

@@ -37,8 +37,7 @@ import lib  # noqa: E402  (oneDNN on before TensorFlow)
 
 lib.load_tensorflow()
 from lib.core import devices, paths, storage  # noqa: E402  (after TensorFlow's quiet start)
-from lib.study import models, training  # noqa: E402
-from lib.study import photos as data  # noqa: E402
+from lib.study import batches, listing, models, photos, synthetic, training  # noqa: E402
 from lib.study.weights import resolve_weights  # noqa: E402
 
 BATCH = 20
@@ -131,11 +130,12 @@ def dtype_policy(policy: str):
 def make_subset(source: Path, target: Path, counts: dict[str, int]) -> Path:
     """A folder of symbolic links to the first `counts[split]` photos (half cats, half dogs) of `source`."""
     for split, count in counts.items():
-        listing = data.list_split(source, split)
-        for label, name in enumerate(data.CLASS_NAMES):
+        split_listing = listing.list_split(source, split)
+        for label, name in enumerate(listing.CLASS_NAMES):
             folder = target / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            chosen = [path for path, tag in zip(listing.files, listing.labels) if tag == label][: count // 2]
+            chosen = [path for path, tag in zip(split_listing.files, split_listing.labels) if tag == label]
+            chosen = chosen[: count // 2]
             for path in chosen:
                 link = folder / path.name
                 if not link.exists():
@@ -207,7 +207,7 @@ def measure_extraction(setup: Setup, course_base, suite_extractor) -> dict:
     forward_seconds = []
 
     def suite_way():
-        image_set = data.load_split(setup.root, "train", setup.image_size, use_cache=False)
+        image_set = photos.load_split(setup.root, "train", setup.image_size, use_cache=False)
         started = time.perf_counter()
         features.extract(suite_extractor, image_set.images, label="bench")
         forward_seconds.append(time.perf_counter() - started)
@@ -287,8 +287,8 @@ def measure_epochs(setup: Setup, stage: str, unfreeze: bool) -> dict[str, dict]:
     pooled_epoch, variant_seconds = pooled_way(setup, cut, stage, validation_features)
     train_generator = course_generator(setup.root / "train", setup.image_size, augment=True, shuffle=True)
     validation_generator = course_generator(setup.root / "validation", setup.image_size, augment=False, shuffle=False)
-    train_dataset = data.make_tf_dataset(images.images, images.labels, BATCH, shuffle=True, seed=0).dataset()
-    validation_batches = data.make_tf_dataset(validation.images, validation.labels, BATCH)
+    train_dataset = batches.make_tf_dataset(images.images, images.labels, BATCH, shuffle=True, seed=0).dataset()
+    validation_batches = batches.make_tf_dataset(validation.images, validation.labels, BATCH)
     validation_dataset = validation_batches.dataset().take(validation_batches.batches_per_pass)
     callback = training.CachedValidation(cut.top, validation_features, validation.labels)
     plain_epoch = functools.partial(suite_model.fit, train_dataset, steps_per_epoch=setup.steps, epochs=1,
@@ -347,12 +347,13 @@ def prepare(arguments: argparse.Namespace) -> Setup:
     if source:
         root = make_subset(Path(source), paths.cache_root() / f"bench-subset-{counts['train']}-{counts['validation']}",
                            counts)
-        photos = f"{source} (first {counts['train']} train / {counts['validation']} validation photos)"
+        described = f"{source} (first {counts['train']} train / {counts['validation']} validation photos)"
     else:
-        root = data.make_synthetic_dataset(paths.cache_root() / f"bench-synthetic-{counts['train']}", counts, size=360)
-        photos = "synthetic 360x360 JPEGs (set DATA_DIR for real photos)"
+        root = synthetic.make_synthetic_dataset(paths.cache_root() / f"bench-synthetic-{counts['train']}", counts,
+                                                size=360)
+        described = "synthetic 360x360 JPEGs (set DATA_DIR for real photos)"
     policy = devices.compute_policy(arguments.precision == "profile", devices.gpu_names())
-    return Setup(root, photos, resolve_weights(os.environ.get("VGG16_WEIGHTS", "none")), arguments.image_size,
+    return Setup(root, described, resolve_weights(os.environ.get("VGG16_WEIGHTS", "none")), arguments.image_size,
                  counts, arguments.repeats, policy)
 
 
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         suite_extractor = models.cut_base(suite_base, models.build_classifier(suite_base.output_shape[1:]),
                                           "vgg16").frozen
     results = {"extraction": measure_extraction(setup, course_base, suite_extractor)}
-    setup.image_sets = {split: data.load_split(setup.root, split, setup.image_size) for split in setup.counts}
+    setup.image_sets = {split: photos.load_split(setup.root, split, setup.image_size) for split in setup.counts}
     for stage, unfreeze in (("stage2", False), ("stage3", True)):
         results.update(measure_epochs(setup, stage, unfreeze))
     report = {"machine": f"{devices.describe_cpu()}, {platform.platform()}", "photos": setup.photos,

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.core import paths, storage  # noqa: E402
-from lib.study import photos as data  # noqa: E402
+from lib.study import synthetic  # noqa: E402
 
 STEM = "01_feature_extraction"
 FEATURE_BYTES = 512 * 4  # One photo's 1x1x512 float32 block5 features at 32x32.
@@ -35,8 +35,8 @@ def run(photos: int, store: str, work: Path) -> dict:
     cache = work / f"cache-{name}"
     shutil.rmtree(cache, ignore_errors=True)
     # What `data_dir=synthetic:<photos>` generates, generated once here so that every run decodes cold.
-    folder, counts = data.synthetic_of_size(f"synthetic:{photos}")
-    photos_dir = data.make_synthetic_dataset(work / folder.name, counts)
+    folder, counts = synthetic.synthetic_of_size(f"synthetic:{photos}")
+    photos_dir = synthetic.make_synthetic_dataset(work / folder.name, counts)
     env = {key: value for key, value in os.environ.items() if key != "DATA_DIR"}
     env["CACHE_DIR"] = str(cache)
     command = [sys.executable, "-m", "lib.runner", STEM, "--profile", "smoke", "--run", name, "--no-forecast",

@@ -31,8 +31,7 @@ import numpy as np
 from lib import SuiteError
 from lib.core import locks, params, paths, records, stages, storage
 from lib.pages import html
-from lib.study import decode
-from lib.study.photos import CLASS_NAMES, IMAGE_EXTENSIONS, special_file
+from lib.study import decode, listing
 
 BATCH_SIZE = 64
 PREDICT_LOCK_FILE = ".predict.lock"  # In the run folder: held by the make predict writing its predictions.
@@ -106,15 +105,15 @@ def list_photos(images: str) -> tuple[list[tuple[Path, str | None]], list[dict[s
     if not root.is_dir():
         raise SuiteError(f"IMAGES={images}: no such file or folder. Give a photo or a folder of photos.")
     labelled = {child.name.lower(): child for child in root.iterdir() if child.is_dir()
-                and child.name.lower() in CLASS_NAMES}
+                and child.name.lower() in listing.CLASS_NAMES}
     photos, skipped = [], []
     for path in sorted(root.rglob("*")):
         if path.is_dir():
             continue
-        if kind := special_file(path):
+        if kind := listing.special_file(path):
             skipped.append({"path": str(path), "reason": kind})
             continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("._"):
+        if path.suffix.lower() not in listing.IMAGE_EXTENSIONS or path.name.startswith("._"):
             skipped.append({"path": str(path), "reason": "not an image (extension or system file)"})
             continue
         label = next((name[:-1] for name, folder in labelled.items() if folder in path.parents), None)
@@ -239,7 +238,7 @@ def _predict(run: str, images: str, stage: stages.Stage) -> Path:
 
     photos, skipped = list_photos(images)
     if not photos:
-        raise SuiteError(f"IMAGES={images} holds no photos ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+        raise SuiteError(f"IMAGES={images} holds no photos ({', '.join(sorted(listing.IMAGE_EXTENSIONS))}).")
     lib.load_tensorflow()
     predictor = load(run, stage)
     print(f"Classifying {len(photos)} photos with {predictor.description.rstrip('.')}.", flush=True)

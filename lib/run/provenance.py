@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from lib.core import paths
-from lib.study import photos
+from lib.study import listing, photos
 from lib.study.weights import resolve_weights
 
 PACKAGES = ("tensorflow", "keras", "numpy", "h5py", "pillow", "matplotlib", "papermill", "nbconvert",
@@ -48,11 +48,11 @@ def dataset_fingerprint(data_dir: str) -> dict[str, Any]:
     """File lists and content hashes of every split of the dataset a stage will read."""
     root = photos.resolve_data_dir(data_dir)
     splits = {}
-    for split in photos.available_splits(root):
-        listing = photos.list_split(root, split)
+    for split in listing.available_splits(root):
+        split_listing = listing.list_split(root, split)
         splits[split] = {
-            "files": [str(path.relative_to(root)) for path in listing.files],
-            "sha256": photos.fingerprint_files(listing.files, root),
+            "files": [str(path.relative_to(root)) for path in split_listing.files],
+            "sha256": listing.fingerprint_files(split_listing.files, root),
         }
     combined = hashlib.sha256("|".join(f"{s}:{v['sha256']}" for s, v in splits.items()).encode()).hexdigest()
     return {"root": str(root), "sha256": combined, "splits": splits}

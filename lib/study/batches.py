@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.study import imagestore
+
 # One pass's batch from the examples it holds (indices into the stored arrays) and that pass's own random draws.
 Draw = Callable[[np.ndarray, Any], tuple[np.ndarray, np.ndarray]]
 # A pass's random draws beyond its order (the pool's choice of entry, its feature flips), from its generator.
@@ -66,3 +68,20 @@ class BatchStream:
     def __iter__(self):
         """One pass from the start, as tensors (what iterating a finite dataset gives)."""
         return iter(self.dataset().take(self.batches_per_pass))
+
+
+def make_tf_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
+                    seed: int = 0) -> BatchStream:
+    """Batch inputs (images or features, in memory or in a disk store) into an endless stream of training batches
+    (`BatchStream`): with `shuffle`, each pass in a new order drawn from `(seed, pass)`, so that a resumed
+    stage can start the stream where it stopped."""
+    import tensorflow as tf
+
+    labels = labels.astype("float32")
+    on_disk = isinstance(inputs, imagestore.DiskImages)
+    shape = (None, inputs.size, inputs.size, 3) if on_disk else (None, *inputs.shape[1:])
+    dtype = tf.uint8 if on_disk else tf.as_dtype(inputs.dtype)
+    return BatchStream(len(labels), batch_size, seed, shuffle,
+                        lambda chosen, draws: (inputs[chosen], labels[chosen]),
+                        (tf.TensorSpec(shape, dtype), tf.TensorSpec((None,), tf.float32)),
+                        sort_batches=on_disk and shuffle)

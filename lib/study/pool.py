@@ -24,7 +24,7 @@ import numpy as np
 
 from lib import SuiteError
 from lib.core import storage
-from lib.study import batches, cache, distribute, features, models, photos
+from lib.study import batches, cache, distribute, features, models
 from lib.study.photos import ImageSet
 from lib.study.weights import WeightsChoice
 
@@ -175,7 +175,7 @@ def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentati
     or the layers above the cut on a pool of `augmentation_pool` variants per photo (`feature_flips`: see
     `pooled_dataset`). `steps_per_epoch` 0 means one pass over the photos."""
     if not augmentation_pool:
-        dataset = photos.make_tf_dataset(image_set.images, image_set.labels, batch_size, shuffle=True, seed=seed)
+        dataset = batches.make_tf_dataset(image_set.images, image_set.labels, batch_size, shuffle=True, seed=seed)
         return TrainingData(model, dataset, steps_per_epoch,
                             "photos augmented afresh every epoch (augmentation_pool=0)")
     pool, seconds = build(cut, image_set, weights, augmentation, seed, augmentation_pool)
