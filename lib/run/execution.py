@@ -193,7 +193,7 @@ def _cluster_outcome(workers_cluster, stem: str, failure: StageFailed | None) ->
 
 
 @contextlib.contextmanager
-def _signals_held():
+def signals_held():
     """Ctrl-C, SIGTERM and SIGHUP ignored for the length of the block (the kernel's clean-up: seconds), then
     restored."""
     if threading.current_thread() is not threading.main_thread():
@@ -241,7 +241,7 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
     except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
         failure = _failure(error, stem, partial, cell_timeout)
     finally:
-        with _signals_held():  # A second Ctrl-C must not cut the clean-up short.
+        with signals_held():  # A second Ctrl-C must not cut the clean-up short.
             stop_kernel(manager)
             failure = _cluster_outcome(workers_cluster, stem, failure)
             if partial.exists():
