@@ -268,8 +268,8 @@ def close_running_stages(manifest: Manifest, status: str, message: str) -> None:
 
 
 def read_manifest(run: str) -> Manifest:
-    """The run's manifest ({} when there is none), with a runner that is gone shown as `interrupted`: a stage is
-    `running` only while a runner works on it."""
+    """The run's manifest ({} when there is none, or when it is damaged: `read_record`), with a runner that is gone
+    shown as `interrupted`: a stage is `running` only while a runner works on it."""
     manifest: Manifest | None = read_record(paths.run_dir(run) / MANIFEST_FILE)
     if manifest is None:
         return Manifest()
