@@ -16,13 +16,25 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lib  # noqa: F401  (sets TensorFlow's environment before any kernel inherits it)
 from lib import SuiteError
 from lib.core import devices, locks, params, paths, records, stages, storage
 from lib.pages import summary
-from lib.run import cluster, estimate, execution, freshness, housekeeping, manifest, pairing, provenance, schedule
+from lib.run import (
+    cluster,
+    estimate,
+    execution,
+    freshness,
+    housekeeping,
+    manifest,
+    pairing,
+    provenance,
+    rerun,
+    schedule,
+)
 from lib.study import distribute
 
 
@@ -68,15 +80,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def profile_from_manifest(path: str) -> dict[str, Any]:
     """A profile that repeats the parameters a manifest recorded for each stage (`FROM=manifest.json`)."""
-    from pathlib import Path
-
     manifest_path = Path(path)
     if not manifest_path.is_file():
         raise SuiteError(f"Manifest {path} does not exist: give outputs/<run>/manifest.json of an earlier run.")
     try:
         recorded = storage.read_json(manifest_path)
         profile: dict[str, Any] = {"name": recorded.get("profile", {}).get("name", "from-manifest"),
-                                   "path": str(manifest_path),
+                                   "path": str(manifest_path), "from_run": recorded.get("run"),
                                    "description": f"parameters of run {recorded.get('run')} ({manifest_path})"}
         for stem, record in recorded["stages"].items():
             profile[stages.get(stem).section] = dict(record["parameters"])
@@ -107,9 +117,13 @@ def prepare(arguments: argparse.Namespace) -> Plan:
             raise SuiteError(f"--set {key}: no stage among {', '.join(stems)} has a parameter {key!r}.")
     fingerprints: dict[Any, Any] = {}
     profile, choice, schedule = choose_profile(arguments, overrides, fingerprints)
+    run = arguments.run or profile["name"]
+    if arguments.from_manifest and not arguments.run:  # Never into the folder of the run it repeats, or another's.
+        run = unused_run_name(profile.get("from_run"), profile["name"])
+        choice = f"{choice.rstrip('.')}, into the new run {run} (RUN=<name> names it)."
     if choice:
         print(choice, flush=True)
-    run = paths.check_run_name(arguments.run or profile["name"])
+    run = paths.check_run_name(run)
     # Every stage's parameters before running any, so that a typo in stage 3 fails in seconds.
     resolved = {stem: params.resolve_for_stage(stem, profile, overrides) for stem in stems}
     if any(values.get("require_gpu") for values in resolved.values()):
@@ -122,6 +136,20 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         if not arguments.forecast_only:
             claim_run(run)
     return plan
+
+
+def unused_run_name(recorded_run: Any, profile_name: str) -> str:
+    """A run name no folder in OUTPUTS_DIR has yet, for `FROM=` without `RUN=`: `<recorded run>-from-<date>`, then
+    `-2`, `-3` and so on."""
+    try:
+        base = f"{paths.check_run_name(recorded_run)}-from-{time.strftime('%Y%m%d')}"
+    except SuiteError:  # A manifest whose run has no usable name.
+        base = f"{profile_name}-from-{time.strftime('%Y%m%d')}"
+    run, number = base, 1
+    while os.path.lexists(paths.run_dir(run)):
+        number += 1
+        run = f"{base}-{number}"
+    return run
 
 
 def cluster_overrides(workers: int, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -168,31 +196,43 @@ def claim_run(run: str) -> int:
     return hold
 
 
-def injected_parameters(plan: Plan, stem: str) -> dict[str, Any]:
-    """What papermill gives a stage's notebook: its checked parameters and the runner's own keys."""
-    return {**plan.parameters[stem], "run_name": plan.run, "output_dir": str(paths.stage_dir(plan.run, stem)),
-            "profile_name": plan.profile["name"]}
+def injected_parameters(plan: Plan, stem: str, folder: Path | None = None) -> dict[str, Any]:
+    """What papermill gives a stage's notebook: its checked parameters and the runner's own keys (`folder`: where
+    it writes, by default the stage's folder)."""
+    return {**plan.parameters[stem], "run_name": plan.run,
+            "output_dir": str(folder or paths.stage_dir(plan.run, stem)), "profile_name": plan.profile["name"]}
 
 
 def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) -> dict[str, Any]:
-    """Execute one stage into the run folder; return its `stage.json` record (written last)."""
+    """Execute one stage into the run folder; return its `stage.json` record (written last). A stage that has a
+    complete result runs beside it and replaces it only once complete (`lib.run.rerun`)."""
     values = plan.parameters[stem]
-    folder = paths.stage_dir(plan.run, stem)
+    folder, result = records.attempt_folder(plan.run, stem), paths.stage_dir(plan.run, stem)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in (records.STAGE_FILE, records.METRICS_FILE):  # Not complete until it says so again.
         storage.remove(folder / stale)
     print(f" {stem}  (run {plan.run}, profile {plan.profile['name']}) -> {folder}", flush=True)
+    if folder != result:
+        print(f"    the last complete result stays in {result} until this one is complete", flush=True)
     print("    parameters: " + ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())), flush=True)
-    seconds = execution.execute(stem, folder, injected_parameters(plan, stem), cell_timeout, plan.workers,
-                                plan.verbose)
-    metrics = records.read_metrics(folder)
-    if metrics is None:
-        raise execution.StageFailed(f"{stem} finished without writing {folder / records.METRICS_FILE}.")
+    try:
+        seconds = execution.execute(stem, folder, injected_parameters(plan, stem, folder), cell_timeout,
+                                    plan.workers, plan.verbose)
+        metrics = records.read_metrics(folder)
+        if metrics is None:
+            raise execution.StageFailed(f"{stem} finished without writing {folder / records.METRICS_FILE}.")
+    except execution.StageFailed as failure:
+        if folder == result:
+            raise
+        raise execution.StageFailed(f"{failure}; its last complete result is kept in {result}",
+                                    failure.status) from None
     record = records.stage_record(stem=stem, run=plan.run, profile=plan.profile, parameters=values,
                                   parameters_hash=freshness.short_hash(values), seconds=seconds, finished=time.time(),
                                   inputs=inputs, metrics=metrics)
-    storage.write_json(folder / records.STAGE_FILE, record)
-    print(f"=== {stem} done in {seconds:.0f} s: {folder / (stem + '.html')}", flush=True)
+    with execution.signals_held():  # Complete, and in its place: a Ctrl-C now must not leave it half swapped.
+        storage.write_json(folder / records.STAGE_FILE, record)
+        rerun.swap_in(plan.run, stem, folder)
+    print(f"=== {stem} done in {seconds:.0f} s: {result / (stem + '.html')}", flush=True)
     return record
 
 

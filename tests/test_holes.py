@@ -173,7 +173,7 @@ def test_a_signal_during_a_held_section_is_acted_on_when_it_ends(number, raised)
     finished = []
     try:
         with pytest.raises(raised):
-            with execution._signals_held():
+            with execution.signals_held():
                 os.kill(os.getpid(), number)
                 finished.append("the clean-up")
         assert finished == ["the clean-up"]

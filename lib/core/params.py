@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,47 @@ PATH_PARAMETERS = {"data_dir": {"", "synthetic"}, "weights": {"", "imagenet", "n
 FOLDER_VARIABLES = ("OUTPUTS_DIR", "CACHE_DIR")
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list}
+# A profile's description is shown on pages and kept in each run's manifest: plain text of a reasonable size.
+DESCRIPTION_LIMIT_BYTES = 4096
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that a profile or a `--set` value must not use; its message is one line."""
+
+
+class ProfileLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (no tags that construct Python objects) as a person writes parameters: an alias (`*name`)
+    is refused as soon as it is met, before anything is built from it (a few lines of nested aliases expand to
+    gigabytes once written out), and a number written with leading zeros is read as written, in decimal
+    (`seed: 010` is 10, not YAML 1.1's octal 8; `09` is 9, not the text "09")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"line {event.start_mark.line + 1}: an alias (*{event.anchor}) refers to another value; "
+                           "aliases are not allowed here, write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node).replace("_", "")
+        if re.fullmatch(r"[-+]?0[0-9]+", text):
+            return int(text, 10)
+        return super().construct_yaml_int(node)
+
+
+ProfileLoader.add_constructor("tag:yaml.org,2002:int", ProfileLoader.construct_yaml_int)
+ProfileLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?0[0-9_]+$"), list("-+0"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parameters written in YAML (a profile, a `--set` value), read with `ProfileLoader`; a `yaml.YAMLError`
+    whose message is one line."""
+    try:
+        return yaml.load(text, Loader=ProfileLoader)  # noqa: S506  (a SafeLoader)
+    except _Refused:
+        raise
+    except yaml.YAMLError as error:
+        raise _Refused(" ".join(str(error).split())) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +158,15 @@ def resolve_profile_path(profile: str) -> Path:
 def load_profile(profile: str) -> dict[str, Any]:
     """Read a profile safely and check its shape; returns the parsed mapping plus `name` and `path`.
 
-    `yaml.safe_load` refuses tags that would construct Python objects.
+    `read_yaml` refuses tags that would construct Python objects, and aliases.
     """
     path = resolve_profile_path(profile)
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        content = read_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise SuiteError(f"Profile {path} is not valid YAML ({error}). Fix the file and run again.") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise SuiteError(f"Profile {path} cannot be read as UTF-8 text ({error}). Fix the file, run again.") from None
     if not isinstance(content, dict):
         raise SuiteError(f"Profile {path} must be a mapping of sections, not {type(content).__name__}.")
     allowed = {"description", "common", *(stage.section for stage in stages.STAGES)}
@@ -133,7 +177,21 @@ def load_profile(profile: str) -> dict[str, Any]:
             )
         if key != "description" and value is not None and not isinstance(value, dict):
             raise SuiteError(f"Profile {path}: section {key!r} must be a mapping of parameter: value.")
+    _check_description(path, content.get("description"))
     return {**content, "name": path.stem, "path": str(path)}
+
+
+def _check_description(path: Path, description: Any) -> None:
+    """A `SuiteError` unless a profile's description is plain text (or absent) of at most 4 KB."""
+    if description is not None and not isinstance(description, str):
+        kind = {"dict": "a mapping", "list": "a list"}.get(type(description).__name__,
+                                                           f"a value of type {type(description).__name__}")
+        raise SuiteError(f"Profile {path}: description must be plain text (one YAML string), not {kind}. Write it "
+                         "as one line, or as a `>-` block of lines.")
+    size = len((description or "").encode("utf-8"))
+    if size > DESCRIPTION_LIMIT_BYTES:
+        raise SuiteError(f"Profile {path}: description is {size:,} bytes; keep it under {DESCRIPTION_LIMIT_BYTES:,} "
+                         "(a few lines saying what the profile is for).")
 
 
 def stage_values(profile: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -280,8 +338,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         raise SuiteError(f"Override {text!r} must look like key=value.")
     key, raw = text.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+        return key.strip(), read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        problem = str(error).splitlines()[0]
+        problem = str(error)
         raise SuiteError(f"SET {text!r}: the value is not valid YAML ({problem}). Quote it, e.g. "
                          f"SET=\"{key.strip()}='...'\", or fix it.") from None

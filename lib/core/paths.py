@@ -63,6 +63,12 @@ def backup_dir(stage_folder: str | os.PathLike) -> Path:
     return Path(stage_folder) / "backup"
 
 
+def rerun_dir(run: str, stage: str) -> Path:
+    """Where a stage that has a complete result runs again, beside it, until the new attempt is complete and takes
+    its place (`lib.run.rerun`): `outputs/<run>/<notebook stem>.rerun/`."""
+    return run_dir(run) / f"{stage}.rerun"
+
+
 def default_data_dir() -> Path:
     """Where the dataset is downloaded to when none is given: `data/cats_and_dogs_filtered` in the project."""
     return PROJECT_ROOT / "data" / "cats_and_dogs_filtered"

@@ -12,6 +12,7 @@ import datetime
 import io
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -156,10 +157,56 @@ def stage_record(*, stem: str, run: str, profile: dict[str, Any], parameters: di
         workers=metrics.get("workers"))
 
 
+# What reading a damaged record as missing means, by file name.
+_READ_AS_MISSING = {MANIFEST_FILE: "the manifest starts afresh (each stage's stage.json still says whether it "
+                                   "completed)",
+                    STAGE_FILE: "the stage counts as not complete and the same command redoes it",
+                    METRICS_FILE: "the stage counts as not complete and the same command redoes it"}
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON record of a run folder (`manifest.json`, `stage.json`, `metrics.json`), or None when it is missing.
+
+    A damaged one (not JSON, not UTF-8, or not a JSON object: a disk that filled up, a hand edit) is set aside as
+    `<name>.corrupt-<time>`, never deleted, said in one line, and read as missing: its stage is not complete.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        value = storage.read_json(path)
+        problem = "" if isinstance(value, dict) else f"a JSON {type(value).__name__}, not an object"
+    except ValueError as error:  # JSON's and UTF-8's errors both are.
+        problem = f"{type(error).__name__}: {error}"
+    if not problem:
+        return value
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError:  # Set aside by another reader a moment ago, or a read-only folder: read as missing all the same.
+        aside = path
+    print(f"{path} is damaged ({problem}); set aside as {aside.name}: "
+          f"{_READ_AS_MISSING.get(path.name, 'read as missing')}.", flush=True)
+    return None
+
+
 def read_metrics(folder: str | os.PathLike) -> Metrics | None:
-    """A stage folder's `metrics.json`, or None when the stage has not completed there."""
-    path = Path(folder) / METRICS_FILE
-    return storage.read_json(path) if path.is_file() else None
+    """A stage folder's `metrics.json`, or None when the stage has not completed there (or it is damaged:
+    `read_record`)."""
+    return read_record(Path(folder) / METRICS_FILE)
+
+
+def read_stage_record(folder: str | os.PathLike) -> StageRecord | None:
+    """A stage folder's `stage.json`, or None when the stage has not completed there (or it is damaged:
+    `read_record`)."""
+    return read_record(Path(folder) / STAGE_FILE)
+
+
+def attempt_folder(run: str, stem: str) -> Path:
+    """The folder a stage's next attempt runs in: the stage's own, unless it holds a complete result (its
+    `stage.json`), which stays readable there until a complete new one replaces it; then `paths.rerun_dir`."""
+    folder = paths.stage_dir(run, stem)
+    return paths.rerun_dir(run, stem) if (folder / STAGE_FILE).is_file() else folder
 
 
 def write_metrics(folder: str | os.PathLike, metrics: Metrics) -> Path:
@@ -239,12 +286,11 @@ def close_running_stages(manifest: Manifest, status: str, message: str) -> None:
 
 
 def read_manifest(run: str) -> Manifest:
-    """The run's manifest ({} when there is none), with a runner that is gone shown as `interrupted`: a stage is
-    `running` only while a runner works on it."""
-    path = paths.run_dir(run) / MANIFEST_FILE
-    if not path.is_file():
+    """The run's manifest ({} when there is none, or when it is damaged: `read_record`), with a runner that is gone
+    shown as `interrupted`: a stage is `running` only while a runner works on it."""
+    manifest: Manifest | None = read_record(paths.run_dir(run) / MANIFEST_FILE)
+    if manifest is None:
         return Manifest()
-    manifest: Manifest = storage.read_json(path)
     if manifest.get("status") == "running" and not _runner_alive(run, manifest):
         manifest["status"] = "interrupted"
         close_running_stages(manifest, "interrupted", "the runner was killed while this stage ran")

@@ -28,9 +28,12 @@ def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) ->
         if record.get("status") in {"failed", "interrupted", "running", "not run"}:
             return {"status": f"{record['status']}: {record.get('message') or 'in progress'}"}
         return {"status": "not run or incomplete"}
+    attempt = _last_attempt(folder, stage, record)
+    if attempt:  # The result shown is the last complete one; its own record says how long it took.
+        record = records.read_stage_record(folder / stage.stem) or {}
     history = records.read_history(folder / stage.stem / records.HISTORY_FILE)
     return {
-        "status": "complete",
+        "status": "complete", **attempt,
         "val_accuracy": metrics["val_accuracy"], "val_loss": metrics["val_loss"],
         "test_accuracy": metrics.get("test_accuracy"), "best_epoch": metrics["best_epoch"],
         "epochs_run": metrics["epochs_run"],
@@ -43,6 +46,19 @@ def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) ->
         "report": f"{stage.stem}/{stage.stem}.html",
         "val_accuracy_curve": [row.get("val_accuracy") for row in history],
     }
+
+
+def _last_attempt(folder: Path, stage: stages.Stage, record: dict[str, Any]) -> dict[str, Any]:
+    """Where a stage has a complete result and the manifest says a rerun of it failed, was interrupted or is running:
+    how it ended, and the link to its report (`<stem>.rerun/`, `lib.run.rerun`); else {}."""
+    verb = {"failed": "failed", "interrupted": "was interrupted", "running": "is running now"}.get(record.get("status"))
+    if verb is None:
+        return {}
+    attempt = {"last_attempt": f"{verb}: {record['message']}" if record.get("message") else verb}
+    report = paths.rerun_dir(folder.name, stage.stem) / f"{stage.stem}.html"
+    if report.is_file():
+        attempt["attempt_report"] = f"{report.parent.name}/{report.name}"
+    return attempt
 
 
 def _profile(manifest: dict[str, Any], stage_summaries: dict[str, dict]) -> dict[str, Any]:
@@ -120,6 +136,8 @@ def render(summary: dict[str, Any]) -> str:
     rows = [{"heading": stages.get(stem).heading, **values} for stem, values in summary["stages"].items()]
     for row in rows:
         row.setdefault("forecast_seconds", None)
+        row.setdefault("last_attempt", "")
+        row.setdefault("attempt_report", "")
         at_start = html.duration(row.get("forecast_at_start_seconds"))  # Shown where it reads otherwise.
         row["forecast_at_start"] = at_start if at_start != html.duration(row["forecast_seconds"]) else ""
     references = [{"heading": stage.heading, **vars(reference)} for stage in stages.STAGES

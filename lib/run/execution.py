@@ -193,7 +193,7 @@ def _cluster_outcome(workers_cluster, stem: str, failure: StageFailed | None) ->
 
 
 @contextlib.contextmanager
-def _signals_held():
+def signals_held():
     """Ctrl-C, SIGTERM and SIGHUP held for the length of the block (the kernel's clean-up: seconds), then acted on:
     the handlers are restored and the first signal that came meanwhile is raised again, so that a Ctrl-C during
     the clean-up still stops the runner once the clean-up is done."""
@@ -246,7 +246,7 @@ def execute(stem: str, folder: Path, parameters: dict[str, Any], cell_timeout: i
     except BaseException as error:  # Every way out, Ctrl-C and SIGTERM included, ends the same way.
         failure = _failure(error, stem, partial, cell_timeout)
     finally:
-        with _signals_held():  # A second Ctrl-C must not cut the clean-up short.
+        with signals_held():  # A second Ctrl-C must not cut the clean-up short.
             stop_kernel(manager)
             failure = _cluster_outcome(workers_cluster, stem, failure)
             if partial.exists():

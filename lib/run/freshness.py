@@ -148,10 +148,9 @@ def completed(run: str, stems) -> set[str]:
 def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]) -> tuple[bool, str]:
     """`(up to date, why)`: up to date when complete, with every artifact, and nothing changed."""
     folder = paths.stage_dir(run, stage)
-    record_file = folder / records.STAGE_FILE
-    if not record_file.is_file():
+    record = records.read_stage_record(folder)  # A damaged one is set aside and reads as missing.
+    if record is None:
         return False, "not complete in this run"
-    record = storage.read_json(record_file)
     missing = [name for name in (records.METRICS_FILE, f"{stage}.ipynb", f"{stage}.html")
                if not (folder / name).is_file()]
     if record.get("status") != "complete" or missing:
@@ -180,12 +179,12 @@ def settle_backup(stage: str, run: str, values: dict[str, Any], inputs: dict[str
     """Before a stage runs: keep the backup an interrupted attempt left when nothing that shapes its results has
     changed since, else discard it (FORCE=1 always does); record what this attempt runs with. Returns what to
     tell the user ("" when there was no backup)."""
-    folder = paths.backup_dir(paths.stage_dir(run, stage))
+    folder = paths.backup_dir(records.attempt_folder(run, stage))
     done, record_file = backed_up_epochs(folder), folder / "inputs.json"
     message = ""
     if done:
         epochs = ", ".join(f"{phase} {count}" for phase, count in done.items())
-        record = storage.read_json(record_file) if record_file.is_file() else None
+        record = records.read_record(record_file)
         found = (["FORCE=1"] if force else ["it has no record of its inputs"] if record is None
                  else changes(record, values, inputs))
         if found:

@@ -12,6 +12,7 @@ import platform
 import sys
 from typing import Any
 
+from lib import SuiteError
 from lib.core import devices, paths, records, storage
 from lib.run import provenance
 
@@ -47,7 +48,12 @@ def write(run: str, manifest: records.Manifest, fingerprints: dict[Any, Any]) ->
         manifest["inputs"] = [{"dataset": dataset, "weights": weights} for dataset, weights in fingerprints.values()]
     seeds = {record.get("parameters", {}).get("seed") for record in manifest["stages"].values()}
     manifest["seed"] = seeds.pop() if len(seeds) == 1 else sorted(s for s in seeds if s is not None)
-    storage.write_json(paths.run_dir(run) / records.MANIFEST_FILE, manifest)
+    path = paths.run_dir(run) / records.MANIFEST_FILE
+    try:
+        storage.write_json(path, manifest)
+    except OSError as error:  # A full disk is a SuiteError already (`lib.core.storage`).
+        raise SuiteError(f"Could not write the run's manifest {path} ({error.strerror or error}). Fix the output "
+                         "folder (space, permissions), then run the same command again.") from None
 
 
 def running(parameters: dict[str, Any]) -> records.ManifestStage:
@@ -74,8 +80,13 @@ def kept(earlier: records.ManifestStage, record: records.StageRecord) -> records
 
 
 def finish(run: str, manifest: records.Manifest) -> None:
-    """Close the manifest whatever happened: no stage is left `running` or `waiting`."""
+    """Close the manifest whatever happened: no stage is left `running` or `waiting`. It is the runner's last word,
+    said after the run's own outcome: a failure to write it is one line, never an error on top of that outcome (the
+    manifest on disk then still says `running`, which readers take as interrupted once the runner is gone)."""
     manifest["finished"] = records.now()
     records.close_running_stages(manifest, "failed" if manifest.get("status") == "failed" else "interrupted",
                                  "the runner stopped while this stage ran")
-    write(run, manifest, {})
+    try:
+        write(run, manifest, {})
+    except SuiteError as error:
+        print(f"(The manifest was not closed: {error})", file=sys.stderr, flush=True)
