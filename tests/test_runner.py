@@ -185,6 +185,33 @@ def test_a_mistake_before_any_stage_prints_one_clear_error(capsys):
     assert "Could not write the summary page" not in error
 
 
+def test_a_parameter_mistake_under_profile_auto_is_told_before_tensorflow_starts():
+    """PROFILE=auto starts TensorFlow to look for GPUs and time the CPU: a mistyped or out-of-range SET stops first."""
+    script = ("import sys; from lib import runner; status = runner.main(sys.argv[1:]); "
+              "print('tensorflow' in sys.modules); sys.exit(status)")
+    for value, phrase in (("-1", "'epochs' = -1 is out of range"), ("many", "--set: parameter 'epochs' must be int")):
+        result = subprocess.run([sys.executable, "-c", script, "--profile", "auto", "--set", f"epochs={value}", "all"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and phrase in result.stderr, result.stderr
+        assert result.stdout.strip() == "False"
+
+
+def test_the_freshness_verdict_is_in_fields_a_decision_reads():
+    inputs = {"hash": "h", "environment": {"precision": "float32"}, "code": {}, "earlier_stages": {}}
+    never = freshness.verdict(STAGE1, "fields", {}, inputs)
+    assert (never.complete, never.up_to_date) == (False, False)
+    folder = paths.stage_dir("fields", STAGE1)
+    storage.write_json(folder / records.STAGE_FILE, {"status": "complete", "inputs_hash": "h",
+                                                     "parameters_hash": freshness.short_hash({}), "inputs": inputs})
+    damaged = freshness.verdict(STAGE1, "fields", {}, inputs)
+    assert (damaged.complete, damaged.up_to_date) == (True, False) and "metrics.json" in damaged.reason
+    for name in (records.METRICS_FILE, f"{STAGE1}.ipynb", f"{STAGE1}.html"):
+        storage.write_text(folder / name, "{}")
+    assert freshness.verdict(STAGE1, "fields", {}, inputs).up_to_date
+    changed = freshness.verdict(STAGE1, "fields", {"epochs": 2}, inputs)
+    assert changed.complete and not changed.up_to_date and "parameters changed: epochs" in changed.reason
+
+
 def test_files_get_the_permissions_a_normal_write_would(tmp_path):
     script = ("import os, sys; os.umask(int(sys.argv[1], 8)); sys.path.insert(0, '.');"
               "from pathlib import Path; from lib.core import storage; from lib.study import photos;"
