@@ -18,6 +18,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from lib import SuiteError
+
 RUN_LOCK_FILE = ".runner.lock"
 
 
@@ -64,8 +66,9 @@ def holding(path: str | os.PathLike) -> Iterator[None]:
         release(descriptor)
 
 
-class RunInUse(Exception):
-    """Another runner holds the run folder's lock; the message says which process and since when."""
+class RunInUse(SuiteError):
+    """Another runner holds the run folder's lock; the message says which process and since when (the runner adds
+    what to do)."""
 
 
 def hold_run(folder: Path) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+import lib
 from lib import SuiteError
 from lib.core import locks, params, paths, records, stages, storage
 from lib.pages import html
@@ -213,8 +214,6 @@ def write(run: str, rows: list[dict], summary: dict[str, Any], gallery: list[dic
 
 def predict(run: str, images: str, stage_name: str = "") -> Path:
     """Classify `images` with run `run`'s model and write its predictions folder; returns the folder."""
-    import lib
-
     paths.check_run_name(run)
     stage = latest_stage(run, stage_name)
     photos, skipped = list_photos(images)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lib import SuiteError
+
 # The most pixels a photo may decode to: 50 million is an 8,660 x 5,770 photo, larger than most cameras' (bigger
 # JPEGs decode at a reduced scale). Converting one holds up to about 16 bytes a pixel (a 7,000 x 7,000 RGBA PNG
 # peaked at 0.78 GB, an RGB one at 0.40 GB), so the decoding threads together hold under 1 GB.
@@ -31,7 +33,7 @@ MAX_PIXELS = 50_000_000
 TRIM_PIXELS = 16_000_000
 
 
-class PhotoTooLarge(ValueError):
+class PhotoTooLarge(SuiteError):
     """A photo whose size, read from its header, is over `MAX_PIXELS`."""
 
 
