@@ -23,7 +23,7 @@ import numpy as np
 
 import lib
 from lib.core import devices, params, stages
-from lib.study import cache
+from lib.study import cache, photos  # Neither loads TensorFlow (tests/test_house.py checks).
 
 # VGG16's convolutions: output channels per layer, in order (3x3, same padding; a 2x2 pool after each block).
 _BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -136,8 +136,6 @@ class Known:
         if bar:  # Mirrored photos (MIRROR_PHOTOS) or maps (MIRROR_MAPS) are cached under the fingerprint + that.
             key = dataclasses.replace(key, fingerprint=key.fingerprint + bar + variant)
         if work.kind == "decoded":
-            from lib.study import photos  # Here, as `pool` below: the runner's start imports no more of `study`.
-
             return photos.image_cache_file(key.split, key.fingerprint, key.image_size).is_file()
         if work.kind == "variant":
             from lib.study import pool  # Only here: it loads TensorFlow.

@@ -167,8 +167,8 @@ def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]
     missing = [name for name in (records.METRICS_FILE, f"{stage}.ipynb", f"{stage}.html")
                if not (folder / name).is_file()]
     if record.get("status") != "complete" or missing:
-        return Verdict(complete=True, up_to_date=False,
-                       reason="incomplete" + (f" ({', '.join(missing)} missing)" if missing else ""))
+        return Verdict(complete=True, up_to_date=False, reason=f"{', '.join(missing)} missing" if missing
+                       else f"its {records.STAGE_FILE} says {record.get('status')!r}")
     found = changes(record, values, inputs)
     if record.get("inputs_hash") == inputs["hash"] and record.get("parameters_hash") == short_hash(values):
         return Verdict(complete=True, up_to_date=True,
