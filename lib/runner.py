@@ -44,7 +44,7 @@ class Plan:
 
     run: str
     profile: dict[str, Any]
-    choice: str
+    choice: schedule.Choice
     parameters: dict[str, dict[str, Any]]
     schedule: dict[str, Any] | None = None
     fingerprints: dict[Any, Any] = dataclasses.field(default_factory=dict)
@@ -97,13 +97,13 @@ def profile_from_manifest(path: str) -> dict[str, Any]:
 
 
 def choose_profile(arguments: argparse.Namespace, overrides: dict[str, Any],
-                   fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+                   fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], schedule.Choice, dict[str, Any] | None]:
     """The profile to run, why it was chosen, and (PROFILE=auto on a CPU) the schedule sized to the budget."""
     if arguments.from_manifest:
-        choice = f"Parameters repeated from {arguments.from_manifest}."
+        choice = schedule.Choice(f"Parameters repeated from {arguments.from_manifest}.")
         return profile_from_manifest(arguments.from_manifest), choice, None
     if arguments.profile != "auto":
-        return params.load_profile(arguments.profile), "", None
+        return params.load_profile(arguments.profile), schedule.Choice(), None
     return schedule.auto_profile(arguments.run, arguments.budget_minutes, overrides, fingerprints)
 
 
@@ -115,14 +115,18 @@ def prepare(arguments: argparse.Namespace) -> Plan:
     for key in overrides:
         if not any(key in params.declared(stem) for stem in stems):
             raise SuiteError(f"--set {key}: no stage among {', '.join(stems)} has a parameter {key!r}.")
+    for stem in stems:  # Their types and ranges too, before PROFILE=auto starts TensorFlow to measure the machine.
+        params.resolve(stem, {key: value for key, value in overrides.items() if key in params.declared(stem)},
+                       where="--set")
     fingerprints: dict[Any, Any] = {}
-    profile, choice, schedule = choose_profile(arguments, overrides, fingerprints)
+    profile, choice, sized = choose_profile(arguments, overrides, fingerprints)
     run = arguments.run or profile["name"]
     if arguments.from_manifest and not arguments.run:  # Never into the folder of the run it repeats, or another's.
         run = unused_run_name(profile.get("from_run"), profile["name"])
-        choice = f"{choice.rstrip('.')}, into the new run {run} (RUN=<name> names it)."
-    if choice:
-        print(choice, flush=True)
+        choice = dataclasses.replace(
+            choice, message=f"{choice.message.rstrip('.')}, into the new run {run} (RUN=<name> names it).")
+    if choice.message:
+        print(choice.message, flush=True)
     run = paths.check_run_name(run)
     # Every stage's parameters before running any, so that a typo in stage 3 fails in seconds.
     resolved = {stem: params.resolve_for_stage(stem, profile, overrides) for stem in stems}
@@ -130,7 +134,7 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         devices.require_gpu(True, devices.gpu_names(), where=f"Profile {profile['name']}")
     for stem in stems:
         pairing.check_in_sync(stem)
-    plan = Plan(run, profile, choice, resolved, schedule, fingerprints, arguments.workers, arguments.verbose)
+    plan = Plan(run, profile, choice, resolved, sized, fingerprints, arguments.workers, arguments.verbose)
     if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
         check_writable(run)
         if not arguments.forecast_only:
@@ -238,7 +242,7 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
 
 def measured_speeds(plan: Plan) -> dict[tuple[int, str], estimate.Speed] | None:
     """The speeds PROFILE=auto measured a moment ago to size `plan` (one image size and precision), else None."""
-    if not plan.schedule or plan.choice.startswith("PROFILE=auto keeps"):
+    if not plan.schedule or plan.choice.kept:
         return None
     sizes = {params.with_defaults(stem, values)["image_size"] for stem, values in plan.parameters.items()}
     if len(sizes) != 1:
@@ -249,18 +253,18 @@ def measured_speeds(plan: Plan) -> dict[tuple[int, str], estimate.Speed] | None:
 
 def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
-    record = manifest.start(plan.run, plan.profile, plan.choice, plan.schedule, planned=list(plan.parameters))
+    record = manifest.start(plan.run, plan.profile, plan.choice.message, plan.schedule, planned=list(plan.parameters))
     fingerprints = plan.fingerprints
     forecasts = estimate.Forecasts(forecast)
-    if forecast and plan.schedule and not plan.choice.startswith("PROFILE=auto keeps"):
+    if forecast and plan.schedule and not plan.choice.kept:
         forecasts.speeds, forecasts.seconds = measured_speeds(plan) or {}, dict(plan.schedule["forecast_seconds"])
     try:
         for number, stem in enumerate(plan.parameters, start=1):
             inputs = freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)
-            up_to_date, why = freshness.verdict(stem, plan.run, plan.parameters[stem], inputs)
-            if up_to_date and not force:
+            verdict = freshness.verdict(stem, plan.run, plan.parameters[stem], inputs)
+            if verdict.up_to_date and not force:
                 tell_workers(plan, record, stem, "skip")
-                print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {why} "
+                print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {verdict.reason} "
                       f"({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes it.", flush=True)
                 stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / records.STAGE_FILE)
                 record["stages"][stem] = manifest.kept(record["stages"].get(stem, {}), stage_record)
@@ -268,7 +272,7 @@ def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
                 continue
             expected = forecasts.before(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,
                                         freshness.completed(plan.run, plan.parameters))
-            reason = "" if why.startswith("not complete") else f" (redone: {'FORCE=1' if force else why})"
+            reason = f" (redone: {'FORCE=1' if force else verdict.reason})" if verdict.complete else ""
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
             if backup_note := freshness.settle_backup(stem, plan.run, plan.parameters[stem], inputs, force):
                 print(f"    {stem}: {backup_note}", flush=True)
@@ -336,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted before any stage started.", file=sys.stderr, flush=True)
         return 130
     if arguments.forecast_only:
-        if not plan.choice:  # prepare() has printed the choice.
+        if not plan.choice.message:  # prepare() has printed the choice.
             print(f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
         for values in plan.parameters.values():
             provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.

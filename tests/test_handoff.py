@@ -5,7 +5,7 @@ import pytest
 from conftest import complete_stage
 
 from lib import SuiteError
-from lib.core import paths, stages
+from lib.core import paths, records, stages
 from lib.study import handoff, stage_run
 from lib.study.weights import WeightsChoice
 
@@ -59,8 +59,8 @@ def test_parameter_values_reads_what_the_notebook_declares():
 def test_the_closing_sentence_puts_each_mirrored_score_beside_its_split():
     metrics = {"val_accuracy": 0.975, "val_loss": 0.2, "best_epoch": 3, "epochs_run": 6, "test_accuracy": 0.97,
                "val_accuracy_tta": 0.98, "test_accuracy_tta": 0.976, "val_ece": 0.02}
-    text = stage_run.sentence(metrics)
+    text = records.sentence(metrics)
     assert "at epoch 3 of 6 (98.00% with test-time augmentation)" in text
     assert "test accuracy 97.00% (97.60% with test-time augmentation)" in text
-    plain = stage_run.sentence({key: value for key, value in metrics.items() if not key.endswith("_tta")})
+    plain = records.sentence({key: value for key, value in metrics.items() if not key.endswith("_tta")})
     assert "test-time" not in plain and plain.endswith("calibration error (ECE) 0.020.")

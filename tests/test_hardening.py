@@ -101,6 +101,19 @@ def test_a_photo_over_the_pixel_limit_is_skipped_before_it_is_decoded(tmp_path):
     assert outcome["peak_mb"] < 300, outcome  # Decoding it would take 1.4 GB.
 
 
+def test_a_held_run_and_a_photo_too_large_are_suite_errors(tmp_path, monkeypatch):
+    """Each reaches whoever catches the suite's errors as one line, as every other problem of input does."""
+    hold = locks.hold_run(tmp_path / "run")
+    try:
+        with pytest.raises(SuiteError, match="since"):
+            locks.hold_run(tmp_path / "run")
+    finally:
+        locks.release(hold)
+    monkeypatch.setattr(decode, "MAX_PIXELS", 10_000)
+    with pytest.raises(SuiteError, match="over the limit"):
+        decode.decode(write_image(tmp_path / "large.png", size=(200, 160), fmt="PNG"), 32)
+
+
 def test_a_large_jpeg_decodes_at_a_smaller_scale_and_other_large_photos_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(decode, "MAX_PIXELS", 10_000)
     jpeg = write_image(tmp_path / "large.jpg", size=(200, 160))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,6 +94,32 @@ def test_the_core_knows_neither_tensorflow_nor_the_cluster():
             names = {alias.name for node in top_level for alias in node.names} | {
                 node.module for node in top_level if isinstance(node, ast.ImportFrom)}
             assert not {"tensorflow", "keras"} & names, name
+
+
+@pytest.mark.parametrize("modules", ["lib.runner", "lib.pages.summary, lib.pages.compare, lib.pages.report"])
+def test_the_runner_and_the_pages_start_without_tensorflow(modules):
+    """What importing them reaches, through every module they import in turn: `--help`, a parameter mistake and
+    the pages answer at once, and TensorFlow starts only where a stage or the forecast needs it."""
+    script = f"import sys, {modules}; print(sorted({{'tensorflow', 'keras'}} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", f"importing {modules} loads {loaded.stdout.strip()}"
+
+
+# The names the runner keeps its messages under: a decision read from such text changes when the text is reworded.
+MESSAGE_NAMES = re.compile(r"(message|choice|why|reason|verdict|description|note|sentence|text)$")
+
+
+def test_the_runner_decides_on_fields_not_on_the_wording_of_messages():
+    found = []
+    for path in [LIB / "runner.py", *sorted((LIB / "run").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in {"startswith", "endswith"}):
+                receiver = node.func.value
+                name = receiver.attr if isinstance(receiver, ast.Attribute) else getattr(receiver, "id", "")
+                if MESSAGE_NAMES.search(name):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
 
 
 def test_lib_is_a_few_packages_with_small_functions():

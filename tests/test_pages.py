@@ -70,3 +70,13 @@ def test_numbers_and_durations_read_as_people_write_them():
     assert html.duration(42) == "42 s" and html.duration(424) == "7 min 04 s" and html.duration(7300) == "2 h 01 min"
     assert html.duration(None) == ""
     assert html.png_data_uri(__import__("numpy").zeros((2, 2, 3), dtype="uint8")).startswith("data:image/png;base64,")
+
+
+def test_validation_curves_draw_each_stage_with_its_reference():
+    figure = summary.validation_curves({"1. Feature extraction": [0.9, 0.95], "2. Data augmentation": [0.96]},
+                                       references={"1. Feature extraction": 0.90})
+    axis = figure.axes[0]
+    assert axis.get_title() == "Validation accuracy per epoch (dotted: course-notes reference)"
+    labels = [line.get_label() for line in axis.get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["1. Feature extraction", "2. Data augmentation"]
+    assert len(axis.get_lines()) == 3  # Two curves and one dotted reference.

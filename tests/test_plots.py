@@ -56,16 +56,6 @@ def test_augmented_examples_are_the_photo_then_its_variants():
     assert len(figure.axes) == 2 * 4 and titles(figure)[:4] == ["original", "variant 1", "variant 2", "variant 3"]
 
 
-def test_validation_curves_draw_each_stage_with_its_reference():
-    figure = plots.validation_curves({"1. Feature extraction": [0.9, 0.95], "2. Data augmentation": [0.96]},
-                                     references={"1. Feature extraction": 0.90})
-    axis = figure.axes[0]
-    assert axis.get_title() == "Validation accuracy per epoch (dotted: course-notes reference)"
-    labels = [line.get_label() for line in axis.get_lines() if not line.get_label().startswith("_")]
-    assert labels == ["1. Feature extraction", "2. Data augmentation"]
-    assert len(axis.get_lines()) == 3  # Two curves and one dotted reference.
-
-
 def test_reliability_diagram_shows_calibrated_and_uncalibrated_curves_and_the_counts():
     calibrated = scores.calibration(LABELS, PROBABILITIES)
     uncalibrated = scores.calibration(LABELS, np.clip(PROBABILITIES * 1.5 - 0.25, 0, 1))

@@ -134,7 +134,7 @@ def test_a_damaged_manifest_or_stage_record_is_set_aside_in_one_line(capsys):
     (folder / "stage.json").write_text('{"stage": "01_feat')  # Cut short.
     (paths.run_dir("mine") / "manifest.json").write_bytes(b"\xff\xfe not json")
     assert records.read_manifest("mine") == {}
-    assert freshness.verdict(STAGE1, "mine", {}, {"hash": "x"}) == (False, "not complete in this run")
+    assert not freshness.verdict(STAGE1, "mine", {}, {"hash": "x"}).complete
     said = capsys.readouterr().out.splitlines()
     assert len(said) == 2 and all("is damaged" in line and "set aside as" in line for line in said), said
     assert "manifest starts afresh" in said[0] and "stage counts as not complete" in said[1]

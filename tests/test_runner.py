@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_project, make_dataset, run_runner
+from conftest import ROOT, complete_stage, copy_project, make_dataset, run_runner
 
 from lib import runner
-from lib.core import devices, paths, records, storage
+from lib.core import devices, params, paths, records, storage
 from lib.pages import summary
 from lib.run import freshness, manifest
 
@@ -183,6 +183,52 @@ def test_a_mistake_before_any_stage_prints_one_clear_error(capsys):
     error = capsys.readouterr().err
     assert "no stage among 01_feature_extraction has a parameter 'strategy'" in error
     assert "Could not write the summary page" not in error
+
+
+def main_in_a_new_interpreter(*arguments: str) -> tuple[subprocess.CompletedProcess, bool]:
+    """`runner.main(arguments)` in a Python of its own: what it printed, and whether TensorFlow was imported by then."""
+    script = ("import sys; from lib import runner; status = runner.main(sys.argv[1:]); "
+              "print('tensorflow' in sys.modules); sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", script, *arguments], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    return result, result.stdout.strip().endswith("True")
+
+
+def test_a_parameter_mistake_under_profile_auto_is_told_before_tensorflow_starts():
+    """PROFILE=auto starts TensorFlow to look for GPUs and time the CPU: a mistyped or out-of-range SET stops first."""
+    for value, phrase in (("-1", "'epochs' = -1 is out of range"), ("many", "--set: parameter 'epochs' must be int")):
+        result, tensorflow = main_in_a_new_interpreter("--profile", "auto", "--set", f"epochs={value}", "all")
+        assert result.returncode == 2 and phrase in result.stderr and not tensorflow, result
+
+
+def test_the_freshness_verdict_is_in_fields_a_decision_reads():
+    inputs = {"hash": "h", "environment": {"precision": "float32"}, "code": {}, "earlier_stages": {}}
+    never = freshness.verdict(STAGE1, "fields", {}, inputs)
+    assert (never.complete, never.up_to_date) == (False, False)
+    folder = paths.stage_dir("fields", STAGE1)
+    storage.write_json(folder / records.STAGE_FILE, {"status": "complete", "inputs_hash": "h",
+                                                     "parameters_hash": freshness.short_hash({}), "inputs": inputs})
+    damaged = freshness.verdict(STAGE1, "fields", {}, inputs)
+    assert (damaged.complete, damaged.up_to_date) == (True, False) and "metrics.json" in damaged.reason
+    for name in (records.METRICS_FILE, f"{STAGE1}.ipynb", f"{STAGE1}.html"):
+        storage.write_text(folder / name, "{}")
+    assert freshness.verdict(STAGE1, "fields", {}, inputs).up_to_date
+    changed = freshness.verdict(STAGE1, "fields", {"epochs": 2}, inputs)
+    assert changed.complete and not changed.up_to_date and "parameters changed: epochs" in changed.reason
+
+
+def test_a_rerun_that_skips_every_stage_starts_no_tensorflow():
+    values = params.resolve_for_stage(STAGE1, params.load_profile("smoke"), {})
+    inputs = freshness.stage_inputs(STAGE1, values, "skips", {})
+    complete_stage("skips", STAGE1)
+    folder = paths.stage_dir("skips", STAGE1)
+    storage.write_json(folder / records.STAGE_FILE, {"status": "complete", "inputs_hash": inputs["hash"],
+                                                     "parameters_hash": freshness.short_hash(values)})
+    for name in (f"{STAGE1}.ipynb", f"{STAGE1}.html"):
+        storage.write_text(folder / name, "{}")
+    result, tensorflow = main_in_a_new_interpreter("feature_extraction", "--profile", "smoke", "--run", "skips")
+    assert result.returncode == 0 and f"{STAGE1}: skipped, complete with the same parameters" in result.stdout, result
+    assert not tensorflow
 
 
 def test_files_get_the_permissions_a_normal_write_would(tmp_path):

@@ -87,7 +87,8 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     monkeypatch.setattr(estimate, "measure", lambda size, policy, layers: estimate.Speed(RATE))
     memo = fingerprints()
     profile, choice, recorded = schedule.auto_profile("auto", 30, {}, memo)
-    assert profile["name"] == "auto" and "forecast" in choice and recorded["budget_minutes"] == 30
+    assert profile["name"] == "auto" and "forecast" in choice.message and recorded["budget_minutes"] == 30
+    assert not choice.kept
     # Sized for the whole study whatever the command runs (a stage-1 command must not pick the top rung).
     assert set(recorded["forecast_seconds"]) == set(stages.STEMS)
     assert recorded["rung"] == {"augmentation_pool": 1, "augmentation_epochs": 30, "fine_tuning_epochs": 4}
@@ -98,7 +99,7 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
 
     monkeypatch.setattr(estimate, "measure", no_measuring)
     again, choice, kept = schedule.auto_profile("auto", 30, {}, memo)
-    assert kept == recorded and again["fine_tuning"] == profile["fine_tuning"] and "keeps the schedule" in choice
+    assert kept == recorded and again["fine_tuning"] == profile["fine_tuning"] and choice.kept
     with pytest.raises(AssertionError, match="must not measure"):
         schedule.auto_profile("auto", 45, {}, memo)  # Another budget: chosen again.
 
@@ -106,7 +107,7 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
 def test_auto_on_a_gpu_runs_the_full_profile(monkeypatch):
     monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: ["NVIDIA H100"])
     profile, choice, recorded = schedule.auto_profile("", None, {}, {})
-    assert profile["name"] == "full" and "H100" in choice and recorded is None
+    assert profile["name"] == "full" and "H100" in choice.message and not choice.kept and recorded is None
 
 
 def test_budget_must_be_positive(monkeypatch):

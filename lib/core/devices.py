@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import lib
 from lib import SuiteError
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which bfloat16 still runs natively.
@@ -19,15 +20,11 @@ GPU_REQUIRED = ("{where} asks for a GPU (require_gpu: true), but TensorFlow sees
 
 def gpu_names() -> list[str]:
     """The GPUs TensorFlow sees, by device name (imports TensorFlow)."""
-    import lib
-
     return [device.name for device in lib.load_tensorflow().config.list_physical_devices("GPU")]
 
 
 def gpu_descriptions() -> list[str]:
     """The GPUs TensorFlow sees, by model name where TensorFlow knows it (imports TensorFlow)."""
-    import lib
-
     tf = lib.load_tensorflow()
     return [tf.config.experimental.get_device_details(device).get("device_name", device.name)
             for device in tf.config.list_physical_devices("GPU")]

@@ -67,8 +67,9 @@ def holding(path: str | os.PathLike) -> Iterator[None]:
         release(descriptor)
 
 
-class RunInUse(Exception):
-    """Another runner holds the run folder's lock; the message says which process and since when."""
+class RunInUse(SuiteError):
+    """Another runner holds the run folder's lock; the message says which process and since when (the runner adds
+    what to do)."""
 
 
 def open_for_writing(path: str | os.PathLike, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:

@@ -5,6 +5,8 @@ import os
 import re
 from pathlib import Path
 
+from lib import SuiteError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 PARAMS_DIR = PROJECT_ROOT / "params"
@@ -24,8 +26,6 @@ def cache_root() -> Path:
 
 def check_run_name(run: str) -> str:
     """Return `run` if it is usable as a folder name, else raise a `SuiteError` saying what is allowed."""
-    from lib import SuiteError
-
     if not isinstance(run, str) or not _RUN_NAME.fullmatch(run) or run in {"cache", "bench"}:
         raise SuiteError(
             f"Run name {run!r} is not usable as a folder name: use letters, digits, '.', '_' and '-' "

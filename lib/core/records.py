@@ -297,3 +297,26 @@ def read_manifest(run: str) -> Manifest:
     elif manifest.get("status") != "running":
         close_running_stages(manifest, "interrupted", "the runner stopped while this stage ran")
     return manifest
+
+
+def with_mirrors(metrics: Metrics, split: str) -> str:
+    """` (x% with test-time augmentation)` where the stage scored `split` with its mirrored photos too."""
+    accuracy = metrics.get(f"{split}_accuracy_tta")
+    return "" if accuracy is None else f" ({accuracy:.2%} with test-time augmentation)"
+
+
+def sentence(metrics: Metrics) -> str:
+    """One sentence stating a stage's result: the notebook's closing line and the opening of its report."""
+    reference = metrics.get("course_notes_val_accuracy")
+    text = (f"Validation accuracy {metrics['val_accuracy']:.2%} (loss {metrics['val_loss']:.4f}) at epoch "
+            f"{metrics['best_epoch']} of {metrics['epochs_run']}" + with_mirrors(metrics, "val"))
+    if reference:
+        text += f", against about {reference:.0%} in the course notes"
+    if metrics.get("test_accuracy") is not None:
+        text += f"; test accuracy {metrics['test_accuracy']:.2%}" + with_mirrors(metrics, "test")
+    if metrics.get("val_ece") is not None:
+        text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
+    text += "."
+    if metrics.get("random_weights"):
+        text += " RANDOM WEIGHTS: these numbers only show that the pipeline runs."
+    return text

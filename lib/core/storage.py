@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lib import SuiteError
 from lib.core import locks
 
 # The process's umask, read once: temporary files are created 0600, and a renamed file keeps that mode unless
@@ -81,8 +82,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 @contextlib.contextmanager
 def _explained_disk_errors(path: Path) -> Iterator[None]:
     """A full disk while writing `path` becomes a `SuiteError` naming the fix (nothing was left half-written)."""
-    from lib import SuiteError
-
     try:
         yield
     except OSError as error:
@@ -135,8 +134,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
     """Raise a `SuiteError` naming the fix when `folder`'s disk has less than `needed_bytes` free."""
-    from lib import SuiteError
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free

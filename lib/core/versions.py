@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.metadata
 import re
 
+from lib import SuiteError
+
 # Package -> (oldest supported, newest tested): the pins of requirements-oldest.txt and requirements.txt.
 SUPPORTED = {"tensorflow": ("2.19.0", "2.21.0"), "keras": ("3.10.0", "3.15.1")}
 
@@ -30,8 +32,6 @@ def installed(package: str) -> str | None:
 def check(found: dict[str, str | None] | None = None) -> list[str]:
     """Warnings for versions newer than the newest tested; a `SuiteError` naming the fix for one older than the
     oldest supported (or missing). `found` maps package to version (default: what is installed)."""
-    from lib import SuiteError
-
     found = found if found is not None else {package: installed(package) for package in SUPPORTED}
     warnings = []
     for package, (oldest, newest) in SUPPORTED.items():

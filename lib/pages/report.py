@@ -15,7 +15,6 @@ from pathlib import Path
 from lib import TENSORFLOW_LOG_LINE
 from lib.core import records, stages, storage
 from lib.pages import html
-from lib.study import stage_run
 
 
 def _seconds(metrics: records.Metrics) -> float | None:
@@ -40,7 +39,7 @@ def header(folder: Path, stage: stages.Stage, banner: str | None = None) -> str:
     metrics = records.read_metrics(folder)
     return html.render("stage_header.html.j2", heading=f"Stage {stage.number}: {stage.title}", run=folder.parent.name,
                        profile=(metrics or {}).get("profile"), notebook=f"{stage.stem}.ipynb", banner=banner,
-                       metrics=metrics, sentence=stage_run.sentence(metrics) if metrics else "",
+                       metrics=metrics, sentence=records.sentence(metrics) if metrics else "",
                        seconds=_seconds(metrics) if metrics else None, figures=_figures(folder, stage))
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib import SuiteError
 from lib.core import params, paths, records, stages, storage
 from lib.pages import html
-from lib.study import plots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) -> dict[str, Any]:
@@ -101,13 +103,35 @@ def collect(run: str) -> dict[str, Any]:
             "status": manifest.get("status")}
 
 
+def validation_curves(curves: dict[str, list[float]], references: dict[str, float] | None = None,
+                      title: str = "Validation accuracy per epoch") -> Figure:
+    """Several stages' validation accuracy curves on one axis, with reference levels as dotted lines; a matplotlib
+    `Figure` (matplotlib is imported here, so that importing the page costs nothing until it draws)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for (name, values), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        axis.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=name, color=colour)
+        if references and name in references:
+            axis.axhline(references[name], linestyle=":", color=colour, linewidth=1)
+    axis.set_xlabel("Epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_ylabel("Validation accuracy")
+    axis.set_title(title + (" (dotted: course-notes reference)" if references else ""))
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
 def _figure(summary: dict[str, Any]) -> str | None:
     curves = {stages.get(stem).heading: values["val_accuracy_curve"] for stem, values in summary["stages"].items()
               if values.get("val_accuracy_curve")}
     if not curves:
         return None
     references = {stage.heading: stage.course_notes_val_accuracy for stage in stages.STAGES}
-    return html.figure_data_uri(plots.validation_curves(curves, references))
+    return html.figure_data_uri(validation_curves(curves, references))
 
 
 def _messages(summary: dict[str, Any]) -> tuple[list[str], list[str]]:

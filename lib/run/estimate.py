@@ -23,7 +23,7 @@ import numpy as np
 
 import lib
 from lib.core import devices, params, stages
-from lib.study import cache, photos
+from lib.study import cache, photos  # Neither loads TensorFlow (tests/test_house.py checks).
 
 # VGG16's convolutions: output channels per layer, in order (3x3, same padding; a 2x2 pool after each block).
 _BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -104,41 +104,56 @@ def conv_base_rate(image_size: int, policy: str, batch_size: int = 32, batches: 
         keras.mixed_precision.set_global_policy(previous)
 
 
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """One piece of work a forecast counts once: a split's photos decoded, its features up to `layer`, or one
+    variant of the augmentation pool (its augmentation, as the pool's JSON, its seed and number)."""
+
+    kind: str  # "decoded", "features" or "variant".
+    split: str  # A mirror suffix (`cache.MIRROR_PHOTOS`, `cache.MIRROR_MAPS`) marks mirrored photos or maps.
+    layer: str = ""
+    augmentation: str = ""
+    seed: int = 0
+    variant: int = 0
+
+
 @dataclasses.dataclass
 class Known:
     """Work that needs no doing: in the caches on disk (`keys`: a split's cache key, where it can be known
     before the stage runs) or counted for an earlier stage of this forecast (`done`)."""
 
     keys: dict[str, cache.CacheKey]
-    done: set = dataclasses.field(default_factory=set)
+    done: set[Work] = dataclasses.field(default_factory=set)
 
-    def has(self, *item: Any) -> bool:
-        if item in self.done:
+    def has(self, work: Work) -> bool:
+        """Whether `work` is counted already or its result is in the caches."""
+        if work in self.done:
             return True
-        split, bar, variant = str(item[1]).partition("|")
+        split, bar, variant = work.split.partition("|")
         key = self.keys.get(split)
         if key is None:
             return False
         if bar:  # Mirrored photos (MIRROR_PHOTOS) or maps (MIRROR_MAPS) are cached under the fingerprint + that.
             key = dataclasses.replace(key, fingerprint=key.fingerprint + bar + variant)
-        if item[0] == "decoded":
+        if work.kind == "decoded":
             return photos.image_cache_file(key.split, key.fingerprint, key.image_size).is_file()
-        if item[0] == "variant":
+        if work.kind == "variant":
             from lib.study import pool  # Only here: it loads TensorFlow.
 
-            return pool.variant_path(key, item[2], json.loads(item[3]), item[4], item[5]).is_file()
-        return key.path(item[2]).is_file()
+            return pool.variant_path(key, work.layer, json.loads(work.augmentation), work.seed,
+                                     work.variant).is_file()
+        return key.path(work.layer).is_file()
 
-    def take(self, *item: Any) -> bool:
-        """Whether `item` still needs doing; it counts as done from now on."""
-        needed = not self.has(*item)
-        self.done.add(item)
+    def take(self, work: Work) -> bool:
+        """Whether `work` still needs doing; it counts as done from now on."""
+        needed = not self.has(work)
+        self.done.add(work)
         return needed
 
 
 def _features_work(known: Known, split: str, count: int, size: int, layer: str) -> float:
     """Conv work to get a split's unaugmented output at `layer` (through the shared cut when beyond it)."""
-    if not known.take("features", split, layer):
+    if not known.take(Work("features", split, layer)):
         return 0.0
     names = list(layer_flops(size))
     if names.index(layer) > names.index(cache.SHARED_CUT):
@@ -238,7 +253,7 @@ def _augmented_work(known: Known, values: dict[str, Any], train: int, samples: i
     augmentation = json.dumps({key: values[key] for key in ("rotation_degrees", "width_shift", "height_shift", "zoom",
                                                              "horizontal_flip", "vertical_flip")}, sort_keys=True)
     for variant in range(variants):
-        if known.take("variant", "train", pool_layer, augmentation, values["seed"], variant):
+        if known.take(Work("variant", "train", pool_layer, augmentation, values["seed"], variant)):
             work += train * (fraction(size, pool_layer) + AUGMENTATION)
     if pool_layer != layer:  # Stage 2: the frozen block 5 over the whole pool, once.
         work += (variants + 1) * train * fraction(size, layer, pool_layer)
@@ -254,7 +269,7 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], sp
     known = known or Known({})
     size = values["image_size"]
     seconds = STAGE_SECONDS + sum(DECODE_SECONDS * count for split, count in counts.items()
-                                  if known.take("decoded", split))
+                                  if known.take(Work("decoded", split)))
     layer = "block5_pool" if stages.get(stage).trains_on == "features" else cut_layer(values)
     held_out = {split: count for split, count in counts.items() if split != "train"}
     if values.get("test_time_augmentation"):  # The mirrored photos too, once per run.
@@ -266,7 +281,7 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], sp
         train = counts.get("train", 0)
         work += _features_work(known, "train", train, size, layer)
         if values.get("feature_flips"):  # Block 5 over the mirrored block-4 maps once; twice the training inputs.
-            if known.take("features", "train" + cache.MIRROR_MAPS, layer):
+            if known.take(Work("features", "train" + cache.MIRROR_MAPS, layer)):
                 work += train * fraction(size, layer, cache.SHARED_CUT)
             train *= 2
         return seconds + work / speed.forward + values["epochs"] * train * speed.step(size, layer)

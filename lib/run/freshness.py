@@ -8,6 +8,7 @@ compute precision that change numbers, and the results of the stages before it i
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -145,22 +146,35 @@ def completed(run: str, stems) -> set[str]:
     return {stem for stem in stems if (paths.stage_dir(run, stem) / records.METRICS_FILE).is_file()}
 
 
-def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]) -> tuple[bool, str]:
-    """`(up to date, why)`: up to date when complete, with every artifact, and nothing changed."""
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether a stage of a run is up to date: `complete` when its `stage.json` is in the run folder (the runner
+    writes it last, so an earlier attempt finished and running it again redoes it), `up_to_date` when, besides,
+    every file is there and nothing that shapes the results has changed; `reason` says why, in words."""
+
+    complete: bool
+    up_to_date: bool
+    reason: str
+
+
+def verdict(stage: str, run: str, values: dict[str, Any], inputs: dict[str, Any]) -> Verdict:
+    """The `Verdict` on `stage` of `run` with the parameters `values` and the `inputs` of now."""
     folder = paths.stage_dir(run, stage)
     record = records.read_stage_record(folder)  # A damaged one is set aside and reads as missing.
     if record is None:
-        return False, "not complete in this run"
+        return Verdict(complete=False, up_to_date=False, reason="not complete in this run")
     missing = [name for name in (records.METRICS_FILE, f"{stage}.ipynb", f"{stage}.html")
                if not (folder / name).is_file()]
     if record.get("status") != "complete" or missing:
-        return False, "incomplete" + (f" ({', '.join(missing)} missing)" if missing else "")
+        return Verdict(complete=True, up_to_date=False, reason=f"{', '.join(missing)} missing" if missing
+                       else f"its {records.STAGE_FILE} says {record.get('status')!r}")
     found = changes(record, values, inputs)
     if record.get("inputs_hash") == inputs["hash"] and record.get("parameters_hash") == short_hash(values):
-        return True, ("same parameters, photos, weights, notebook, lib/ code, "
-                      + ", ".join(f"{key} {value}" for key, value in inputs["environment"].items())
-                      + " and earlier stages")
-    return False, "; ".join(found) or "inputs changed"
+        return Verdict(complete=True, up_to_date=True,
+                       reason="same parameters, photos, weights, notebook, lib/ code, "
+                       + ", ".join(f"{key} {value}" for key, value in inputs["environment"].items())
+                       + " and earlier stages")
+    return Verdict(complete=True, up_to_date=False, reason="; ".join(found) or "inputs changed")
 
 
 def backed_up_epochs(folder: Path) -> dict[str, int]:

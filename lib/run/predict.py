@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+import lib
 from lib import SuiteError
 from lib.core import locks, params, paths, records, stages, storage
 from lib.pages import html
@@ -234,8 +235,6 @@ def hold_predictions(run: str) -> int:
 
 def _predict(run: str, images: str, stage: stages.Stage) -> Path:
     """`predict` once the run's predictions are held by this command."""
-    import lib
-
     photos, skipped = list_photos(images)
     if not photos:
         raise SuiteError(f"IMAGES={images} holds no photos ({', '.join(sorted(listing.IMAGE_EXTENSIONS))}).")

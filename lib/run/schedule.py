@@ -21,6 +21,16 @@ AUTO_RUN = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
+class Choice:
+    """Why a command runs the profile it runs: the sentence said on the console and recorded in the manifest
+    (empty for a profile named on the command line), and whether PROFILE=auto `kept` the schedule the run chose
+    before (so it measured nothing now)."""
+
+    message: str = ""
+    kept: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Rung:
     """One schedule of the ladder: pool size, and the epochs of stages 2 and 3 (stage 1 is always the
     reference 30: it trains on cached features in seconds)."""
@@ -98,20 +108,20 @@ def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dic
 
 
 def auto_profile(run: str, budget: float | None, overrides: dict[str, Any],
-                 fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
-    """The profile PROFILE=auto runs, the sentence saying why, and the schedule it sized (None on a GPU)."""
+                 fingerprints: dict[Any, Any]) -> tuple[dict[str, Any], Choice, dict[str, Any] | None]:
+    """The profile PROFILE=auto runs, the `Choice` saying why, and the schedule it sized (None on a GPU)."""
     gpus = devices.gpu_descriptions()
     if gpus:
         return (params.load_profile("full"),
-                f"PROFILE=auto chose 'full': TensorFlow sees {len(gpus)} GPU(s) ({', '.join(gpus)}).", None)
+                Choice(f"PROFILE=auto chose 'full': TensorFlow sees {len(gpus)} GPU(s) ({', '.join(gpus)})."), None)
     budget = budget_minutes(budget)
     base = params.load_profile("cpu")
     base_sha256 = storage.file_sha256(base["path"])
     recorded = records.read_manifest(run or AUTO_RUN).get("schedule") or {}
     if recorded.get("budget_minutes") == budget and recorded.get("base_profile_sha256") == base_sha256:
         rung = Rung(**recorded["rung"])
-        return (with_rung(base, rung, budget), f"PROFILE=auto keeps the schedule this run chose before for a "
-                f"{budget:g}-minute budget: {rung.describe()}.", recorded)
+        return (with_rung(base, rung, budget), Choice(f"PROFILE=auto keeps the schedule this run chose before for a "
+                f"{budget:g}-minute budget: {rung.describe()}.", kept=True), recorded)
     # The budget is the whole study's: a command for one stage still sizes the schedule for all three (the
     # rung chosen now is kept by the commands for the later stages).
     every_stem = list(stages.STEMS)
@@ -129,4 +139,4 @@ def auto_profile(run: str, budget: float | None, overrides: dict[str, Any],
                 "precision": policy, "forecast_seconds": {stem: round(value, 1) for stem, value in seconds.items()},
                 "forecast_minutes_total": round(total, 1), "safety": SAFETY, "base_profile_sha256": base_sha256,
                 "cpu": devices.describe_cpu()}
-    return with_rung(base, rung, budget), choice, schedule
+    return with_rung(base, rung, budget), Choice(choice), schedule

@@ -36,7 +36,7 @@ FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
 TRIM_PIXELS = 16_000_000
 
 
-class PhotoTooLarge(ValueError):
+class PhotoTooLarge(SuiteError):
     """A photo whose size, read from its header, is over `MAX_PIXELS`."""
 
 

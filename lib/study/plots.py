@@ -105,24 +105,6 @@ def augmented_examples(images: np.ndarray, augmentation, variants: int = 5, seed
     return figure
 
 
-def validation_curves(curves: dict[str, list[float]], references: dict[str, float] | None = None,
-                      title: str = "Validation accuracy per epoch") -> Figure:
-    """Several stages' validation accuracy curves on one axis, with reference levels as dotted lines."""
-    figure, axis = plt.subplots(figsize=(8, 4))
-    for (name, values), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        axis.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=name, color=colour)
-        if references and name in references:
-            axis.axhline(references[name], linestyle=":", color=colour, linewidth=1)
-    axis.set_xlabel("Epoch")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_ylabel("Validation accuracy")
-    axis.set_title(title + (" (dotted: course-notes reference)" if references else ""))
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    return figure
-
-
 def reliability_diagram(calibration: dict, title: str = "Validation", uncalibrated: dict | None = None,
                         temperature: float | None = None) -> Figure:
     """Predicted P(dog) against the observed share of dogs per bin (`lib.study.scores.calibration`), with the

@@ -74,7 +74,7 @@ class StageRun:
         metrics.update(extra)
         records.write_metrics(self.folder, metrics)
         storage.remove_tree(paths.backup_dir(self.folder))  # Complete: nothing left to resume.
-        print(sentence(metrics), flush=True)
+        print(records.sentence(metrics), flush=True)
         return metrics
 
 
@@ -119,29 +119,6 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
         storage.remove_tree(folder / "logs")
     return StageRun(stages.get(stem), values, folder, records.now(), precision, run_name,
                     namespace.get("profile_name", "notebook defaults"))
-
-
-def with_mirrors(metrics: records.Metrics, split: str) -> str:
-    """` (x% with test-time augmentation)` where the stage scored `split` with its mirrored photos too."""
-    accuracy = metrics.get(f"{split}_accuracy_tta")
-    return "" if accuracy is None else f" ({accuracy:.2%} with test-time augmentation)"
-
-
-def sentence(metrics: records.Metrics) -> str:
-    """One sentence stating a stage's result, for the notebook's closing cell."""
-    reference = metrics.get("course_notes_val_accuracy")
-    text = (f"Validation accuracy {metrics['val_accuracy']:.2%} (loss {metrics['val_loss']:.4f}) at epoch "
-            f"{metrics['best_epoch']} of {metrics['epochs_run']}" + with_mirrors(metrics, "val"))
-    if reference:
-        text += f", against about {reference:.0%} in the course notes"
-    if metrics.get("test_accuracy") is not None:
-        text += f"; test accuracy {metrics['test_accuracy']:.2%}" + with_mirrors(metrics, "test")
-    if metrics.get("val_ece") is not None:
-        text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
-    text += "."
-    if metrics.get("random_weights"):
-        text += " RANDOM WEIGHTS: these numbers only show that the pipeline runs."
-    return text
 
 
 def weights_notice(weights: WeightsChoice):
