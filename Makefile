@@ -24,7 +24,7 @@ RUNNER = set -f; arguments=(--profile "$$PROFILE"); \
 .DEFAULT_GOAL := help
 OLDEST_VENV ?= .venv-oldest
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
-	compare bench test test-fast test-oldest lint clean clean-cache cache tensorboard notebooks
+	compare bench test test-fast test-slow test-oldest lint clean clean-cache cache tensorboard notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -101,8 +101,11 @@ test-oldest: $(OLDEST_VENV)/.installed ## The smoke pipeline on the oldest suppo
 	$(OLDEST_VENV)/bin/python -c "import tensorflow, keras; print('TensorFlow', tensorflow.__version__, 'Keras', keras.__version__)"
 	$(MAKE) run-all PROFILE=smoke RUN=smoke-oldest FORCE=1 VENV=$(OLDEST_VENV)
 
-test-fast: setup ## Only the fast tests (`pytest -m "not slow"`, about a minute): CI runs them on every push.
+test-fast: setup ## Only the fast tests (`pytest -m "not slow"`, a few minutes): CI's fast-tests job.
 	$(PYTHON) -m pytest -q -m "not slow" tests
+
+test-slow: setup ## Only the slow tests (notebooks through papermill, killed processes): CI's slow-tests job.
+	$(PYTHON) -m pytest -q -m slow tests
 
 lint: setup ## ruff over everything, actionlint over .github/workflows/; notebook pairs match, commit no outputs.
 	$(PYTHON) -m ruff check .

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.core import stages
+from lib.core import stages, versions
 from lib.pages.html import duration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +238,7 @@ def test_summary_page_and_manifest(smoke_run):
     assert "90.0%" in page and "88.0%" in page and "91.0%" in page  # Course notes' numbers beside the run's.
     assert manifest["status"] == "complete" and manifest["seed"] == 42
     assert manifest["versions"]["tensorflow"].startswith("2.") and manifest["versions"]["python"]
+    assert manifest["versions"]["suite"] == versions.SUITE_VERSION  # The suite's own, as CHANGELOG.md says.
     assert len(manifest["git"]["commit"]) == 40 and manifest["git"]["dirty"] in (True, False)
     dataset = manifest["inputs"][0]["dataset"]
     assert len(dataset["sha256"]) == 64 and len(dataset["splits"]["train"]["files"]) == 24

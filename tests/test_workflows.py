@@ -33,7 +33,7 @@ def test_every_make_target_a_workflow_names_exists():
     assert [path.name for path in WORKFLOWS] == ["ci.yml", "real-data.yml"]
     named = {target for path in WORKFLOWS for step in workflow_steps.plan([path], "workflow_dispatch")
              for target in workflow_steps.make_targets(step.get("command") or "")}
-    assert {"setup", "lint", "test-fast", "test", "run-all", "run-feature-extraction"} <= named
+    assert {"setup", "lint", "test-fast", "test-slow", "test-oldest", "run-all", "run-feature-extraction"} <= named
     for path in WORKFLOWS:
         assert missing_targets(path) == [], path.name
 
@@ -55,17 +55,17 @@ def test_actionlint_passes_on_the_workflows_and_fails_on_a_broken_one(tmp_path):
     assert passed.returncode == 0, passed.stdout + passed.stderr
     broken = tmp_path / "broken.yml"
     broken.write_text((ROOT / ".github" / "workflows" / "ci.yml").read_text()
-                      .replace("runs-on:", "runs_on:", 1).replace("cache-dependency-path", "cache_dependency_path", 1))
+                      .replace("runs-on:", "runs_on:", 1).replace("retention-days", "retention_days", 1))
     failed = subprocess.run([*ACTIONLINT, str(broken)], capture_output=True, text=True)
     assert failed.returncode == 1
-    assert 'unexpected key "runs_on"' in failed.stdout and '"cache_dependency_path" is not defined' in failed.stdout
+    assert 'unexpected key "runs_on"' in failed.stdout and '"retention_days" is not defined' in failed.stdout
 
 
-def test_a_push_runs_lint_the_tests_and_the_smoke_notebooks_and_uploads_their_reports():
+def test_a_push_runs_lint_each_test_once_the_smoke_notebooks_and_the_oldest_versions():
     steps = workflow_steps.plan(WORKFLOWS, "push")
     commands = [step["command"].strip() for step in steps if not step["skip"]]
-    assert commands == ["make setup", "make lint", "make test-fast", "make setup",
-                        "make run-all PROFILE=smoke RUN=ci-smoke", "make setup", "make test"]
+    assert commands == ["make setup", "make lint", "make setup", "make test-fast", "make setup", "make test-slow",
+                        "make setup", "make run-all PROFILE=smoke RUN=ci-smoke", "make test-oldest"]
     skipped = [step for step in steps if step["skip"]]
     assert all(step["skip"].startswith("needs GitHub") for step in skipped if step["workflow"] == "ci.yml")
     assert [step["workflow"] for step in skipped if step["job"] == "*"] == ["real-data.yml"]
@@ -73,12 +73,29 @@ def test_a_push_runs_lint_the_tests_and_the_smoke_notebooks_and_uploads_their_re
     upload = next(step for step in ci["jobs"]["notebooks"]["steps"] if "upload-artifact" in step.get("uses", ""))
     assert upload["if"] == "always()" and upload["with"]["path"].split() == ["outputs/ci-smoke/",
                                                                            "!outputs/ci-smoke/**/*.keras"]
+    # Pushes to the default branch and pull requests, one concurrency group per pull request or branch.
+    assert ci["on"]["push"] == {"branches": ["main"]} and "pull_request" in ci["on"]
+    assert ci["concurrency"]["group"] == "ci-${{ github.event.pull_request.number || github.ref_name }}"
     for path in WORKFLOWS:
         for job in workflow_steps.load(path)["jobs"].values():
             python = next(step for step in job["steps"] if "setup-python" in step.get("uses", ""))
-            assert python["with"] == {"python-version": "3.11", "cache": "pip",
-                                      "cache-dependency-path": "requirements.txt"}
+            assert python["with"] == {"python-version": "3.11"} and python["id"] == "python"
+            cache = next(step for step in job["steps"] if "actions/cache" in step.get("uses", "")
+                         and "venv" in step["with"]["path"])
+            assert "hashFiles('requirements.txt'" in cache["with"]["key"], path.name
+            assert "steps.python.outputs.python-version" in cache["with"]["key"], path.name
             assert job["runs-on"] == "ubuntu-latest"
+
+
+def test_no_ci_job_runs_a_test_another_job_ran():
+    """`make test` is the sum of `make test-fast` and `make test-slow` (complementary markers), and no job runs
+    `make test` beside them."""
+    steps = [step for step in workflow_steps.plan(WORKFLOWS, "push") if not step["skip"]]
+    commands = [step["command"].strip() for step in steps]
+    assert "make test" not in commands
+    assert commands.count("make test-fast") == 1 and commands.count("make test-slow") == 1
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-m pytest -q -m "not slow" tests' in makefile and "-m pytest -q -m slow tests" in makefile
 
 
 def test_the_real_data_job_runs_stage_one_on_downloads_and_checks_the_floor():

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from lib import SuiteError
-from lib.core import devices, paths, records, storage
+from lib.core import devices, paths, records, storage, versions
 from lib.run import provenance
 
 
@@ -32,7 +32,7 @@ def start(run: str, profile: dict[str, Any], choice: str, schedule: dict[str, An
                  "choice": choice},
         schedule=schedule or earlier.get("schedule"), command=" ".join(sys.argv) if sys.argv else "",
         started=records.now(), finished=None, status="running", runner={"pid": os.getpid(), "host": platform.node()},
-        versions=provenance.versions(), git=provenance.git_state(),
+        versions={"suite": versions.SUITE_VERSION, **provenance.versions()}, git=provenance.git_state(),
         hardware={"cpu": devices.describe_cpu(), "gpus": gpus, "gpus_checked": "tensorflow" in sys.modules},
         environment={name: os.environ.get(name) for name in
                      ("DATA_DIR", "VGG16_WEIGHTS", "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")},
