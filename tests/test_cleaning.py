@@ -4,12 +4,14 @@ running stage holds in use, and still remove the marked entries no one uses."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import ROOT, write_image
 
 from lib import runner
 from lib.core import locks, marks, paths, storage
@@ -140,3 +142,29 @@ def test_the_suite_marks_what_it_makes(tmp_path):
     existing = tmp_path / "mine"
     existing.mkdir()
     assert not marks.is_marked(marks.make_folder(existing, "run"))  # A folder that was there is not claimed.
+
+
+def test_cleaning_a_cache_that_is_the_outputs_folder_never_removes_a_run(monkeypatch):
+    outputs = paths.outputs_root()
+    monkeypatch.setenv("CACHE_DIR", str(outputs))
+    runner.check_writable("kept")
+    storage.write_json(paths.stage_dir("kept", "01_feature_extraction") / "metrics.json", {"cache_entries": []})
+    entry = outputs / "features" / "train-a.npz"
+    cache.cached_arrays(entry, lambda: {"features": np.zeros(2)})
+    assert caches.clean(everything=True).in_use == ["features/train-a"]
+    hold = locks.hold_run(paths.run_dir("kept"))
+    try:
+        assert housekeeping.clean() == 0
+    finally:
+        locks.release(hold)
+    assert (paths.stage_dir("kept", "01_feature_extraction") / "metrics.json").is_file() and entry.is_file()
+
+
+def test_make_clean_cache_on_a_users_folder_removes_nothing(tmp_path):
+    home = users_folder(tmp_path / "home")
+    before = snapshot(home)
+    result = subprocess.run(["make", "-o", str(Path(sys.prefix) / ".installed"), f"VENV={sys.prefix}", "clean-cache",
+                             "ALL=1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "CACHE_DIR": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert snapshot(home) == before and len(refusals(result.stdout)) == 1

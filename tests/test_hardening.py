@@ -337,17 +337,19 @@ def test_leftovers_of_killed_writers_are_removed_unless_recent_held_or_in_use(tm
     stage.mkdir(parents=True)
     temporary.mkdir()
     stale = [stage / ".metrics.abc123.partial.json", outputs / "cache" / "features" / ".x.k2j.partial.npz",
-             outputs / "run" / ".predictions-old-4242", outputs / ".unpack-q1w2", temporary / "vgg16-kernel-a1",
+             outputs / "run" / ".predictions-old-4242", outputs / ".synthetic-q1w2", temporary / "vgg16-kernel-a1",
              temporary / "vgg16-worker-b2"]
     kept = [stage / "metrics.json", stage / ".01_feature_extraction.running.ipynb", outputs / "run" / ".runner.lock",
             stage / ".recent.abc.partial.json", stage / ".held.abc.partial.npz", temporary / "vgg16-kernel-held",
-            temporary / "vgg16-kernel-live", temporary / "vgg16-worker-c3", temporary / "other-program"]
+            temporary / "vgg16-kernel-live", temporary / "vgg16-worker-c3", temporary / "other-program",
+            outputs / ".unpack-not-marked", outputs / ".notes.partial.txt"]  # Not proven the suite's.
     for path in stale + kept:
-        if "." not in path.name or path.name.startswith((".predictions", ".unpack")):
+        if "." not in path.name or path.name.startswith((".predictions", ".unpack", ".synthetic")):
             path.mkdir()
         else:
             path.write_text("x")
-    (outputs / ".unpack-q1w2" / "train").mkdir()
+    (outputs / ".synthetic-q1w2" / "train").mkdir()
+    marks.mark(outputs / ".synthetic-q1w2", marks.SYNTHETIC_PHOTOS)  # Marked first, as the suite draws one.
     live = socket.socket(socket.AF_UNIX)  # A kernel of a version that takes no lock, still running.
     live.bind(str(temporary / "vgg16-kernel-live" / "kernel-1"))
     for path in stale + kept:
@@ -373,8 +375,10 @@ def make(*arguments: str, **environment: str) -> subprocess.CompletedProcess:
 
 def test_make_clean_removes_what_the_suite_made_in_outputs_dir_and_cache_dir(tmp_path):
     outputs, cache = tmp_path / "runs", tmp_path / "caches"
-    for folder in (outputs / "a-run", outputs / "held-run", outputs / "scale", cache / "images", cache / "features"):
-        marks.make_folder(folder, "made by the suite")
+    for folder in (outputs / "a-run", outputs / "held-run", outputs / "scale"):
+        marks.make_folder(folder, "run")
+    for kind in ("images", "features"):
+        marks.make_folder(cache / kind, paths.CACHE_KINDS[kind])
     for folder in (outputs / "a-run" / "01_feature_extraction", outputs / "held-run" / "01_feature_extraction",
                    outputs / "older-run" / "01_feature_extraction"):
         folder.mkdir(parents=True)

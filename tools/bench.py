@@ -130,7 +130,7 @@ def dtype_policy(policy: str):
 
 def make_subset(source: Path, target: Path, counts: dict[str, int]) -> Path:
     """A folder of symbolic links to the first `counts[split]` photos (half cats, half dogs) of `source`."""
-    marks.make_folder(target, "benchmark photo links")
+    marks.make_folder(target, marks.PHOTO_LINKS)
     for split, count in counts.items():
         listing = data.list_split(source, split)
         for label, name in enumerate(data.CLASS_NAMES):

@@ -22,6 +22,10 @@ FILES_RECORD = ".suite-made-files"
 SUITE = "vgg16 transfer-learning notebook suite"
 # Folders are made under this prefix with their marker inside, then renamed into place (the sweep knows it).
 MAKING_PREFIX = ".making-"
+# The kinds of the folders that are cache entries of their own, at the top of the cache folder.
+SYNTHETIC_PHOTOS = "synthetic photos"
+PHOTO_LINKS = "benchmark photo links"
+CACHE_FOLDER_KINDS = (SYNTHETIC_PHOTOS, PHOTO_LINKS)
 
 
 def _payload(kind: str) -> dict[str, str]:

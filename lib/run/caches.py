@@ -22,15 +22,19 @@ from pathlib import Path
 
 from lib.core import locks, marks, paths, stages
 
+# What the marker of a folder at the top of the cache may say (None: no marker, a folder refused when cleaning).
+CACHE_MARKS = (None, *marks.CACHE_FOLDER_KINDS, *paths.CACHE_KINDS.values())
+
 
 def entries() -> dict[str, list[Path]]:
-    """The cache's entries by name (`lib.core.paths.cache_entry_name`), each with its files or folder. Hidden names
-    are left out: files being written (`.partial`), the suite's markers."""
+    """The cache's entries by name (`lib.core.paths.cache_entry_name`), each with its files or folder. Left out:
+    hidden names (files being written, `.partial`; the suite's markers), and the suite's folders that are not the
+    cache's (a run folder, where `CACHE_DIR` is the outputs folder)."""
     root, found = paths.cache_root(), {}
     if not root.is_dir():
         return found
     for top in sorted(root.iterdir()):
-        if top.name.startswith("."):
+        if top.name.startswith(".") or marks.kind_of(top) not in CACHE_MARKS:
             continue
         kind_folder = top.name in paths.CACHE_KINDS and top.is_dir() and not top.is_symlink()
         for member in sorted(top.iterdir()) if kind_folder else [top]:

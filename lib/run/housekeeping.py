@@ -21,6 +21,7 @@ running stage holds in use, are kept, and said so.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -34,6 +35,8 @@ STALE_SECONDS = 300
 TEMPORARY_STALE_SECONDS = 24 * 3600  # Far longer than a worker's single discarded write takes.
 # Names of what a killed writer leaves, in the run, cache and data folders.
 LEFTOVER_PREFIXES = (".unpack-", ".synthetic-", ".predictions-", marks.MAKING_PREFIX)
+# A temporary file of `lib.core.storage.atomic_path`: `.<name>.<8 characters of tempfile>.partial<suffix>`.
+TEMPORARY_FILE = re.compile(r"\..*\.[a-z0-9_]{8}\.partial[^/]*")
 
 
 def is_leftover(name: str) -> bool:
@@ -71,13 +74,23 @@ def _temporary_leftovers(temporary: Path, now: float) -> list[Path]:
     return found
 
 
+def _proven_leftover(path: Path) -> bool:
+    """Whether `path`, at the top of a folder that may be a user's, is surely a leftover of the suite's: a marked
+    folder (a synthetic set being drawn, a folder being made), or a file named as `atomic_path` names them."""
+    if path.is_dir() and not path.is_symlink():
+        return marks.is_marked(path)
+    return bool(TEMPORARY_FILE.fullmatch(path.name))
+
+
 def _leftovers_in(folder: Path) -> Iterator[Path]:
     """What killed writers may have left at the top of `folder` and anywhere inside its marked folders; never
-    inside a folder without the suite's marker, never through a link (`os.walk` does not follow them)."""
+    inside a folder without the suite's marker, never through a link (`os.walk` does not follow them). At the top
+    of a folder that `OUTPUTS_DIR` or `CACHE_DIR` may name, only what is proven the suite's (`_proven_leftover`)."""
+    trusted = folder == paths.default_data_dir().parent  # The project's own: a download unpacks there.
     children = sorted(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
     for child in children:
         if is_leftover(child.name):
-            yield child
+            yield from [child] if trusted or _proven_leftover(child) else []
         elif marks.is_marked(child):
             for parent, names, files in os.walk(child):
                 yield from (Path(parent) / name for name in [*names, *files] if is_leftover(name))
@@ -111,11 +124,14 @@ def clean() -> int:
     removed."""
     outputs, cache = paths.outputs_root(), paths.cache_root()
     removed = remove_leftovers([outputs, cache], temporary=Path(tempfile.gettempdir()))
+    # The cache's own, when the cache is the outputs folder: cleaned entry by entry, keeping those in use.
+    cache_owned = {caches.owner(members[0]) for members in caches.entries().values()}
+    cache_owned |= {cache, *(cache / kind for kind in paths.CACHE_KINDS)}
     cleaning = caches.clean(everything=True)
     removed += _empty_kind_folders(cache)
     recorded = marks.recorded_files(outputs)
     children = sorted(outputs.iterdir()) if outputs.is_dir() else []
-    for child in [child for child in children if child != cache and not child.name.startswith(".")]:
+    for child in [child for child in children if child not in cache_owned and not child.name.startswith(".")]:
         if child.name in recorded and child.is_file() and not child.is_symlink():
             removed.append(child)
         elif not marks.is_marked(child):

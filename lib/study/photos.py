@@ -373,7 +373,7 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
     root.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
     with locks.holding(building):
-        marks.mark(building, "synthetic photos")  # First: even a half-built set says who made it.
+        marks.mark(building, marks.SYNTHETIC_PHOTOS)  # First: even a half-built set says who made it.
         _draw_synthetic(building, counts, size)
     storage.apply_umask(building, folder=True)  # mkdtemp made it 0700.
     try:
