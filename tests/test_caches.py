@@ -48,7 +48,6 @@ def make(*arguments: str) -> subprocess.CompletedProcess:
 
 def test_a_stage_records_the_cache_entries_it_used(monkeypatch):
     monkeypatch.setattr(cache, "_used", set())
-    monkeypatch.setattr(cache, "_in_use", {})
     root = fill_cache()
     cache.stored_arrays(root / "images" / "train-150px-d.index.npz")
     cache.note_used(root / "synthetic_cats_and_dogs")

@@ -10,23 +10,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import ROOT, write_image
 
 from lib import runner
 from lib.core import locks, marks, paths, storage
 from lib.run import caches, housekeeping
 from lib.study import cache, photos
-
-
-@pytest.fixture(autouse=True)
-def fresh_use(monkeypatch):
-    """This test process's cache entries in use start empty, and their locks are let go after each test."""
-    monkeypatch.setattr(cache, "_used", set())
-    monkeypatch.setattr(cache, "_in_use", {})
-    yield
-    for descriptor in cache._in_use.values():
-        locks.release(descriptor)
 
 
 def users_folder(folder: Path) -> Path:
@@ -102,9 +91,9 @@ def test_a_link_in_the_cache_is_never_followed(tmp_path, monkeypatch):
 
 def test_an_entry_a_running_stage_uses_is_kept_and_the_others_removed(tmp_path, capsys):
     root = paths.cache_root()
-    busy = root / "features" / "train-block4_pool-busy.npz"
-    for path in (busy, root / "features" / "train-block4_pool-idle.npz"):
-        cache.cached_arrays(path, lambda: {"features": np.zeros(8)})  # As a stage writes them: marked, held.
+    busy, idle = root / "features" / "train-block4_pool-busy.npz", root / "features" / "train-block4_pool-idle.npz"
+    cache.cached_arrays(busy, lambda: {"features": np.zeros(8)})  # As a stage writes it: marked folder, held.
+    storage.write_arrays(idle, features=np.zeros(8))  # Written by a stage that has ended.
     raw = root / "images" / "train-150px-store.u8"  # A disk store read batch by batch: index and raw file.
     cache.note_used(raw.with_suffix(".index.npz"))
     storage.write_arrays(raw.with_suffix(".index.npz"), ok=np.ones(1, dtype=bool))
@@ -114,8 +103,6 @@ def test_an_entry_a_running_stage_uses_is_kept_and_the_others_removed(tmp_path, 
     cache.note_used(synthetic)
     building = root / ".synthetic-abc123"  # A synthetic set being drawn, held by its writer.
     building.mkdir()
-    idle = root / "features" / "train-block4_pool-idle.npz"
-    locks.release(cache._in_use.pop(idle))  # That stage has ended.
     with locks.holding(building):
         cleaning = caches.clean(everything=True)
         assert housekeeping.clean() == 0
@@ -126,9 +113,7 @@ def test_an_entry_a_running_stage_uses_is_kept_and_the_others_removed(tmp_path, 
     assert sorted(cleaning.in_use) == ["features/train-block4_pool-busy", "images/train-150px-store",
                                        "synthetic_cats_and_dogs"]
     assert "Kept cache entry features/train-block4_pool-busy: a running stage is using it." in printed
-    for descriptor in cache._in_use.values():  # The stage ends: the next clean-up removes them.
-        locks.release(descriptor)
-    cache._in_use.clear()
+    cache.release_in_use()  # The stage ends: the next clean-up removes them.
     assert caches.clean(everything=True).removed == 3 and not synthetic.exists() and not raw.exists()
 
 

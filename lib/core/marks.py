@@ -4,8 +4,9 @@ Every folder the suite makes for itself (a run folder, a cache's `features/`, `i
 photo set, a measurement's work folder) gets a small JSON file, `.suite-made`, naming the suite and what the
 folder holds, written when the folder is made. `make clean`, `make clean-cache` and the runner's sweep of what
 killed processes left remove only marked folders: a folder without the marker (a user's own, or one made by an
-older version of the suite) is refused with one line. Removal never follows a link: a link is removed as a link,
-its target left as it was.
+older version of the suite) is refused with one line. The files the suite writes loose in a folder it may not own
+(`compare.html` in the outputs folder) are listed in that folder's `.suite-made-files` instead. Removal never
+follows a link: a link is removed as a link, its target left as it was.
 """
 from __future__ import annotations
 

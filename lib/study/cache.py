@@ -55,6 +55,13 @@ def note_used(path: str | os.PathLike) -> None:
             _in_use[path] = descriptor
 
 
+def release_in_use() -> None:
+    """Let go of every entry this process holds in use (`note_used`), as its end would: for a process that goes
+    on after its stage (the tests)."""
+    while _in_use:
+        locks.release(_in_use.popitem()[1])
+
+
 def used_entries() -> list[str]:
     """The cache entries this process used, by name: their paths in the cache folder without suffixes."""
     return sorted({paths.cache_entry_name(path) for path in _used})
