@@ -93,7 +93,7 @@ def listing() -> str:
         kind = kind_of(name) if ours else "not the suite's"
         lines.append(f"  {kind:<18} {size / 1e6:>9.1f} MB  {name}  used by: {runs}")
     lines.append(f"{len(found)} entries, {total / 1e6:.1f} MB; {unused_bytes / 1e6:.1f} MB used by no run "
-                 "(`make clean-cache` removes those, `make clean-cache ALL=1` everything).")
+                 "(`make clean-cache` removes those, `make clean-cache ALL=1` all the suite made).")
     return "\n".join(lines)
 
 
