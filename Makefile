@@ -125,8 +125,8 @@ tensorboard: setup ## Serve a run's TensorBoard logs on http://localhost:6006 (R
 cache: setup ## List the cache: kind and size of each entry, and the runs that use it.
 	$(PYTHON) -m lib.run.caches
 
-clean-cache: setup ## Remove the cache entries no run in outputs/ uses (ALL=1: every entry); never a run.
+clean-cache: setup ## Remove the cache entries the suite made that no run uses (ALL=1: all it made); never a run.
 	case "$$ALL" in 1|yes|true) $(PYTHON) -m lib.run.caches --clean --all;; *) $(PYTHON) -m lib.run.caches --clean;; esac
 
-clean: ## Delete the runs and caches (outputs/, or what the suite made in OUTPUTS_DIR and CACHE_DIR); keep .venv.
+clean: ## Delete the runs and caches the suite made (marked) in OUTPUTS_DIR and CACHE_DIR; keep .venv.
 	$(if $(wildcard $(PYTHON)),$(PYTHON),$(PYTHON_BASE)) -m lib.run.housekeeping clean

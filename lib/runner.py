@@ -21,7 +21,7 @@ from typing import Any
 
 import lib  # noqa: F401  (sets TensorFlow's environment before any kernel inherits it)
 from lib import SuiteError
-from lib.core import devices, locks, params, paths, records, stages, storage
+from lib.core import devices, locks, marks, params, paths, records, stages, storage
 from lib.pages import summary
 from lib.run import (
     cluster,
@@ -176,7 +176,7 @@ def check_writable(run: str) -> None:
     """A `SuiteError` naming OUTPUTS_DIR when the run folder cannot be written."""
     folder = paths.run_dir(run)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        marks.make_folder(folder, "run")  # Marked as the suite's, for `make clean`, when this makes it.
         storage.write_text(folder / ".write-check", "ok\n")
         storage.remove(folder / ".write-check")
     except OSError as error:

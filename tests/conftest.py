@@ -22,6 +22,9 @@ def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("DATA_DIR", raising=False)
     monkeypatch.delenv("VGG16_WEIGHTS", raising=False)
     yield
+    from lib.study import cache
+
+    cache.release_in_use()  # The entries a test used, held in use as a stage holds them, are let go.
 
 
 def write_image(path: Path, colour=(200, 120, 60), size=(48, 40), mode="RGB", fmt=None) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.core import paths, storage
+from lib.core import marks, paths, storage
 from lib.run import caches
 from lib.study import cache
 
@@ -26,11 +26,14 @@ MAKE = ["make", f"VENV={ROOT / '.venv'}"]
 def fill_cache() -> Path:
     """A cache with an entry of every kind, two runs that use some of them, and one entry no run uses."""
     root = paths.cache_root()
+    for kind in paths.CACHE_KINDS:  # Made and marked as a stage makes them (`cache.note_used`).
+        marks.make_folder(root / kind, paths.CACHE_KINDS[kind])
     for name in ("features/train-block4_pool-vgg16-a", "images/train-32px-b", "pool/train-block4_pool-v0-c"):
         storage.write_arrays(root / f"{name}.npz", features=np.zeros(1000, dtype=np.float32))
     (root / "images" / "train-150px-d.u8").write_bytes(b"\0" * 3000)  # A disk store: raw file and index.
     storage.write_arrays(root / "images" / "train-150px-d.index.npz", ok=np.ones(1, dtype=bool))
     (root / "synthetic_cats_and_dogs" / "train").mkdir(parents=True)
+    marks.mark(root / "synthetic_cats_and_dogs", "synthetic photos")
     (root / "synthetic_cats_and_dogs" / "train" / "cat.0.jpg").write_bytes(b"jpg")
     for run, used in (("alpha", ["features/train-block4_pool-vgg16-a", "images/train-150px-d"]),
                       ("beta", ["features/train-block4_pool-vgg16-a", "synthetic_cats_and_dogs"])):
@@ -71,11 +74,12 @@ def test_make_clean_cache_removes_only_what_no_run_uses_and_never_a_run():
     root = fill_cache()
     cleaned = make("clean-cache")
     assert cleaned.returncode == 0 and "Removed 2 cache entries" in cleaned.stdout
-    left = sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+    left = sorted(str(path.relative_to(root)) for path in root.rglob("*")
+                  if path.is_file() and path.name != marks.MARKER_FILE)
     assert left == ["features/train-block4_pool-vgg16-a.npz", "images/train-150px-d.index.npz",
                     "images/train-150px-d.u8", "synthetic_cats_and_dogs/train/cat.0.jpg"]
     assert make("clean-cache", "ALL=1").returncode == 0
-    assert not [path for path in root.rglob("*") if path.is_file()]
+    assert not [path for path in root.rglob("*") if path.is_file() and path.name != marks.MARKER_FILE]
     for run in ("alpha", "beta"):  # The runs are untouched.
         assert json.loads((paths.stage_dir(run, "01_feature_extraction") / "metrics.json").read_text())
 

@@ -15,11 +15,12 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, make_dataset, serve_files, write_flat_png, write_image
 
 from lib import SuiteError, runner
-from lib.core import download, locks, params, paths, records, storage
+from lib.core import download, locks, marks, params, paths, records, storage
 from lib.run import cluster, housekeeping
 from lib.study import dataset_download, decode, listing, photos, weights
 
@@ -344,21 +345,24 @@ def test_leftovers_of_killed_writers_are_removed_unless_recent_held_or_in_use(tm
 
     outputs, temporary = tmp_path / "outputs", tmp_path / "tmp"
     stage = outputs / "run" / "01_feature_extraction"
-    (outputs / "cache" / "features").mkdir(parents=True)
+    marks.make_folder(outputs / "cache" / "features", "conv features")  # As the suite makes them: marked.
+    marks.make_folder(outputs / "run", "run")
     stage.mkdir(parents=True)
     temporary.mkdir()
     stale = [stage / ".metrics.abc123.partial.json", outputs / "cache" / "features" / ".x.k2j.partial.npz",
-             outputs / "run" / ".predictions-old-4242", outputs / ".unpack-q1w2", temporary / "vgg16-kernel-a1",
+             outputs / "run" / ".predictions-old-4242", outputs / ".synthetic-q1w2", temporary / "vgg16-kernel-a1",
              temporary / "vgg16-worker-b2"]
     kept = [stage / "metrics.json", stage / ".01_feature_extraction.running.ipynb", outputs / "run" / ".runner.lock",
             stage / ".recent.abc.partial.json", stage / ".held.abc.partial.npz", temporary / "vgg16-kernel-held",
-            temporary / "vgg16-kernel-live", temporary / "vgg16-worker-c3", temporary / "other-program"]
+            temporary / "vgg16-kernel-live", temporary / "vgg16-worker-c3", temporary / "other-program",
+            outputs / ".unpack-not-marked", outputs / ".notes.partial.txt"]  # Not proven the suite's.
     for path in stale + kept:
-        if "." not in path.name or path.name.startswith((".predictions", ".unpack")):
+        if "." not in path.name or path.name.startswith((".predictions", ".unpack", ".synthetic")):
             path.mkdir()
         else:
             path.write_text("x")
-    (outputs / ".unpack-q1w2" / "train").mkdir()
+    (outputs / ".synthetic-q1w2" / "train").mkdir()
+    marks.mark(outputs / ".synthetic-q1w2", marks.SYNTHETIC_PHOTOS)  # Marked first, as the suite draws one.
     live = socket.socket(socket.AF_UNIX)  # A kernel of a version that takes no lock, still running.
     live.bind(str(temporary / "vgg16-kernel-live" / "kernel-1"))
     for path in stale + kept:
@@ -366,7 +370,7 @@ def test_leftovers_of_killed_writers_are_removed_unless_recent_held_or_in_use(tm
             age(path, 2 * 24 * 3600 if path.name == "vgg16-worker-b2" else 3600)
     holds = [locks.try_lock(stage / ".held.abc.partial.npz"), locks.try_lock(temporary / "vgg16-kernel-held")]
     try:
-        removed = housekeeping.remove_leftovers([outputs], temporary=temporary)
+        removed = housekeeping.remove_leftovers([outputs, outputs / "cache"], temporary=temporary)
     finally:
         live.close()
         for hold in holds:
@@ -384,10 +388,15 @@ def make(*arguments: str, **environment: str) -> subprocess.CompletedProcess:
 
 def test_make_clean_removes_what_the_suite_made_in_outputs_dir_and_cache_dir(tmp_path):
     outputs, cache = tmp_path / "runs", tmp_path / "caches"
+    for folder in (outputs / "a-run", outputs / "held-run", outputs / "scale"):
+        marks.make_folder(folder, "run")
+    for kind in ("images", "features"):
+        marks.make_folder(cache / kind, paths.CACHE_KINDS[kind])
     for folder in (outputs / "a-run" / "01_feature_extraction", outputs / "held-run" / "01_feature_extraction",
-                   outputs / "cache" / "images", cache / "images", cache / "features",
-                   cache / "synthetic_cats_and_dogs"):
+                   outputs / "older-run" / "01_feature_extraction"):
         folder.mkdir(parents=True)
+    storage.write_arrays(cache / "images" / "train-32px-a.npz", images=np.zeros(4))
+    marks.record_files(outputs, ["compare.html"])
     for file in (outputs / "compare.html", outputs / "my-notes.txt", cache / "my-notes.txt"):
         file.write_text("x")
     hold = locks.hold_run(outputs / "held-run")
@@ -396,9 +405,11 @@ def test_make_clean_removes_what_the_suite_made_in_outputs_dir_and_cache_dir(tmp
     finally:
         locks.release(hold)
     assert result.returncode == 0, result.stderr
-    assert sorted(path.name for path in outputs.iterdir()) == ["held-run", "my-notes.txt"]
+    assert sorted(path.name for path in outputs.iterdir()) == ["held-run", "my-notes.txt", "older-run"]
     assert sorted(path.name for path in cache.iterdir()) == ["my-notes.txt"]
     assert f"Kept {outputs / 'held-run'}: a runner is working on it." in result.stdout
+    refusal = [line for line in result.stdout.splitlines() if "not made by this suite" in line]
+    assert len(refusal) == 1 and str(outputs / "older-run") in refusal[0] and "by hand" in refusal[0]
 
 
 def test_make_passes_what_the_user_gives_as_text_never_as_a_command(tmp_path):

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # The project r
 import lib  # noqa: E402  (oneDNN on before TensorFlow)
 
 lib.load_tensorflow()
-from lib.core import devices, paths, storage  # noqa: E402  (after TensorFlow's quiet start)
+from lib.core import devices, marks, paths, storage  # noqa: E402  (after TensorFlow's quiet start)
 from lib.study import batches, listing, models, photos, synthetic, training  # noqa: E402
 from lib.study.weights import resolve_weights  # noqa: E402
 
@@ -129,6 +129,7 @@ def dtype_policy(policy: str):
 
 def make_subset(source: Path, target: Path, counts: dict[str, int]) -> Path:
     """A folder of symbolic links to the first `counts[split]` photos (half cats, half dogs) of `source`."""
+    marks.make_folder(target, marks.PHOTO_LINKS)
     for split, count in counts.items():
         split_listing = listing.list_split(source, split)
         for label, name in enumerate(listing.CLASS_NAMES):
@@ -393,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
               "tensorflow": tf.__version__, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
               "suite_precision": setup.suite_policy, "results": results,
               **measure_efficiency(setup, results["extraction"]["suite_forward"]["all"]), **ratios(results)}
+    marks.make_folder(Path(arguments.output).parent, "benchmark results")  # Only when it makes the folder.
     storage.write_json(arguments.output, report)
     print(format_table(report))
     print(f"Written to {arguments.output}")

@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import params, paths, records, stages, storage  # noqa: E402
+from lib.core import marks, params, paths, records, stages, storage  # noqa: E402
 from lib.pages import compare  # noqa: E402
 from lib.run import schedule  # noqa: E402
 from tools.pool_table import split  # noqa: E402
@@ -115,8 +115,7 @@ def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
     """The holdout folder, the split photos (made if missing) and the profile the runs use."""
     if not os.environ.get("DATA_DIR"):
         parser.error("set DATA_DIR to the photos (train/, validation/) and VGG16_WEIGHTS to the weights file")
-    work = paths.outputs_root() / "holdout-table"
-    work.mkdir(parents=True, exist_ok=True)
+    work = marks.make_folder(paths.outputs_root() / "holdout-table", "holdout table runs")
     data = split(Path(os.environ["DATA_DIR"]).resolve(), work / "data")
     return work, data, rung_profile(args.profile, args.rung, work) if args.rung else args.profile
 

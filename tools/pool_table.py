@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import paths, records, stages  # noqa: E402
+from lib.core import marks, paths, records, stages  # noqa: E402
 from lib.pages import compare  # noqa: E402
 
 STEMS = tuple(stage.stem for stage in stages.STAGES if stage.trains_on == "photos")  # Those a pool changes.
@@ -64,8 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
     parser.add_argument("--pools", type=int, nargs="+", default=[0, 1, 2, 4, 8])
     args = parser.parse_args()
-    work = paths.outputs_root() / "pool-table"
-    work.mkdir(parents=True, exist_ok=True)
+    work = marks.make_folder(paths.outputs_root() / "pool-table", "pool table runs")
     if not os.environ.get("DATA_DIR"):
         parser.error("set DATA_DIR to the photos (train/, validation/) and VGG16_WEIGHTS to the weights file")
     data = split(Path(os.environ["DATA_DIR"]).resolve(), work / "data")

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import paths, storage  # noqa: E402
+from lib.core import marks, paths, storage  # noqa: E402
 from lib.study import synthetic  # noqa: E402
 
 STEM = "01_feature_extraction"
@@ -54,8 +54,7 @@ def main() -> int:
     parser.add_argument("--photos", type=int, nargs="+", default=[2000, 8000, 32000])
     parser.add_argument("--stores", nargs="+", default=["disk", "memory"])
     arguments = parser.parse_args()
-    work = paths.outputs_root() / "scale"
-    work.mkdir(parents=True, exist_ok=True)
+    work = marks.make_folder(paths.outputs_root() / "scale", "scale measurements")
     print("| photos | image store | peak RSS (MB) | features kept (MB) | stage (s) | extraction (s) | training (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for photos in arguments.photos:

@@ -5,7 +5,8 @@ A lock here is `flock` on an open file or folder: the kernel drops it when the h
 it dies (SIGKILL included), so a lock is never left behind by a killed process. Writers hold one on what they are
 building (a temporary file, an unpacking folder, a kernel's socket folder); the clean-up of leftovers removes only
 what nobody holds (`lib.run.housekeeping`). A run folder's `.runner.lock` is held by the runner working on it for
-the whole command; it also says who that runner is, for the message a second runner gets.
+the whole command; it also says who that runner is, for the message a second runner gets. A stage holds a shared
+lock on each cache entry it uses (`hold_shared`), so that cleaning, which takes an exclusive one, keeps it.
 """
 from __future__ import annotations
 
@@ -54,6 +55,22 @@ def is_held(path: str | os.PathLike) -> bool:
         return Path(path).exists()
     release(descriptor)
     return False
+
+
+def hold_shared(path: str | os.PathLike) -> int | None:
+    """Take a shared lock on `path` (a file or a folder, never through a link) without waiting, to say "in use":
+    any number of readers hold one together, and a cleaner's exclusive lock (`try_lock`) fails while one does. The
+    descriptor, held until it is closed (`release`); None when `path` is gone, a link, or locked for removal."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 @contextlib.contextmanager

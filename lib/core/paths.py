@@ -38,7 +38,8 @@ def cache_entry_name(path: str | os.PathLike) -> str:
     """The name of the cache entry a file or folder under `cache_root()` belongs to: its first-level folder for a
     folder of photos (`synthetic_cats_and_dogs`), else its path there up to the first dot
     (`images/train-150px-<key>` for both files of a disk store, `.u8` and `.index.npz`)."""
-    relative = Path(path).resolve().relative_to(cache_root())
+    path = Path(path)
+    relative = (path.parent.resolve() / path.name).relative_to(cache_root())  # A link is named, not followed.
     if relative.parts[0] not in CACHE_KINDS:
         return relative.parts[0]
     return str(relative.parent / relative.name.split(".")[0])

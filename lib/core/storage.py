@@ -42,7 +42,7 @@ def discard_writes(discard: bool) -> None:
     _discarding = discard
 
 
-def _writes_here() -> bool:
+def writes_here() -> bool:
     """Whether this process writes files (see `discard_writes`)."""
     return not _discarding
 
@@ -56,7 +56,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     file is locked (`lib.core.locks`), so that a runner cleaning up what killed processes left behind spares it.
     """
     path = Path(path)
-    if not _writes_here():  # Told to discard its writes (a cluster's other workers).
+    if not writes_here():  # Told to discard its writes (a cluster's other workers).
         with tempfile.TemporaryDirectory(prefix="vgg16-worker-") as folder, locks.holding(folder):
             yield Path(folder) / f"discarded{suffix or path.suffix}"
         return
@@ -147,7 +147,7 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) ->
 def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write NumPy arrays to an uncompressed `.npz` atomically, after checking there is room for them."""
     path = Path(path)
-    if not _writes_here():  # Discarding: not even into a temporary file.
+    if not writes_here():  # Discarding: not even into a temporary file.
         return path
     check_free_space(path.parent, sum(array.nbytes for array in arrays.values()), path.name)
     with atomic_path(path, suffix=".npz") as temporary:
@@ -185,7 +185,7 @@ def file_digest(path: str | os.PathLike, algorithm: str) -> str:
 
 def remove(path: str | os.PathLike) -> None:
     """Remove a file if it exists (not while discarding writes)."""
-    if not _writes_here():
+    if not writes_here():
         return
     with contextlib.suppress(FileNotFoundError):
         Path(path).unlink()
@@ -193,5 +193,5 @@ def remove(path: str | os.PathLike) -> None:
 
 def remove_tree(path: str | os.PathLike) -> None:
     """Remove a folder and everything in it if it exists (not while discarding writes)."""
-    if _writes_here():
+    if writes_here():
         shutil.rmtree(path, ignore_errors=True)

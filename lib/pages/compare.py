@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import SuiteError
-from lib.core import paths, records, stages, storage
+from lib.core import marks, paths, records, stages, storage
 from lib.pages import html, summary
 
 SCORES = ("val_accuracy", "test_accuracy", "val_accuracy_tta", "test_accuracy_tta", "val_ece", "test_ece")
@@ -79,6 +79,7 @@ def write(runs: list[str]) -> Path:
     """Write `outputs/compare.html` and `compare.json`; returns the page's path."""
     collected = collect(runs)
     root = paths.outputs_root()
+    marks.record_files(root, ["compare.json", "compare.html"])  # Before writing: `make clean` may remove them.
     storage.write_json(root / "compare.json", collected)
     summaries = {run: summary.collect(run) for run in runs}
     page = html.render("compare.html.j2", compared=collected, summaries=summaries, figure=_figure(collected),

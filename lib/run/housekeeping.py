@@ -9,28 +9,34 @@ folder (a kernel's sockets, a worker's discarded writes). A runner removes those
 than `STALE_SECONDS` and no live process holds their lock (`lib.core.locks`: every writer holds one on what it is
 building, and the kernel drops it when the writer dies). The temporary folder is shared with other checkouts of
 the suite, whose versions may not lock: a kernel's folder there is removed only when no socket in it is open
-(Linux lists them in /proc/net/unix), and a worker's only after `TEMPORARY_STALE_SECONDS`. `make clean` removes
-the runs and caches: all of the project's own `outputs/`; in a folder named by `OUTPUTS_DIR` or `CACHE_DIR`, only
-what the suite put there.
+(Linux lists them in /proc/net/unix), and a worker's only after `TEMPORARY_STALE_SECONDS`. The sweep looks at
+the top of the outputs, cache and data folders and inside the folders there that carry the suite's marker
+(`lib.core.marks`), never inside a folder the suite cannot prove it made, never through a link.
+
+`make clean` removes the runs and caches the suite made, wherever `OUTPUTS_DIR` and `CACHE_DIR` point: marked run
+and tool folders, the files the suite recorded writing loose in the outputs folder, and the cache's entries
+(`lib.run.caches`). A folder without the marker is refused with one line; a run a runner holds, and a cache entry a
+running stage holds in use, are kept, and said so.
 """
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from lib.core import locks, paths
+from lib.core import locks, marks, paths
+from lib.run import caches
 
 STALE_SECONDS = 300
 TEMPORARY_STALE_SECONDS = 24 * 3600  # Far longer than a worker's single discarded write takes.
 # Names of what a killed writer leaves, in the run, cache and data folders.
-LEFTOVER_PREFIXES = (".unpack-", ".synthetic-", ".predictions-")
-# What the suite writes into OUTPUTS_DIR besides run folders, and into CACHE_DIR.
-OUTPUTS_ENTRIES = ("cache", "bench", "scale", "pool-table", "compare.html", "compare.json")
-CACHE_ENTRIES = ("images", "features", "pool", "synthetic_cats_and_dogs*", "bench-subset-*", "bench-synthetic-*")
+LEFTOVER_PREFIXES = (".unpack-", ".synthetic-", ".predictions-", marks.MAKING_PREFIX)
+# A temporary file of `lib.core.storage.atomic_path`: `.<name>.<8 characters of tempfile>.partial<suffix>`.
+TEMPORARY_FILE = re.compile(r"\..*\.[a-z0-9_]{8}\.partial[^/]*")
 
 
 def is_leftover(name: str) -> bool:
@@ -68,68 +74,78 @@ def _temporary_leftovers(temporary: Path, now: float) -> list[Path]:
     return found
 
 
-def _delete(path: Path) -> None:
+def _proven_leftover(path: Path) -> bool:
+    """Whether `path`, at the top of a folder that may be a user's, is surely a leftover of the suite's: a marked
+    folder (a synthetic set being drawn, a folder being made), or a file named as `atomic_path` names them."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        return marks.is_marked(path)
+    return bool(TEMPORARY_FILE.fullmatch(path.name))
+
+
+def _leftovers_in(folder: Path) -> Iterator[Path]:
+    """What killed writers may have left at the top of `folder` and anywhere inside its marked folders; never
+    inside a folder without the suite's marker, never through a link (`os.walk` does not follow them). At the top
+    of a folder that `OUTPUTS_DIR` or `CACHE_DIR` may name, only what is proven the suite's (`_proven_leftover`)."""
+    trusted = folder == paths.default_data_dir().parent  # The project's own: a download unpacks there.
+    children = sorted(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+    for child in children:
+        if is_leftover(child.name):
+            yield from [child] if trusted or _proven_leftover(child) else []
+        elif marks.is_marked(child):
+            for parent, names, files in os.walk(child):
+                yield from (Path(parent) / name for name in [*names, *files] if is_leftover(name))
+                names[:] = [name for name in names if not is_leftover(name)]
 
 
 def remove_leftovers(folders: list[Path] | None = None, temporary: Path | None = None) -> list[Path]:
-    """Remove what killed writers left in `folders` (default: the outputs, cache and data folders) and in the
-    temporary folder, when it is older than `STALE_SECONDS` and unlocked; returns what was removed."""
+    """Remove what killed writers left in `folders` (default: the outputs, cache and data folders; see
+    `_leftovers_in`) and in the temporary folder, when it is older than `STALE_SECONDS` and unlocked; returns what
+    was removed."""
     now = time.time()
     folders = folders if folders is not None else [paths.outputs_root(), paths.cache_root(),
                                                     paths.default_data_dir().parent]
-    removed = []
-    for folder in dict.fromkeys(folders):
-        for parent, names, files in os.walk(folder):
-            for name in [*names, *files]:
-                path = Path(parent) / name
-                if is_leftover(name) and _stale(path, now):
-                    _delete(path)
-                    removed.append(path)
-            names[:] = [name for name in names if not is_leftover(name)]
-    for path in _temporary_leftovers(temporary or Path(tempfile.gettempdir()), now):
-        _delete(path)
-        removed.append(path)
+    removed = [path for folder in dict.fromkeys(folders) for path in _leftovers_in(folder) if _stale(path, now)]
+    removed += _temporary_leftovers(temporary or Path(tempfile.gettempdir()), now)
+    for path in removed:
+        marks.remove(path)
     return removed
 
 
-def _suite_entries(folder: Path, names: tuple[str, ...]) -> list[Path]:
-    """The entries of `folder` that the suite made: those named in `names` (glob patterns), run folders (a
-    manifest, or a stage's folder, inside), and leftovers."""
-    from lib.core import records, stages
-
-    found = [path for name in names for path in folder.glob(name)]
-    for child in folder.iterdir() if folder.is_dir() else []:
-        if child.is_dir() and ((child / records.MANIFEST_FILE).is_file()
-                               or any((child / stem).is_dir() for stem in stages.STEMS)):
-            found.append(child)
-        elif is_leftover(child.name):
-            found.append(child)
-    return sorted(set(found))
+def _empty_kind_folders(cache: Path) -> list[Path]:
+    """The cache's marked `features/`, `images/` and `pool/` folders that hold nothing but their marker."""
+    folders = [cache / kind for kind in paths.CACHE_KINDS if marks.is_marked(cache / kind)]
+    return [folder for folder in folders if {child.name for child in folder.iterdir()} <= {marks.MARKER_FILE}]
 
 
-def clean() -> list[Path]:
-    """`make clean`: the runs and caches. The project's own `outputs/` is emptied (but for `.gitkeep`); a folder
-    that `OUTPUTS_DIR` or `CACHE_DIR` names loses only what the suite made there, in case it holds more. A run
-    folder that a runner is working on is kept, and said so. Returns what was removed."""
+def clean() -> int:
+    """`make clean`: the runs and caches the suite made, in the outputs and cache folders wherever they are (see
+    the module docstring). A folder without the suite's marker is refused with one line; a run folder that a runner
+    is working on, and a cache entry a running stage uses, are kept, and said so. Returns how many entries it
+    removed."""
     outputs, cache = paths.outputs_root(), paths.cache_root()
-    if outputs == (paths.PROJECT_ROOT / "outputs").resolve():
-        targets = [child for child in outputs.iterdir() if child.name != ".gitkeep"] if outputs.is_dir() else []
-    else:
-        targets = _suite_entries(outputs, OUTPUTS_ENTRIES)
-    if outputs not in cache.parents:
-        targets += _suite_entries(cache, CACHE_ENTRIES)
-    removed = []
-    for path in targets:
-        if locks.is_held(path / locks.RUN_LOCK_FILE):
-            print(f"Kept {path}: a runner is working on it.", flush=True)
-            continue
-        _delete(path)
-        removed.append(path)
-    return removed
+    removed = remove_leftovers([outputs, cache], temporary=Path(tempfile.gettempdir()))
+    # The cache's own, when the cache is the outputs folder: cleaned entry by entry, keeping those in use.
+    cache_owned = {caches.owner(members[0]) for members in caches.entries().values()}
+    cache_owned |= {cache, *(cache / kind for kind in paths.CACHE_KINDS)}
+    cleaning = caches.clean(everything=True)
+    removed += _empty_kind_folders(cache)
+    recorded = marks.recorded_files(outputs)
+    children = sorted(outputs.iterdir()) if outputs.is_dir() else []
+    for child in [child for child in children if child not in cache_owned and not child.name.startswith(".")]:
+        if child.name in recorded and child.is_file() and not child.is_symlink():
+            removed.append(child)
+        elif not marks.is_marked(child):
+            cleaning.refused.append(child)
+        elif locks.is_held(child / locks.RUN_LOCK_FILE):
+            print(f"Kept {child}: a runner is working on it.", flush=True)
+        else:
+            removed.append(child)
+    removed += [outputs / marks.FILES_RECORD] if recorded else []
+    for path in removed:
+        marks.remove(path)
+    for line in cleaning.kept_lines():
+        print(line, flush=True)
+    return len(removed) + cleaning.removed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Usage: python -m lib.run.housekeeping clean", file=sys.stderr)
         return 2
     removed = clean()
-    print(f"Removed {len(removed)} runs, caches and other entries made by the suite.", flush=True)
+    print(f"Removed {removed} runs, caches and other entries made by the suite.", flush=True)
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lib import SuiteError
-from lib.core import paths, storage
+from lib.core import locks, marks, paths, storage
 from lib.study import distribute
 
 Usable = Callable[[dict[str, np.ndarray]], bool]
@@ -33,13 +33,33 @@ _FEATURE_FORMAT = "features-1"
 # The cache entries this process has read or written: a stage records them (`metrics.json`'s `cache_entries`),
 # so that `make cache` can say which runs use an entry and `make clean-cache` keeps those.
 _used: set[Path] = set()
+# The shared "in use" locks this process holds on the entries' files and folders, until it ends (a stage's
+# kernel ends with its stage): `make clean-cache` and `make clean` keep an entry while someone holds one.
+_in_use: dict[Path, int] = {}
 
 
 def note_used(path: str | os.PathLike) -> None:
-    """Remember that this process used the cache entry at `path` (ignored outside the cache folder)."""
-    path = Path(path).resolve()
-    if path.is_relative_to(paths.cache_root()):
-        _used.add(path)
+    """Remember that this process uses the cache entry at `path`, and hold it in use while it lives (ignored
+    outside the cache folder). The first use of a kind of entry (`paths.CACHE_KINDS`) makes its folder, with the
+    suite's marker (`lib.core.marks`), so that cleaning can tell it from a user's own folder of that name."""
+    path, root = Path(path).resolve(), paths.cache_root()
+    if not path.is_relative_to(root) or path == root:
+        return
+    _used.add(path)
+    top = path.relative_to(root).parts[0]
+    if top in paths.CACHE_KINDS and path.parent == root / top:
+        marks.make_folder(root / top, paths.CACHE_KINDS[top])
+    if path not in _in_use and (path.exists() or path.is_symlink()):
+        descriptor = locks.hold_shared(path)
+        if descriptor is not None:
+            _in_use[path] = descriptor
+
+
+def release_in_use() -> None:
+    """Let go of every entry this process holds in use (`note_used`), as its end would: for a process that goes
+    on after its stage (the tests)."""
+    while _in_use:
+        locks.release(_in_use.popitem()[1])
 
 
 def used_entries() -> list[str]:
@@ -114,5 +134,6 @@ def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.nd
         return distribute.wait_for_chief(lambda: storage.read_arrays(path, usable), str(path)), True
     arrays = compute()
     storage.write_arrays(path, **arrays)
+    note_used(path)  # In use from now on, as a stored entry is.
     distribute.barrier()
     return arrays, False

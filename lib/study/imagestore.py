@@ -125,6 +125,7 @@ def load(files: list[Path], image_size: int, errors: dict[str, str], cache_file:
     arrays, _ = cache.cached_arrays(
         index, lambda: _write(files, image_size, errors, raw, label), chief_computes=True,
         usable=lambda arrays: raw.is_file() and raw.stat().st_size == int(arrays["ok"].sum()) * row)
+    cache.note_used(raw)  # Read a batch at a time for the whole stage: in use, kept by cleaning.
     ok = arrays["ok"]
     if not ok.any():
         raise SuiteError(f"No image among the {len(files)} files of {label} could be decoded: check that they are "

@@ -116,6 +116,8 @@ def pool_at(cut: models.CutBase, cut_layer: str, image_set: ImageSet, weights: W
     for variant, array in computed.items():
         if variant not in written:  # Computed by another worker of a cluster: the chief stores it.
             storage.write_arrays(files[variant], features=array)
+    for file in files:  # Written now: held in use like those that were stored (`cache.note_used`).
+        cache.note_used(file)
     if missing:
         distribute.barrier()
         seconds += time.perf_counter() - started

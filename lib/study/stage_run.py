@@ -15,7 +15,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from lib.core import devices, params, paths, records, stages, storage, versions
+from lib.core import devices, marks, params, paths, records, stages, storage, versions
 from lib.study import backup, cache, distribute, evaluation, models, plots, scores, training
 from lib.study.weights import WeightsChoice
 
@@ -113,6 +113,8 @@ def start(stem: str, namespace: dict[str, Any]) -> StageRun:
     print(f"Devices: {devices.describe_devices(gpus)}; {distribution.describe()}; precision {precision}{native}.",
           flush=True)
     run_name = namespace.get("run_name") or "interactive"
+    if not namespace.get("output_dir"):  # Opened in Jupyter: the run folder is made here, marked as the suite's.
+        marks.make_folder(paths.run_dir(run_name), "run")
     folder = Path(namespace.get("output_dir") or paths.stage_dir(run_name, stem))
     folder.mkdir(parents=True, exist_ok=True)
     if not any(paths.backup_dir(folder).glob("*.npz")):  # A fresh start: no earlier attempt's curves in TensorBoard.

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lib import SuiteError
-from lib.core import locks, paths, storage
+from lib.core import locks, marks, paths, storage
 from lib.study import listing
 
 SYNTHETIC_VALUE = "synthetic"
@@ -39,10 +39,14 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
     counts = counts or {"train": 24, "validation": 12, "test": 12}
     if (root / "done").is_file():
         return root
-    shutil.rmtree(root, ignore_errors=True)  # Left half-built by an interrupted run.
+    if root.exists() and not marks.is_marked(root):
+        raise SuiteError(f"{root} is in the way of the synthetic photo set and was not made by this suite: move it, "
+                         "or set CACHE_DIR to another folder.")
+    marks.remove(root)  # Left half-built by an interrupted run.
     root.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
     with locks.holding(building):
+        marks.mark(building, marks.SYNTHETIC_PHOTOS)  # First: even a half-built set says who made it.
         _draw_synthetic(building, counts, size)
     storage.apply_umask(building, folder=True)  # mkdtemp made it 0700.
     try:
