@@ -123,10 +123,10 @@ tensorboard: setup ## Serve a run's TensorBoard logs on http://localhost:6006 (R
 	$(PYTHON) -m tensorboard.main --logdir "$${OUTPUTS_DIR:-outputs}/$$RUN" --host localhost --port "$${PORT:-6006}"
 
 cache: setup ## List the cache: kind and size of each entry, and the runs that use it.
-	$(PYTHON) -m lib.run.caches
+	$(PYTHON) -m lib.run.cache_commands
 
 clean-cache: setup ## Remove the cache entries the suite made that no run uses (ALL=1: all it made); never a run.
-	case "$$ALL" in 1|yes|true) $(PYTHON) -m lib.run.caches --clean --all;; *) $(PYTHON) -m lib.run.caches --clean;; esac
+	case "$$ALL" in 1|yes|true) $(PYTHON) -m lib.run.cache_commands --clean --all;; *) $(PYTHON) -m lib.run.cache_commands --clean;; esac
 
 clean: ## Delete the runs and caches the suite made (marked) in OUTPUTS_DIR and CACHE_DIR; keep .venv.
 	$(if $(wildcard $(PYTHON)),$(PYTHON),$(PYTHON_BASE)) -m lib.run.housekeeping clean

@@ -25,8 +25,8 @@ from lib.core import devices, locks, marks, params, paths, records, stages, stor
 from lib.pages import summary
 from lib.run import (
     cluster,
-    estimate,
     execution,
+    forecast,
     freshness,
     housekeeping,
     manifest,
@@ -240,23 +240,23 @@ def run_stage(plan: Plan, stem: str, inputs: dict[str, Any], cell_timeout: int) 
     return record
 
 
-def measured_speeds(plan: Plan) -> dict[tuple[int, str], estimate.Speed] | None:
+def measured_speeds(plan: Plan) -> dict[tuple[int, str], forecast.Speed] | None:
     """The speeds PROFILE=auto measured a moment ago to size `plan` (one image size and precision), else None."""
     if not plan.schedule or plan.choice.kept:
         return None
     sizes = {params.with_defaults(stem, values)["image_size"] for stem, values in plan.parameters.items()}
     if len(sizes) != 1:
         return None
-    speed = estimate.Speed(plan.schedule["rate_images_per_second"], plan.schedule.get("training_step_seconds", {}))
+    speed = forecast.Speed(plan.schedule["rate_images_per_second"], plan.schedule.get("training_step_seconds", {}))
     return {(sizes.pop(), plan.schedule["precision"]): speed}
 
 
-def run_plan(plan: Plan, force: bool, forecast: bool, cell_timeout: int) -> int:
+def run_plan(plan: Plan, force: bool, with_forecasts: bool, cell_timeout: int) -> int:
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
     record = manifest.start(plan.run, plan.profile, plan.choice.message, plan.schedule, planned=list(plan.parameters))
     fingerprints = plan.fingerprints
-    forecasts = estimate.Forecasts(forecast)
-    if forecast and plan.schedule and not plan.choice.kept:
+    forecasts = forecast.Forecasts(with_forecasts)
+    if with_forecasts and plan.schedule and not plan.choice.kept:
         forecasts.speeds, forecasts.seconds = measured_speeds(plan) or {}, dict(plan.schedule["forecast_seconds"])
     try:
         for number, stem in enumerate(plan.parameters, start=1):
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
         for values in plan.parameters.values():
             provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
-        estimate.forecast(list(plan.parameters), plan.parameters, plan.fingerprints, speeds=measured_speeds(plan))
+        forecast.print_forecast(list(plan.parameters), plan.parameters, plan.fingerprints, speeds=measured_speeds(plan))
         return 0
     worker = worker_index(plan)
     if worker:

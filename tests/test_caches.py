@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lib.core import marks, paths, storage
-from lib.run import caches
+from lib.run import cache_commands
 from lib.study import cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +53,8 @@ def test_a_stage_records_the_cache_entries_it_used(monkeypatch):
     cache.note_used(root / "synthetic_cats_and_dogs")
     cache.note_used(paths.outputs_root() / "alpha")  # Not in the cache: not an entry.
     assert cache.used_entries() == ["images/train-150px-d", "synthetic_cats_and_dogs"]
-    assert caches.users()["images/train-150px-d"] == ["alpha/01_feature_extraction"]
-    assert sorted(caches.entries()["images/train-150px-d"]) == [root / "images" / "train-150px-d.index.npz",
+    assert cache_commands.users()["images/train-150px-d"] == ["alpha/01_feature_extraction"]
+    assert sorted(cache_commands.entries()["images/train-150px-d"]) == [root / "images" / "train-150px-d.index.npz",
                                                                   root / "images" / "train-150px-d.u8"]
 
 

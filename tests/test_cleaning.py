@@ -14,7 +14,7 @@ from conftest import ROOT, write_image
 
 from lib import runner
 from lib.core import locks, marks, paths, storage
-from lib.run import caches, housekeeping
+from lib.run import cache_commands, housekeeping
 from lib.study import cache, synthetic
 
 
@@ -45,7 +45,7 @@ def test_clean_cache_on_a_folder_of_a_users_files_removes_nothing_and_says_so_in
     before = snapshot(home)
     monkeypatch.setenv("CACHE_DIR", str(home))
     for everything in ([], ["--all"]):
-        assert caches.main(["--clean", *everything]) == 0
+        assert cache_commands.main(["--clean", *everything]) == 0
         printed = capsys.readouterr().out
         assert snapshot(home) == before
         assert "Removed 0 cache entries" in printed
@@ -82,7 +82,7 @@ def test_a_link_in_the_cache_is_never_followed(tmp_path, monkeypatch):
     marks.make_folder(root / "features", "conv features")
     (root / "features" / "train-a.npz").symlink_to(outside / "features" / "vectors.npz")
     (root / "photos").symlink_to(outside, target_is_directory=True)  # A link of the user's own, at the top.
-    cleaning = caches.clean(everything=True)
+    cleaning = cache_commands.clean(everything=True)
     assert snapshot(outside) == before
     assert not synthetic.exists() and not (root / "features" / "train-a.npz").is_symlink()  # Links removed as links,
     assert (root / "photos").is_symlink() and cleaning.refused == [root / "photos"]  # and one not ours refused.
@@ -104,7 +104,7 @@ def test_an_entry_a_running_stage_uses_is_kept_and_the_others_removed(tmp_path, 
     building = root / ".synthetic-abc123"  # A synthetic set being drawn, held by its writer.
     building.mkdir()
     with locks.holding(building):
-        cleaning = caches.clean(everything=True)
+        cleaning = cache_commands.clean(everything=True)
         assert housekeeping.clean() == 0
     printed = capsys.readouterr().out
     assert cleaning.removed == 1 and not idle.exists()
@@ -114,7 +114,7 @@ def test_an_entry_a_running_stage_uses_is_kept_and_the_others_removed(tmp_path, 
                                        "synthetic_cats_and_dogs"]
     assert "Kept cache entry features/train-block4_pool-busy: a running stage is using it." in printed
     cache.release_in_use()  # The stage ends: the next clean-up removes them.
-    assert caches.clean(everything=True).removed == 3 and not synthetic_set.exists() and not raw.exists()
+    assert cache_commands.clean(everything=True).removed == 3 and not synthetic_set.exists() and not raw.exists()
 
 
 def test_the_suite_marks_what_it_makes(tmp_path):
@@ -136,7 +136,7 @@ def test_cleaning_a_cache_that_is_the_outputs_folder_never_removes_a_run(monkeyp
     storage.write_json(paths.stage_dir("kept", "01_feature_extraction") / "metrics.json", {"cache_entries": []})
     entry = outputs / "features" / "train-a.npz"
     cache.cached_arrays(entry, lambda: {"features": np.zeros(2)})
-    assert caches.clean(everything=True).in_use == ["features/train-a"]
+    assert cache_commands.clean(everything=True).in_use == ["features/train-a"]
     hold = locks.hold_run(paths.run_dir("kept"))
     try:
         assert housekeeping.clean() == 0

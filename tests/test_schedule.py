@@ -5,7 +5,7 @@ import pytest
 
 from lib import SuiteError
 from lib.core import devices, params, paths, stages, storage
-from lib.run import estimate, schedule
+from lib.run import forecast, schedule
 
 RATE = 10.0  # Conv-base images per second, as on a 2-core AVX2 CPU in float32.
 COUNTS = {"train": 2000, "validation": 1000, "test": 2000}
@@ -19,49 +19,49 @@ def fingerprints(counts=COUNTS) -> dict:
 
 
 def test_conv_work_fractions_follow_the_layers():
-    assert estimate.fraction(150, "block5_pool") == pytest.approx(1.0)
-    assert estimate.fraction(150, "block4_pool") == pytest.approx(0.913, abs=0.002)
-    assert estimate.fraction(150, "block5_pool", "block4_pool") == pytest.approx(0.087, abs=0.002)
-    assert sum(estimate.layer_flops(150).values()) == pytest.approx(13.2e9 * 2 / 2, rel=0.01)  # 13.2 GFLOP
+    assert forecast.fraction(150, "block5_pool") == pytest.approx(1.0)
+    assert forecast.fraction(150, "block4_pool") == pytest.approx(0.913, abs=0.002)
+    assert forecast.fraction(150, "block5_pool", "block4_pool") == pytest.approx(0.087, abs=0.002)
+    assert sum(forecast.layer_flops(150).values()) == pytest.approx(13.2e9 * 2 / 2, rel=0.01)  # 13.2 GFLOP
 
 
 def test_cut_layer_moves_with_the_unfrozen_layers():
-    assert estimate.cut_layer({}) == "block5_pool"
-    assert estimate.cut_layer({"unfreeze_layers": ["block5_conv1", "block5_conv2", "block5_conv3"]}) == "block4_pool"
-    assert estimate.cut_layer({"unfreeze_layers": ["block4_conv3", "block5_conv1"]}) == "block4_conv2"
+    assert forecast.cut_layer({}) == "block5_pool"
+    assert forecast.cut_layer({"unfreeze_layers": ["block5_conv1", "block5_conv2", "block5_conv3"]}) == "block4_pool"
+    assert forecast.cut_layer({"unfreeze_layers": ["block4_conv3", "block5_conv1"]}) == "block4_conv2"
 
 
 def test_stages_share_the_block4_cache_and_the_pool(monkeypatch):
     cpu = params.load_profile("cpu")
     resolved = {stem: params.resolve_for_stage(stem, cpu, {"augmentation_pool": 2}) for stem in stages.STEMS}
     rates = {(150, devices.compute_policy(True, [])): RATE}  # The cpu profile asks for 16-bit where native.
-    whole = estimate.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], rates)
+    whole = forecast.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], rates)
     stage2 = resolved["02_data_augmentation"]
-    alone = estimate.plan_seconds(["02_data_augmentation"], {"02_data_augmentation": stage2}, fingerprints(), [], rates)
-    blocks_1_to_4 = 5000 * estimate.fraction(150, "block4_pool") / RATE
+    alone = forecast.plan_seconds(["02_data_augmentation"], {"02_data_augmentation": stage2}, fingerprints(), [], rates)
+    blocks_1_to_4 = 5000 * forecast.fraction(150, "block4_pool") / RATE
     assert whole["01_feature_extraction"] > blocks_1_to_4  # Stage 1 pays for the shared cut, once.
     # Alone, stage 2 pays for the validation and test photos' blocks 1-4 itself.
-    block4, block5 = estimate.fraction(150, "block4_pool"), estimate.fraction(150, "block5_pool", "block4_pool")
+    block4, block5 = forecast.fraction(150, "block4_pool"), forecast.fraction(150, "block5_pool", "block4_pool")
     assert alone["02_data_augmentation"] - whole["02_data_augmentation"] == pytest.approx(
-        (3000 * (block4 + block5) + 2000 * block4) / RATE + 5000 * estimate.DECODE_SECONDS, rel=0.01)
-    pool_cost = 2 * 2000 * (estimate.fraction(150, "block4_pool") + estimate.AUGMENTATION) / RATE
+        (3000 * (block4 + block5) + 2000 * block4) / RATE + 5000 * forecast.DECODE_SECONDS, rel=0.01)
+    pool_cost = 2 * 2000 * (forecast.fraction(150, "block4_pool") + forecast.AUGMENTATION) / RATE
     assert whole["02_data_augmentation"] > pool_cost
     stage3 = {"03_fine_tuning": resolved["03_fine_tuning"]}
-    alone3 = estimate.plan_seconds(["03_fine_tuning"], stage3, fingerprints(), [], rates, {"02_data_augmentation"})
+    alone3 = forecast.plan_seconds(["03_fine_tuning"], stage3, fingerprints(), [], rates, {"02_data_augmentation"})
     assert alone3["03_fine_tuning"] - whole["03_fine_tuning"] > pool_cost  # In the run, stage 3 reuses stage 2's pool.
 
 
 def test_forecast_grows_with_pool_and_epochs():
     values = {"epochs": 5, "steps_per_epoch": 100, "batch_size": 20, "augmentation_pool": 2}
-    base = estimate.stage_seconds("03_fine_tuning", values, COUNTS, RATE)
-    assert estimate.stage_seconds("03_fine_tuning", {**values, "epochs": 10}, COUNTS, RATE) > base
-    assert estimate.stage_seconds("03_fine_tuning", {**values, "augmentation_pool": 4}, COUNTS, RATE) > base
-    online = estimate.stage_seconds("03_fine_tuning", {**values, "augmentation_pool": 0}, COUNTS, RATE)
+    base = forecast.stage_seconds("03_fine_tuning", values, COUNTS, RATE)
+    assert forecast.stage_seconds("03_fine_tuning", {**values, "epochs": 10}, COUNTS, RATE) > base
+    assert forecast.stage_seconds("03_fine_tuning", {**values, "augmentation_pool": 4}, COUNTS, RATE) > base
+    online = forecast.stage_seconds("03_fine_tuning", {**values, "augmentation_pool": 0}, COUNTS, RATE)
     assert online > base  # Online augmentation pushes every photo through blocks 1-4 each epoch.
 
 
 def chosen(budget: float, monkeypatch, counts=COUNTS):
-    monkeypatch.setattr(estimate, "measure", lambda size, policy, layers: estimate.Speed(RATE))
+    monkeypatch.setattr(forecast, "measure", lambda size, policy, layers: forecast.Speed(RATE))
     base = params.load_profile("cpu")
     return schedule.choose(base, budget, list(stages.STEMS), {}, fingerprints(counts), set())
 
@@ -72,7 +72,7 @@ def test_auto_takes_the_largest_rung_that_fits_80_percent_of_the_budget(monkeypa
     larger = schedule.LADDER[schedule.LADDER.index(rung) + 1]
     profile = schedule.with_rung(params.load_profile("cpu"), larger, 30)
     resolved = {stem: params.resolve_for_stage(stem, profile, {}) for stem in stages.STEMS}
-    larger_seconds = estimate.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], {(150, policy): RATE})
+    larger_seconds = forecast.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], {(150, policy): RATE})
     assert sum(larger_seconds.values()) > 0.8 * 30 * 60
     assert chosen(120, monkeypatch)[0] != rung  # More time, a larger schedule.
 
@@ -84,7 +84,7 @@ def test_a_budget_too_small_takes_the_smallest_rung_and_says_so(monkeypatch):
 
 def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: [])
-    monkeypatch.setattr(estimate, "measure", lambda size, policy, layers: estimate.Speed(RATE))
+    monkeypatch.setattr(forecast, "measure", lambda size, policy, layers: forecast.Speed(RATE))
     memo = fingerprints()
     profile, choice, recorded = schedule.auto_profile("auto", 30, {}, memo)
     assert profile["name"] == "auto" and "forecast" in choice.message and recorded["budget_minutes"] == 30
@@ -97,7 +97,7 @@ def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     def no_measuring(size, policy, layers):
         raise AssertionError("a run that chose its schedule must not measure again")
 
-    monkeypatch.setattr(estimate, "measure", no_measuring)
+    monkeypatch.setattr(forecast, "measure", no_measuring)
     again, choice, kept = schedule.auto_profile("auto", 30, {}, memo)
     assert kept == recorded and again["fine_tuning"] == profile["fine_tuning"] and choice.kept
     with pytest.raises(AssertionError, match="must not measure"):
@@ -120,53 +120,53 @@ def test_budget_must_be_positive(monkeypatch):
 def test_forecast_grows_with_the_work():
     counts = {"train": 2000, "validation": 1000}
     schedule = {"steps_per_epoch": 100, "batch_size": 20}
-    short = estimate.stage_seconds("02_data_augmentation", {"epochs": 5, **schedule}, counts, 40)
-    long = estimate.stage_seconds("02_data_augmentation", {"epochs": 50, **schedule}, counts, 40)
+    short = forecast.stage_seconds("02_data_augmentation", {"epochs": 5, **schedule}, counts, 40)
+    long = forecast.stage_seconds("02_data_augmentation", {"epochs": 50, **schedule}, counts, 40)
     assert 0 < short < long
     # Stage 1: a kernel and a report, decoding, the conv base once per photo, 30 classifier epochs.
-    expected = (estimate.STAGE_SECONDS + 3000 * estimate.DECODE_SECONDS + 3000 / 30
-                + 30 * 2000 * estimate.CLASSIFIER_STEP / 30)
-    assert estimate.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30) == pytest.approx(expected)
+    expected = (forecast.STAGE_SECONDS + 3000 * forecast.DECODE_SECONDS + 3000 / 30
+                + 30 * 2000 * forecast.CLASSIFIER_STEP / 30)
+    assert forecast.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30) == pytest.approx(expected)
 
 
 def test_stage_one_feature_flips_cost_block5_once_and_twice_the_classifier_epochs():
     counts = {"train": 2000, "validation": 1000}
-    plain = estimate.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30)
-    flips = estimate.stage_seconds("01_feature_extraction", {"epochs": 30, "feature_flips": True}, counts, 30)
-    block5 = 2000 * estimate.fraction(150, "block5_pool", "block4_pool") / 30
-    assert flips - plain == pytest.approx(block5 + 30 * 2000 * estimate.CLASSIFIER_STEP / 30)
+    plain = forecast.stage_seconds("01_feature_extraction", {"epochs": 30}, counts, 30)
+    flips = forecast.stage_seconds("01_feature_extraction", {"epochs": 30, "feature_flips": True}, counts, 30)
+    block5 = 2000 * forecast.fraction(150, "block5_pool", "block4_pool") / 30
+    assert flips - plain == pytest.approx(block5 + 30 * 2000 * forecast.CLASSIFIER_STEP / 30)
 
 
 def test_a_measurement_takes_the_median_so_one_slow_call_does_not_size_the_run(monkeypatch):
     clock = iter([0.0, 1.0, 1.0, 2.0, 2.0, 9.0, 9.0, 10.2, 10.2, 11.1])  # Calls of 1, 1, 7 (disturbed), 1.2, 0.9 s.
-    monkeypatch.setattr(estimate.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(forecast.time, "perf_counter", lambda: next(clock))
     calls = []
-    assert estimate.median_seconds(lambda: calls.append(1), 5) == pytest.approx(1.0)
+    assert forecast.median_seconds(lambda: calls.append(1), 5) == pytest.approx(1.0)
     assert len(calls) == 5
 
 
 def test_the_forecast_measures_the_training_steps_it_prices():
     """A measured training step replaces the factor; the measurement trains the layers above the cut for real."""
-    seconds = estimate.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2)
-    classifier = estimate.training_step_seconds(32, "float32", "block5_pool", batch_size=4, steps=2)
+    seconds = forecast.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2)
+    classifier = forecast.training_step_seconds(32, "float32", "block5_pool", batch_size=4, steps=2)
     assert 0 < classifier < seconds < 1
     values = {"epochs": 5, "steps_per_epoch": 100, "batch_size": 20, "augmentation_pool": 1}
-    assert estimate.trained_cuts(params.with_defaults("03_fine_tuning", values), "03_fine_tuning") == {
+    assert forecast.trained_cuts(params.with_defaults("03_fine_tuning", values), "03_fine_tuning") == {
         "block4_pool", "block5_pool"}
-    factors = estimate.stage_seconds("03_fine_tuning", values, COUNTS, RATE)
-    measured = estimate.Speed(RATE, {"block4_pool": estimate.Speed(RATE).step(150, "block4_pool") * 2})
-    slower = estimate.stage_seconds("03_fine_tuning", values, COUNTS, measured)
-    assert slower - factors == pytest.approx(5 * 100 * 20 * estimate.Speed(RATE).step(150, "block4_pool"))
+    factors = forecast.stage_seconds("03_fine_tuning", values, COUNTS, RATE)
+    measured = forecast.Speed(RATE, {"block4_pool": forecast.Speed(RATE).step(150, "block4_pool") * 2})
+    slower = forecast.stage_seconds("03_fine_tuning", values, COUNTS, measured)
+    assert slower - factors == pytest.approx(5 * 100 * 20 * forecast.Speed(RATE).step(150, "block4_pool"))
 
 
 def test_measured_training_steps_are_priced_with_the_epochs_overhead(monkeypatch):
-    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: 11.0)
-    monkeypatch.setattr(estimate, "training_step_seconds", lambda size, policy, layer: 0.02)
-    speed = estimate.measure(150, "float32", {"block4_pool", "block5_pool"})
+    monkeypatch.setattr(forecast, "conv_base_rate", lambda size, policy: 11.0)
+    monkeypatch.setattr(forecast, "training_step_seconds", lambda size, policy, layer: 0.02)
+    speed = forecast.measure(150, "float32", {"block4_pool", "block5_pool"})
     assert speed.forward == 11.0
-    assert speed.step_seconds == {"block4_pool": pytest.approx(0.02 * estimate.STEP_OVERHEAD),
-                                  "block5_pool": pytest.approx(0.02 * estimate.STEP_OVERHEAD)}
-    assert estimate.STEP_OVERHEAD > 1
+    assert speed.step_seconds == {"block4_pool": pytest.approx(0.02 * forecast.STEP_OVERHEAD),
+                                  "block5_pool": pytest.approx(0.02 * forecast.STEP_OVERHEAD)}
+    assert forecast.STEP_OVERHEAD > 1
 
 
 def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_runs(monkeypatch, capsys):
@@ -174,13 +174,13 @@ def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_
     measured again just before it runs, its forecast moves with them, and the first forecast is kept beside it."""
     step = {"seconds": 0.02}
     measured = []
-    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
-    monkeypatch.setattr(estimate, "training_step_seconds",
+    monkeypatch.setattr(forecast, "conv_base_rate", lambda size, policy: RATE)
+    monkeypatch.setattr(forecast, "training_step_seconds",
                         lambda size, policy, layer: measured.append(layer) or step["seconds"])
     monkeypatch.setattr(devices, "gpu_names", lambda: [])
     cpu = params.load_profile("cpu")
     resolved = {stem: params.resolve_for_stage(stem, cpu, {"mixed_precision": False}) for stem in stages.STEMS}
-    forecasts = estimate.Forecasts(enabled=True)
+    forecasts = forecast.Forecasts(enabled=True)
     stems = list(stages.STEMS)
     first = forecasts.before(stems, resolved, fingerprints(), set())
     assert first == forecasts.seconds["01_feature_extraction"] and forecasts.at_start == {}
@@ -194,25 +194,25 @@ def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_
     assert forecasts.at_start["03_fine_tuning"] == start["03_fine_tuning"]
     values = params.with_defaults("03_fine_tuning", resolved["03_fine_tuning"])
     photos = values["epochs"] * (values["steps_per_epoch"] * values["batch_size"] or COUNTS["train"])
-    assert later - start["03_fine_tuning"] == pytest.approx(photos * 0.02 * estimate.STEP_OVERHEAD, rel=0.01)
+    assert later - start["03_fine_tuning"] == pytest.approx(photos * 0.02 * forecast.STEP_OVERHEAD, rel=0.01)
     assert "forecast 03_fine_tuning, its training step measured again" in capsys.readouterr().out
-    assert estimate.Forecasts(enabled=False).before(stems, resolved, fingerprints(), set()) is None
+    assert forecast.Forecasts(enabled=False).before(stems, resolved, fingerprints(), set()) is None
 
 
 def test_a_measurement_that_fails_between_stages_keeps_the_start_forecast(monkeypatch, capsys):
-    monkeypatch.setattr(estimate, "conv_base_rate", lambda size, policy: RATE)
-    monkeypatch.setattr(estimate, "training_step_seconds", lambda size, policy, layer: 0.02)
+    monkeypatch.setattr(forecast, "conv_base_rate", lambda size, policy: RATE)
+    monkeypatch.setattr(forecast, "training_step_seconds", lambda size, policy, layer: 0.02)
     monkeypatch.setattr(devices, "gpu_names", lambda: [])
     cpu = params.load_profile("cpu")
     resolved = {stem: params.resolve_for_stage(stem, cpu, {"mixed_precision": False}) for stem in stages.STEMS}
-    forecasts, stems = estimate.Forecasts(enabled=True), list(stages.STEMS)
+    forecasts, stems = forecast.Forecasts(enabled=True), list(stages.STEMS)
     forecasts.before(stems, resolved, fingerprints(), set())
     start = dict(forecasts.seconds)
 
     def out_of_memory(size, policy, layer):
         raise MemoryError("no room for block 5")
 
-    monkeypatch.setattr(estimate, "training_step_seconds", out_of_memory)
+    monkeypatch.setattr(forecast, "training_step_seconds", out_of_memory)
     assert forecasts.before(stems[1:], resolved, fingerprints(), set()) == start["02_data_augmentation"]
     assert forecasts.at_start == {}  # Nothing measured again: one forecast, the start's.
     assert "02_data_augmentation: not measured again (MemoryError: no room for block 5)" in capsys.readouterr().out

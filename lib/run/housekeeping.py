@@ -15,8 +15,8 @@ the top of the outputs, cache and data folders and inside the folders there that
 
 `make clean` removes the runs and caches the suite made, wherever `OUTPUTS_DIR` and `CACHE_DIR` point: marked run
 and tool folders, the files the suite recorded writing loose in the outputs folder, and the cache's entries
-(`lib.run.caches`). A folder without the marker is refused with one line; a run a runner holds, and a cache entry a
-running stage holds in use, are kept, and said so.
+(`lib.run.cache_commands`). A folder without the marker is refused with one line; a run a runner holds, and a cache
+entry a running stage holds in use, are kept, and said so.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lib.core import locks, marks, paths
-from lib.run import caches
+from lib.run import cache_commands
 
 STALE_SECONDS = 300
 TEMPORARY_STALE_SECONDS = 24 * 3600  # Far longer than a worker's single discarded write takes.
@@ -125,9 +125,9 @@ def clean() -> int:
     outputs, cache = paths.outputs_root(), paths.cache_root()
     removed = remove_leftovers([outputs, cache], temporary=Path(tempfile.gettempdir()))
     # The cache's own, when the cache is the outputs folder: cleaned entry by entry, keeping those in use.
-    cache_owned = {caches.owner(members[0]) for members in caches.entries().values()}
+    cache_owned = {cache_commands.owner(members[0]) for members in cache_commands.entries().values()}
     cache_owned |= {cache, *(cache / kind for kind in paths.CACHE_KINDS)}
-    cleaning = caches.clean(everything=True)
+    cleaning = cache_commands.clean(everything=True)
     removed += _empty_kind_folders(cache)
     recorded = marks.recorded_files(outputs)
     children = sorted(outputs.iterdir()) if outputs.is_dir() else []

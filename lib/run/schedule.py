@@ -13,7 +13,7 @@ from typing import Any
 
 from lib import SuiteError
 from lib.core import devices, params, paths, records, stages, storage
-from lib.run import estimate, freshness, provenance
+from lib.run import forecast, freshness, provenance
 
 DEFAULT_BUDGET_MINUTES = 30.0
 SAFETY = 0.8  # The forecast of the chosen schedule is at most this share of the budget.
@@ -84,7 +84,7 @@ def with_rung(base: dict[str, Any], rung: Rung, budget: float) -> dict[str, Any]
 
 
 def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dict[str, Any],
-           fingerprints: dict[Any, Any], run_has: set[str]) -> tuple[Rung, dict[str, float], estimate.Speed, str]:
+           fingerprints: dict[Any, Any], run_has: set[str]) -> tuple[Rung, dict[str, float], forecast.Speed, str]:
     """The largest rung whose forecast fits in `SAFETY` x budget (else the smallest), its forecast per stage,
     the speed measured (the conv base and the training steps), and the precision."""
     gpus: list[str] = []
@@ -93,7 +93,7 @@ def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dic
         resolved[stems[0]].get("mixed_precision", False), gpus)
     for values in resolved.values():
         provenance.inputs_of(values, fingerprints)
-    rates = estimate.measure_all(stems, resolved, gpus)
+    rates = forecast.measure_all(stems, resolved, gpus)
     for rung in reversed(LADDER):
         profile = with_rung(base, rung, budget)
         candidate = {stem: params.resolve_for_stage(stem, profile, overrides) for stem in stems}
@@ -101,7 +101,7 @@ def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dic
                 for values in candidate.values()} != set(rates):
             raise SuiteError("PROFILE=auto sizes one image size and precision for every stage; set image_size "
                              "and mixed_precision under common: (or use PROFILE=cpu).")
-        seconds = estimate.plan_seconds(stems, candidate, fingerprints, gpus, rates, run_has)
+        seconds = forecast.plan_seconds(stems, candidate, fingerprints, gpus, rates, run_has)
         if sum(seconds.values()) <= SAFETY * budget * 60 or rung == LADDER[0]:
             return rung, seconds, rates[(size, policy)], policy
     raise AssertionError("unreachable: the smallest rung is always taken")

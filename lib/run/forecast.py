@@ -327,7 +327,7 @@ def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict
     return seconds
 
 
-def forecast(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
+def print_forecast(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any],
              run_has: set[str] = frozenset(), speeds: dict[tuple[int, str], Speed] | None = None) -> dict[str, float]:
     """Print roughly how long each stage will take here, from a short measurement (or `speeds` measured a moment
     ago); return the seconds per stage (recorded in the manifest and shown beside the actual times on the summary
@@ -395,7 +395,7 @@ class Forecasts:
             self.stems, self.run_has = list(stems), set(run_has)
         if self.seconds is None:
             self.speeds = measure_all(stems, resolved, devices.gpu_names())
-            self.seconds = forecast(stems, resolved, fingerprints, run_has, self.speeds)
+            self.seconds = print_forecast(stems, resolved, fingerprints, run_has, self.speeds)
         elif started and self.speeds is not None:
             earlier = self.seconds.get(stem)
             try:

@@ -1,8 +1,8 @@
 """What the cache folder holds and which runs use it: `make cache` lists it, `make clean-cache` prunes it.
 
-    python -m lib.run.caches            # list: kind, size, the runs that use each entry
-    python -m lib.run.caches --clean    # remove the entries no run in the outputs folder uses
-    python -m lib.run.caches --clean --all
+    python -m lib.run.cache_commands            # list: kind, size, the runs that use each entry
+    python -m lib.run.cache_commands --clean    # remove the entries no run in the outputs folder uses
+    python -m lib.run.cache_commands --clean --all
 
 Each stage records in its `metrics.json` the cache entries it read or wrote (`cache_entries`); an entry is used
 while a completed stage of some run under `OUTPUTS_DIR` names it. Cleaning never touches a run folder, and removes
@@ -151,7 +151,7 @@ def clean(everything: bool = False) -> Cleaning:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.run.caches", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lib.run.cache_commands", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clean", action="store_true", help="remove the entries that no run uses")
     parser.add_argument("--all", action="store_true", help="with --clean: remove every entry")
     arguments = parser.parse_args(argv)
