@@ -214,7 +214,7 @@ figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evalu
 
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
-                                   evaluations["validation"]["probabilities"])
+                                   evaluations["validation"].probabilities)
 stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]

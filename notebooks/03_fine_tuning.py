@@ -253,14 +253,14 @@ figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evalu
 
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
-                                   evaluations["validation"]["probabilities"])
+                                   evaluations["validation"].probabilities)
 stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]
 # ## Compared with the earlier stages of this run
 
 # %%
-comparison = stage_run.stage_comparison(stage, evaluations["validation"]["accuracy"])
+comparison = stage_run.stage_comparison(stage, evaluations["validation"].accuracy)
 display(stage_run.table(comparison, title="Validation accuracy by stage (this run and the course notes)"))
 
 # %% [markdown]
