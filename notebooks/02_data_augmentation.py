@@ -117,10 +117,11 @@ print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.descr
 
 # %% [markdown]
 # ## The augmentation
-# Keras preprocessing layers with the course notes' `ImageDataGenerator` settings: random flips, a rotation by up
-# to `rotation_degrees` either way (`RandomRotation` takes a fraction of a full turn), shifts by up to `width_shift`
-# and `height_shift` of each side, and a zoom of each axis by a factor from 1 - `zoom` to 1 + `zoom`; gaps filled
-# with the nearest pixel. They change photos only in training; a setting of 0 leaves photos as they are.
+# Keras preprocessing layers with this stage's settings (by default the course notes' `ImageDataGenerator` ones):
+# random flips, a rotation by up to `rotation_degrees` either way (`RandomRotation` takes a fraction of a full
+# turn), shifts by up to `width_shift` and `height_shift` of each side, and a zoom of each axis by a factor from
+# 1 - `zoom` to 1 + `zoom`; gaps filled with the nearest pixel. They change photos only in training; a setting of
+# 0 leaves photos as they are.
 
 # %%
 flip_mode = models.flip_mode(horizontal_flip, vertical_flip)  # "horizontal_and_vertical" by default; None: none.
@@ -144,15 +145,15 @@ stage.save_figure(plots.augmented_examples(examples, augmentation, seed=seed), "
 
 # %% [markdown]
 # ## The model: frozen conv base plus classifier
-# The conv base is VGG16 without its classifier, as in stage 1, frozen: freezing matters, because without it the
-# large gradients from the new, randomly initialised classifier would wreck the pretrained features. On top of it,
-# stage 1's classifier layers (`Flatten`, `Dense(256, relu)`, `Dropout`, `Dense(1, sigmoid)`).
+# The conv base is stage 1's, VGG16 without its classifier, and it is frozen: here the whole model trains, and
+# without freezing the large gradients from the new, randomly initialised classifier would wreck the pretrained
+# features. On top of it, stage 1's classifier layers (`Flatten`, `Dense(256, relu)`, `Dropout`, `Dense(1, sigmoid)`).
 
 # %%
 weights_choice = vgg16_weights.resolve_weights(weights)
 display(stage_run.weights_notice(weights_choice))
 conv_base = models.build_conv_base(weights_choice, image_size)
-conv_base.trainable = False  # Frozen: training changes the classifier's weights only.
+conv_base.trainable = False  # Freeze it (build_conv_base already does): only the classifier's weights train.
 classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
 
 # %% [markdown]
