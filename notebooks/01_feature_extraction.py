@@ -86,7 +86,7 @@ from IPython.display import display
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
 
-tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+lib.load_tensorflow()  # Started without TensorFlow's native log noise (Keras would start it noisily).
 import keras
 
 # %%
@@ -102,7 +102,7 @@ from lib.study import weights as vgg16_weights
 # %%
 stage = stage_run.start("01_feature_extraction", globals())
 image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
-photos.describe(image_sets)
+print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 
 # %% [markdown]
 # ## The conv base
@@ -142,7 +142,8 @@ classifier.summary()
 # %%
 cut = models.cut_base(conv_base, classifier, preprocessing)
 extracted = features.at_cut(cut, image_sets, list(image_sets), weights_choice)
-{split: array.shape for split, array in extracted.arrays.items()}
+shapes = ", ".join(f"{split} {array.shape}" for split, array in extracted.arrays.items())
+print(f"Conv-base features at {cut.cut_layer}: {shapes}.")
 
 # %% [markdown]
 # ## Train the classifier on the features
@@ -200,7 +201,7 @@ figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evalu
 
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
-                                   evaluations["validation"]["probabilities"])
+                                   evaluations["validation"].probabilities)
 stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]

@@ -97,7 +97,7 @@ from IPython.display import display
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
 
-tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+lib.load_tensorflow()  # Started without TensorFlow's native log noise (Keras would start it noisily).
 import keras
 
 # %%
@@ -113,32 +113,60 @@ from lib.study import weights as vgg16_weights
 stage = stage_run.start("02_data_augmentation", globals())
 image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
 evaluation_splits = [split for split in image_sets if split != "train"]
-photos.describe(image_sets)
+print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 
 # %% [markdown]
-# ## What augmentation does
+# ## The augmentation
+# Keras preprocessing layers with this stage's settings (by default the course notes' `ImageDataGenerator` ones):
+# random flips, a rotation by up to `rotation_degrees` either way (`RandomRotation` takes a fraction of a full
+# turn), shifts by up to `width_shift` and `height_shift` of each side, and a zoom of each axis by a factor from
+# 1 - `zoom` to 1 + `zoom`; gaps filled with the nearest pixel. They change photos only in training; a setting of
+# 0 leaves photos as they are.
+
+# %%
+flip_mode = models.flip_mode(horizontal_flip, vertical_flip)  # "horizontal_and_vertical" by default; None: none.
+augmentation = keras.Sequential(
+    [
+        keras.layers.RandomFlip(flip_mode, seed=seed) if flip_mode else keras.layers.Identity(),
+        keras.layers.RandomRotation(rotation_degrees / 360, fill_mode="nearest", seed=seed),
+        keras.layers.RandomTranslation(height_shift, width_shift, fill_mode="nearest", seed=seed),
+        keras.layers.RandomZoom((-zoom, zoom), (-zoom, zoom), fill_mode="nearest", seed=seed),
+    ],
+    name="augmentation",
+)
+
+# %% [markdown]
 # Each row: a training photo and five random variants of it. The model almost never sees the same picture
 # twice.
 
 # %%
-augmentation_settings = dict(rotation_degrees=rotation_degrees, width_shift=width_shift, height_shift=height_shift,
-                             zoom=zoom, horizontal_flip=horizontal_flip, vertical_flip=vertical_flip)
-augmentation = models.build_augmentation(**augmentation_settings, seed=seed)
 examples = image_sets["train"].images[[0, 1, -1, -2]]  # Two cats, two dogs.
 stage.save_figure(plots.augmented_examples(examples, augmentation, seed=seed), "augmented_examples.png")
 
 # %% [markdown]
 # ## The model: frozen conv base plus classifier
-# One model from raw pixels to P(dog): augmentation, preprocessing, the conv base, stage 1's classifier layers.
-# Freezing matters: without it, the large gradients from the new, randomly initialised classifier would wreck
-# the pretrained features. The counts below show that only the classifier is trainable.
+# The conv base is stage 1's, VGG16 without its classifier, and it is frozen: here the whole model trains, and
+# without freezing the large gradients from the new, randomly initialised classifier would wreck the pretrained
+# features. On top of it, stage 1's classifier layers (`Flatten`, `Dense(256, relu)`, `Dropout`, `Dense(1, sigmoid)`).
 
 # %%
 weights_choice = vgg16_weights.resolve_weights(weights)
 display(stage_run.weights_notice(weights_choice))
 conv_base = models.build_conv_base(weights_choice, image_size)
+conv_base.trainable = False  # Freeze it (build_conv_base already does): only the classifier's weights train.
 classifier = models.build_classifier(conv_base.output_shape[1:], dropout)
-model = models.build_end_to_end(conv_base, classifier, preprocessing, augmentation)
+
+# %% [markdown]
+# One model from raw pixels to P(dog), built with the functional API: augmentation, preprocessing, the conv base,
+# the classifier. The counts below show that only the classifier is trainable.
+
+# %%
+inputs = keras.Input(shape=(image_size, image_size, 3), name="image")  # RGB pixels, 0 to 255.
+x = augmentation(inputs)  # A new random variant of each photo in training; the photo itself otherwise.
+x = models.Preprocess(preprocessing, name="preprocess")(x)  # As the ImageNet weights expect (see stage 1).
+x = conv_base(x, training=False)  # Inference mode whatever is unfrozen later, as Keras recommends.
+outputs = classifier(x)
+model = keras.Model(inputs, outputs, name="vgg16_cats_vs_dogs")
 counts = models.count_parameters(model)
 print(f"Trainable parameters with the conv base frozen: {counts['trainable']:,} (the classifier only); "
       f"frozen: {counts['frozen']:,}.")
@@ -162,27 +190,38 @@ print(f"Classifier starts {start.description}.")
 # %%
 cut = models.cut_base(conv_base, classifier, preprocessing)
 extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice)
-{split: array.shape for split, array in extracted.arrays.items()}
+shapes = ", ".join(f"{split} {array.shape}" for split, array in extracted.arrays.items())
+print(f"Conv-base features at {cut.cut_layer}: {shapes}.")
 
 # %% [markdown]
 # ## Train on augmented photos
-# With `augmentation_pool=0` the whole model trains on photos augmented afresh every epoch, as in the course
+# With `augmentation_pool=0` the whole `model` trains on photos augmented afresh every epoch, as in the course
 # notes: every epoch pushes every photo through the frozen conv base again. With `augmentation_pool=K`, K
-# augmented variants of each photo go through the frozen base once (cached like the features), and each epoch
-# draws one of them (or the photo itself) per photo and trains the classifier alone on their features: the same
-# model, the same weights, in seconds per epoch. Compiled and trained as in stage 1, with the same callbacks.
+# augmented variants of each photo go through the frozen base once (cached like the features; the same four
+# layers, seeded per variant, from the same settings), and each epoch draws one of them (or the photo itself) per
+# photo and trains `cut.top`, the layers above the cut (here the classifier alone), on their features: the same
+# weights, in seconds per epoch. Compiled as in stage 1.
 
 # %%
-training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
+augmentation_settings = dict(rotation_degrees=rotation_degrees, width_shift=width_shift, height_shift=height_shift,
+                             zoom=zoom, horizontal_flip=horizontal_flip, vertical_flip=vertical_flip)
+training_data = pool.training_data(cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                    augmentation=augmentation_settings, batch_size=batch_size,
                                    steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
-training_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-                            loss="binary_crossentropy", metrics=["accuracy"])
+trained_model = cut.top if augmentation_pool else model  # On a pool, only what lies above the cut runs.
+trained_model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+                      loss="binary_crossentropy", metrics=["accuracy"])
+
+# %% [markdown]
+# Trained with the callbacks of stage 1: cached validation, the best epoch, TensorBoard, and the backup that lets
+# an interrupted run resume.
+
+# %%
 callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], image_sets["validation"].labels),
              training.BestEpoch(),
              keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),
              stage.backup_and_restore()]
-fitted = training.fit(training_data.model, training_data.dataset, epochs=epochs,
+fitted = training.fit(trained_model, training_data.dataset, epochs=epochs,
                       steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
 stage.save_history(fitted.rows)
 stage.hand_on(model)
@@ -214,7 +253,7 @@ figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evalu
 
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
-                                   evaluations["validation"]["probabilities"])
+                                   evaluations["validation"].probabilities)
 stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]

@@ -16,8 +16,11 @@
 # with the classifier at a low learning rate, so the abstract features adapt to cats and dogs without being
 # destroyed. The course notes' five steps:
 #
-# 1. add a classifier on top of a trained conv base; 2. freeze the base; 3. train the classifier;
-# 4. unfreeze the top block; 5. train block and classifier together (RMSprop 1e-5).
+# 1. add a classifier on top of a trained conv base;
+# 2. freeze the base;
+# 3. train the classifier;
+# 4. unfreeze the top block;
+# 5. train block and classifier together (RMSprop 1e-5).
 #
 # Steps 1-3 are stage 2's result when this run has it; opened on its own, this notebook does them itself
 # first. As in stage 2, validation photos are not augmented and blocks 1-4 stay frozen, so their block4
@@ -101,7 +104,7 @@ from IPython.display import display
 sys.path.insert(0, str(Path.cwd().parent))  # The project root: notebooks run from notebooks/.
 import lib  # Before TensorFlow: turns on its oneDNN kernels.
 
-tf = lib.load_tensorflow()  # Started without TensorFlow's native log noise.
+lib.load_tensorflow()  # Started without TensorFlow's native log noise (Keras would start it noisily).
 import keras
 
 # %%
@@ -115,7 +118,7 @@ from lib.study import weights as vgg16_weights
 stage = stage_run.start("03_fine_tuning", globals())
 image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
 evaluation_splits = [split for split in image_sets if split != "train"]
-photos.describe(image_sets)
+print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 
 # %% [markdown]
 # ## Steps 1-2: a classifier on the frozen conv base
@@ -143,11 +146,12 @@ classifier_phase, extraction_seconds = training.FitResult(rows=[], best_epoch=No
 if not start.from_previous:
     cut = models.cut_base(conv_base, classifier, preprocessing)
     frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice)
-    classifier_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
+    classifier_data = pool.training_data(cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                          augmentation=augmentation_settings, batch_size=batch_size,
                                          steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
-    classifier_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-                                  loss="binary_crossentropy", metrics=["accuracy"])
+    classifier_model = cut.top if augmentation_pool else model  # On a pool, only what lies above the cut runs.
+    classifier_model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+                             loss="binary_crossentropy", metrics=["accuracy"])
     extraction_seconds = frozen.seconds + classifier_data.seconds
 
 # %% [markdown]
@@ -160,7 +164,7 @@ if not start.from_previous:
                  training.BestEpoch(),
                  keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "classifier"),
                  stage.backup_and_restore("classifier")]
-    classifier_phase = training.fit(classifier_data.model, classifier_data.dataset, epochs=classifier_epochs,
+    classifier_phase = training.fit(classifier_model, classifier_data.dataset, epochs=classifier_epochs,
                                     steps_per_epoch=classifier_data.steps_per_epoch, callbacks=callbacks,
                                     verbose=verbose, phase="classifier")
 
@@ -187,12 +191,13 @@ display(stage_run.table(models.trainable_table(model), title="Layers with weight
 
 # %%
 cut = models.cut_base(conv_base, classifier, preprocessing)
-training_data = pool.training_data(model, cut, image_sets["train"], augmentation_pool=augmentation_pool,
+training_data = pool.training_data(cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                    augmentation=augmentation_settings, batch_size=batch_size,
                                    steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice,
                                    feature_flips=feature_flips)
-training_data.model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=fine_tune_learning_rate),
-                            loss="binary_crossentropy", metrics=["accuracy"])
+trained_model = cut.top if augmentation_pool else model  # On a pool: block 5 and the classifier, on pooled maps.
+trained_model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=fine_tune_learning_rate),
+                      loss="binary_crossentropy", metrics=["accuracy"])
 counts = models.count_parameters(model)
 print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']:,}")
 
@@ -215,7 +220,7 @@ callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], 
              training.BestEpoch(),
              keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "fine_tuning"),
              stage.backup_and_restore("fine_tuning")]
-fine_tuning = training.fit(training_data.model, training_data.dataset, epochs=epochs,
+fine_tuning = training.fit(trained_model, training_data.dataset, epochs=epochs,
                            steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
                            phase="fine_tuning", first_epoch=len(classifier_phase.rows) + 1)
 fitted = classifier_phase.then(fine_tuning)
@@ -253,14 +258,14 @@ figures = plots.evaluation_figures(stage.folder, image_sets["validation"], evalu
 
 # %%
 figure = heatmaps.confident_photos(conv_base, classifier, preprocessing, image_sets["validation"],
-                                   evaluations["validation"]["probabilities"])
+                                   evaluations["validation"].probabilities)
 stage.save_figure(figure, "heatmaps.png")
 
 # %% [markdown]
 # ## Compared with the earlier stages of this run
 
 # %%
-comparison = stage_run.stage_comparison(stage, evaluations["validation"]["accuracy"])
+comparison = stage_run.stage_comparison(stage, evaluations["validation"].accuracy)
 display(stage_run.table(comparison, title="Validation accuracy by stage (this run and the course notes)"))
 
 # %% [markdown]

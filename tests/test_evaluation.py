@@ -1,20 +1,23 @@
 """Calibration numbers, test-time augmentation, Grad-CAM heatmaps and the photos they are shown for."""
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
+from conftest import make_dataset
 
-from lib.study import evaluation, heatmaps, models, scores
+from lib.study import evaluation, features, heatmaps, models, photos, scores
 from lib.study.weights import WeightsChoice
 
 
 def test_expected_calibration_error_of_known_cases():
     labels = np.array([1] * 9 + [0])
-    assert scores.calibration(labels, np.full(10, 0.9))["ece"] == pytest.approx(0.0)  # 90% sure, 90% dogs.
+    assert scores.calibration(labels, np.full(10, 0.9)).ece == pytest.approx(0.0)  # 90% sure, 90% dogs.
     overconfident = scores.calibration(np.array([1, 0] * 5), np.full(10, 1.0))
-    assert overconfident["ece"] == pytest.approx(0.5)
-    table = scores.calibration(np.array([0, 1, 1]), np.array([0.01, 0.5, 0.99]))["bins"]
+    assert overconfident.ece == pytest.approx(0.5)
+    table = scores.calibration(np.array([0, 1, 1]), np.array([0.01, 0.5, 0.99])).bins
     assert len(table) == scores.ECE_BINS and sum(row["count"] for row in table) == 3
     assert table[0]["count"] == 1 and table[-1]["count"] == 1 and table[7]["mean_probability"] == 0.5
 
@@ -27,7 +30,7 @@ def test_temperature_scaling_calibrates_without_changing_a_decision():
     assert 3 < temperature < 30
     before = scores.calibration(labels, scores.sigmoid(logits))
     after = scores.calibration(labels, scores.sigmoid(logits / temperature))
-    assert after["ece"] < before["ece"] / 2
+    assert after.ece < before.ece / 2
     assert np.array_equal(scores.sigmoid(logits) > 0.5, scores.sigmoid(logits / temperature) > 0.5)
     assert scores.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # No overflow.
 
@@ -43,9 +46,12 @@ def test_confident_examples_are_the_surest_right_and_wrong():
 
 
 def test_metrics_of_reports_tta_beside_the_plain_numbers():
-    plain = {"accuracy": 0.9, "loss": 0.3, "calibration": {"ece": 0.02, "bins": []}, "temperature": 3.0,
-             "calibration_uncalibrated": {"ece": 0.05, "bins": []}}
-    found = evaluation.metrics_of({"validation": {**plain, "accuracy_tta": 0.92, "calibration_tta": {"ece": 0.04}}})
+    nothing = np.zeros(0)
+    plain = scores.Evaluation(loss=0.3, accuracy=0.9, logits=nothing, temperature=3.0, probabilities=nothing,
+                              calibration=scores.Calibration(0.02, []), probabilities_uncalibrated=nothing,
+                              calibration_uncalibrated=scores.Calibration(0.05, []))
+    with_tta = dataclasses.replace(plain, accuracy_tta=0.92, calibration_tta=scores.Calibration(0.04, []))
+    found = evaluation.metrics_of({"validation": with_tta})
     assert found["val_accuracy"] == 0.9 and found["val_accuracy_tta"] == 0.92 and found["val_ece_tta"] == 0.04
     assert found["val_ece"] == 0.05 and found["val_ece_calibrated"] == 0.02 and found["temperature"] == 3.0
     assert found["test_accuracy"] is None and "test_accuracy_tta" not in found
@@ -63,3 +69,23 @@ def test_gradcam_gives_one_normalised_map_per_photo_with_the_models_probability(
     np.testing.assert_allclose(probabilities, np.asarray(whole(images.astype("float32"))).reshape(-1), atol=1e-5)
     overlaid = heatmaps.overlay(images[0], maps[0])
     assert overlaid.shape == (32, 32, 3) and overlaid.dtype == np.uint8
+
+
+def test_evaluate_gives_each_split_an_evaluation_with_named_fields(tmp_path):
+    keras.utils.set_random_seed(0)
+    chosen = WeightsChoice("none", None, None)
+    image_sets = photos.load_dataset(make_dataset(tmp_path / "photos", per_class=3), 32, 0, "memory")
+    base = models.build_conv_base(chosen, 32)
+    cut = models.cut_base(base, models.build_classifier(base.output_shape[1:]), "vgg16")
+    arrays = features.at_cut(cut, image_sets, ["validation"], chosen).arrays
+    found = evaluation.evaluate(cut, arrays, image_sets, ["validation"], chosen, test_time_augmentation=True)
+    result = found["validation"]
+    assert list(found) == ["validation"] and isinstance(result, scores.Evaluation)
+    np.testing.assert_allclose(result.probabilities, scores.sigmoid(result.logits / result.temperature))
+    assert result.accuracy == float(np.mean((result.probabilities > 0.5) == (image_sets["validation"].labels > 0.5)))
+    assert result.calibration == scores.calibration(image_sets["validation"].labels, result.probabilities)
+    assert result.logits_mirrored.shape == result.logits.shape and 0 <= result.accuracy_tta <= 1
+    recorded = evaluation.metrics_of(found)
+    assert recorded["val_ece_calibrated"] == result.calibration.ece
+    assert recorded["val_accuracy_tta"] == result.accuracy_tta
+    assert recorded["reliability_validation"] == result.calibration.bins  # metrics.json keeps its rows of dicts.

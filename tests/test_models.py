@@ -1,6 +1,8 @@
 """Models: shapes, frozen flags, augmentation settings, preprocessing, unfreezing, weights errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from lib.study import models, training
 from lib.study.weights import WeightsChoice, resolve_weights
 
 RANDOM = WeightsChoice("none", None, None)
+STAGE_TWO = Path(__file__).resolve().parent.parent / "notebooks" / "02_data_augmentation.py"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,50 @@ def test_augmentation_changes_training_images_only():
     nothing = models.build_augmentation(0, 0, 0, 0, False, False)
     assert [layer.name for layer in nothing.layers] == ["no_augmentation"]  # Every setting off: identity.
     np.testing.assert_array_equal(np.asarray(nothing(images, training=True)), images)
+
+
+def notebook_code_cells(path: Path) -> list[str]:
+    """The code cells of a percent-format notebook source, the parameters cell left out."""
+    cells: list[list[str]] = []
+    current: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("# %%"):
+            current = [] if line == "# %%" else None
+            if current is not None:
+                cells.append(current)
+        elif current is not None:
+            current.append(line)
+    return ["\n".join(cell).strip() for cell in cells]
+
+
+@pytest.mark.parametrize("settings", [
+    dict(rotation_degrees=40.0, width_shift=0.1, height_shift=0.1, zoom=0.2, horizontal_flip=True, vertical_flip=True),
+    dict(rotation_degrees=10.0, width_shift=0.0, height_shift=0.2, zoom=0.0, horizontal_flip=True, vertical_flip=False),
+    dict(rotation_degrees=0.0, width_shift=0.0, height_shift=0.0, zoom=0.0, horizontal_flip=False, vertical_flip=False),
+])
+def test_stage_two_writes_out_the_model_the_pool_and_stage_three_build(settings):
+    """Stage 2's notebook freezes the conv base and builds its augmentation and end-to-end model in view; the
+    augmentation pool and stage 3 build them with `models.build_augmentation` and `models.build_end_to_end`. Both
+    ways give the same layers and, seeded alike, the same augmented photos (a setting of 0 is an exact identity)."""
+    source = STAGE_TWO.read_text()
+    assert "conv_base.trainable = False" in source and "trained_model.compile(" in source
+    cells = notebook_code_cells(STAGE_TWO)
+    keras.utils.set_random_seed(0)
+    base = models.build_conv_base(RANDOM, 32)
+    classifier = models.build_classifier(base.output_shape[1:])
+    namespace = {"keras": keras, "models": models, "seed": 3, "image_size": 32, "preprocessing": "vgg16",
+                 "conv_base": base, "classifier": classifier, **settings}
+    exec(next(cell for cell in cells if "augmentation = keras.Sequential(" in cell), namespace)
+    exec(next(cell for cell in cells if cell.startswith("inputs = keras.Input(")), namespace)
+    expected = models.build_augmentation(**settings, seed=3)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(namespace["augmentation"](images, training=True)),
+                                  np.asarray(expected(images, training=True)))
+    model, built = namespace["model"], models.build_end_to_end(base, classifier, "vgg16", expected)
+    assert [layer.name for layer in model.layers] == [layer.name for layer in built.layers]
+    assert model.name == built.name
+    assert {id(weight) for weight in model.trainable_weights} == {id(weight) for weight in classifier.trainable_weights}
+    np.testing.assert_allclose(np.asarray(model(images)), np.asarray(built(images)), rtol=1e-6)
 
 
 def test_preprocessing_equals_keras_vgg16_preprocess_input():

@@ -83,8 +83,11 @@ def test_evaluation_figures_and_save_write_whole_pngs(tmp_path):
 
     image_set = ImageSet("validation", np.zeros((6, 8, 8, 3), dtype=np.uint8), LABELS, [f"{i}.jpg" for i in range(6)],
                          [], "fingerprint")
-    result = {"probabilities": PROBABILITIES, "calibration": scores.calibration(LABELS, PROBABILITIES),
-              "calibration_uncalibrated": scores.calibration(LABELS, PROBABILITIES), "temperature": 1.0}
+    calibration = scores.calibration(LABELS, PROBABILITIES)
+    result = scores.Evaluation(loss=0.5, accuracy=0.5, logits=PROBABILITIES, temperature=1.0,
+                               probabilities=PROBABILITIES, calibration=calibration,
+                               probabilities_uncalibrated=PROBABILITIES,
+                               calibration_uncalibrated=calibration)
     figures = plots.evaluation_figures(tmp_path, image_set, result)
     assert len(figures) == 3 and all(isinstance(figure, Figure) for figure in figures)
     for name in ("confusion_matrix.png", "reliability.png", "confident_mistakes.png"):

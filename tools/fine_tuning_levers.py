@@ -90,7 +90,7 @@ def replay(values: dict, model_path: Path, epochs: int, learning_rate: float) ->
         layer.trainable = layer.name in values["unfreeze_layers"]
     cut = models.cut_base(conv_base, classifier, values["preprocessing"])
     halves = features.at_cut(cut, image_sets, ["validation", "test"], chosen).arrays
-    trained = pool.training_data(None, cut, image_sets["train"], augmentation_pool=values["augmentation_pool"],
+    trained = pool.training_data(cut, image_sets["train"], augmentation_pool=values["augmentation_pool"],
                                  augmentation={key: values[key] for key in AUGMENTATION},
                                  batch_size=values["batch_size"], steps_per_epoch=values["steps_per_epoch"],
                                  seed=values["seed"], weights=chosen, feature_flips=values["feature_flips"])

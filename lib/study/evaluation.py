@@ -37,50 +37,55 @@ def mirrored(image_set: ImageSet) -> ImageSet:
 
 def evaluate(cut: models.CutBase, arrays: dict[str, np.ndarray], image_sets: dict[str, ImageSet],
              splits: list[str], weights: WeightsChoice, test_time_augmentation: bool = False,
-             calibrate: bool = True) -> dict[str, dict]:
-    """Loss, accuracy, P(dog) and calibration of the trained top on each split's cached features; with
-    `calibrate`, P(dog) after a temperature fitted on the validation split (`probabilities` are then the
-    calibrated ones, `probabilities_uncalibrated` the model's own); with `test_time_augmentation`, also on
-    the mirrored photos (their features cached like the others)."""
-    results = {}
+             calibrate: bool = True) -> dict[str, scores.Evaluation]:
+    """Loss, accuracy, P(dog) and calibration of the trained top on each split's cached features, one
+    `scores.Evaluation` per split; with `calibrate`, P(dog) after a temperature fitted on the validation split
+    (`probabilities` are then the calibrated ones, `probabilities_uncalibrated` the model's own); with
+    `test_time_augmentation`, also on the mirrored photos (their features cached like the others)."""
+    measured, mirrored_logits = {}, {}
     for split in splits:
-        labels = image_sets[split].labels
-        result = training.loss_and_accuracy(cut.top, arrays[split], labels)
-        result.update(probabilities_uncalibrated=result["probabilities"],
-                      calibration_uncalibrated=scores.calibration(labels, result["probabilities"]))
+        measured[split] = training.loss_and_accuracy(cut.top, arrays[split], image_sets[split].labels)
         if test_time_augmentation:
             flipped, _, _ = features.frozen_features(cut, mirrored(image_sets[split]), weights)
-            result["scores_mirrored"] = logits(cut.top, flipped)
-        results[split] = result
+            mirrored_logits[split] = logits(cut.top, flipped)
     validation = image_sets["validation"].labels
-    temperature = scores.fit_temperature(results["validation"]["scores"], validation) if calibrate else 1.0
-    for split, result in results.items():
-        labels = image_sets[split].labels
-        result.update(temperature=temperature, probabilities=scores.sigmoid(result["scores"] / temperature))
-        result["calibration"] = scores.calibration(labels, result["probabilities"])
-        if "scores_mirrored" in result:
-            averaged = (result["probabilities"] + scores.sigmoid(result["scores_mirrored"] / temperature)) / 2
-            result.update(probabilities_tta=averaged, accuracy_tta=float(np.mean((averaged > 0.5) == (labels > 0.5))),
-                          calibration_tta=scores.calibration(labels, averaged))
-    return results
+    temperature = scores.fit_temperature(measured["validation"]["scores"], validation) if calibrate else 1.0
+    return {split: _scored(result, image_sets[split].labels, temperature, mirrored_logits.get(split))
+            for split, result in measured.items()}
 
 
-def metrics_of(evaluations: dict[str, dict]) -> dict[str, Any]:
+def _scored(measured: dict[str, Any], labels: np.ndarray, temperature: float,
+            logits_mirrored: np.ndarray | None) -> scores.Evaluation:
+    """One split's `scores.Evaluation` from `training.loss_and_accuracy`'s numbers and the fitted temperature."""
+    probabilities = scores.sigmoid(measured["scores"] / temperature)
+    result = scores.Evaluation(
+        loss=measured["loss"], accuracy=measured["accuracy"], logits=measured["scores"], temperature=temperature,
+        probabilities=probabilities, calibration=scores.calibration(labels, probabilities),
+        probabilities_uncalibrated=measured["probabilities"],
+        calibration_uncalibrated=scores.calibration(labels, measured["probabilities"]))
+    if logits_mirrored is not None:
+        averaged = (probabilities + scores.sigmoid(logits_mirrored / temperature)) / 2
+        result = dataclasses.replace(
+            result, logits_mirrored=logits_mirrored, probabilities_tta=averaged,
+            accuracy_tta=float(np.mean((averaged > 0.5) == (labels > 0.5))),
+            calibration_tta=scores.calibration(labels, averaged))
+    return result
+
+
+def metrics_of(evaluations: dict[str, scores.Evaluation]) -> dict[str, Any]:
     """The evaluation numbers that go into `metrics.json`: `val_*` and `test_*` (None where no test split)."""
     found: dict[str, Any] = {}
     for split, prefix in (("validation", "val"), ("test", "test")):
         result = evaluations.get(split)
-        found[f"{prefix}_accuracy"] = result["accuracy"] if result else None
-        found[f"{prefix}_loss"] = result["loss"] if result else None
-        found[f"{prefix}_ece"] = result["calibration_uncalibrated"]["ece"] if result else None
-        found[f"{prefix}_ece_calibrated"] = result["calibration"]["ece"] if result else None
-        if result and "accuracy_tta" in result:
-            found[f"{prefix}_accuracy_tta"] = result["accuracy_tta"]
-            found[f"{prefix}_ece_tta"] = result["calibration_tta"]["ece"]
+        found[f"{prefix}_accuracy"] = result.accuracy if result else None
+        found[f"{prefix}_loss"] = result.loss if result else None
+        found[f"{prefix}_ece"] = result.calibration_uncalibrated.ece if result else None
+        found[f"{prefix}_ece_calibrated"] = result.calibration.ece if result else None
+        if result and result.calibration_tta is not None:
+            found[f"{prefix}_accuracy_tta"] = result.accuracy_tta
+            found[f"{prefix}_ece_tta"] = result.calibration_tta.ece
     if "validation" in evaluations:
-        found["temperature"] = evaluations["validation"]["temperature"]
-        found["reliability_validation"] = evaluations["validation"]["calibration"]["bins"]
-        found["reliability_validation_uncalibrated"] = evaluations["validation"]["calibration_uncalibrated"]["bins"]
+        found["temperature"] = evaluations["validation"].temperature
+        found["reliability_validation"] = evaluations["validation"].calibration.bins
+        found["reliability_validation_uncalibrated"] = evaluations["validation"].calibration_uncalibrated.bins
     return found
-
-

@@ -88,6 +88,13 @@ def build_classifier(feature_shape: tuple[int, ...], dropout: float = 0.5, name:
     )
 
 
+def flip_mode(horizontal_flip: bool, vertical_flip: bool) -> str | None:
+    """The `mode` of `keras.layers.RandomFlip` for the two flip settings: `"horizontal_and_vertical"`,
+    `"horizontal"` or `"vertical"`; None when both are off (no flip layer at all)."""
+    return {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
+            (False, True): "vertical"}.get((bool(horizontal_flip), bool(vertical_flip)))
+
+
 def build_augmentation(rotation_degrees: float = 40.0, width_shift: float = 0.1, height_shift: float = 0.1,
                        zoom: float = 0.2, horizontal_flip: bool = True, vertical_flip: bool = True,
                        seed: int | None = None) -> keras.Sequential:
@@ -100,10 +107,9 @@ def build_augmentation(rotation_degrees: float = 40.0, width_shift: float = 0.1,
     setting off, the one layer is an identity (no augmentation).
     """
     steps: list[layers.Layer] = []
-    flip_mode = {(True, True): "horizontal_and_vertical", (True, False): "horizontal",
-                 (False, True): "vertical"}.get((horizontal_flip, vertical_flip))
-    if flip_mode:
-        steps.append(layers.RandomFlip(flip_mode, seed=seed, name="random_flip"))
+    mode = flip_mode(horizontal_flip, vertical_flip)
+    if mode:
+        steps.append(layers.RandomFlip(mode, seed=seed, name="random_flip"))
     if rotation_degrees:
         steps.append(layers.RandomRotation(rotation_degrees / 360.0, fill_mode="nearest", seed=seed,
                                            name="random_rotation"))

@@ -105,7 +105,8 @@ def augmented_examples(images: np.ndarray, augmentation, variants: int = 5, seed
     return figure
 
 
-def reliability_diagram(calibration: dict, title: str = "Validation", uncalibrated: dict | None = None,
+def reliability_diagram(calibration: scores.Calibration, title: str = "Validation",
+                        uncalibrated: scores.Calibration | None = None,
                         temperature: float | None = None) -> Figure:
     """Predicted P(dog) against the observed share of dogs per bin (`lib.study.scores.calibration`), with the
     diagonal of perfect calibration, bars of photos per bin, and the ECE; the model's own probabilities beside the
@@ -115,15 +116,15 @@ def reliability_diagram(calibration: dict, title: str = "Validation", uncalibrat
     curves = {"model's own P(dog)": uncalibrated} if uncalibrated and temperature != 1.0 else {}
     curves[f"calibrated (T = {temperature:.2f})" if curves else "this model"] = calibration
     for name, values in curves.items():
-        rows = [row for row in values["bins"] if row["count"]]
+        rows = [row for row in values.bins if row["count"]]
         axis.plot([row["mean_probability"] for row in rows], [row["share_of_dogs"] for row in rows], "o-",
-                  label=f"{name}, ECE {values['ece']:.3f}")
+                  label=f"{name}, ECE {values.ece:.3f}")
     axis.set_ylabel("Share of dogs")
     axis.set_title(f"{title}: reliability")
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left")
-    width = calibration["bins"][0]["high"] - calibration["bins"][0]["low"]
-    counts.bar([row["low"] + width / 2 for row in calibration["bins"]], [row["count"] for row in calibration["bins"]],
+    width = calibration.bins[0]["high"] - calibration.bins[0]["low"]
+    counts.bar([row["low"] + width / 2 for row in calibration.bins], [row["count"] for row in calibration.bins],
                width=width * 0.9, color="tab:blue")
     counts.set_yscale("symlog")
     counts.set_xlabel("Predicted P(dog)")
@@ -155,17 +156,16 @@ def heatmap_grid(groups: dict[str, dict], title: str = "") -> Figure:
     return figure
 
 
-def evaluation_figures(folder, image_set, evaluation: dict) -> list[Figure]:
+def evaluation_figures(folder, image_set, evaluation: scores.Evaluation) -> list[Figure]:
     """Confusion matrix, reliability diagram and most confidently wrong photos of a split (an
     `lib.study.evaluation.evaluate` result), saved into `folder` as PNG."""
     from pathlib import Path
 
-    probabilities = evaluation["probabilities"]
+    probabilities = evaluation.probabilities
     figures = {
         "confusion_matrix.png": confusion_matrix(image_set.labels, probabilities, title=image_set.split.capitalize()),
-        "reliability.png": reliability_diagram(evaluation["calibration"], image_set.split.capitalize(),
-                                               evaluation.get("calibration_uncalibrated"),
-                                               evaluation.get("temperature")),
+        "reliability.png": reliability_diagram(evaluation.calibration, image_set.split.capitalize(),
+                                               evaluation.calibration_uncalibrated, evaluation.temperature),
         "confident_mistakes.png": most_confident_mistakes(image_set.images, image_set.labels, probabilities,
                                                           image_set.files),
     }

@@ -35,9 +35,9 @@ _POOL_FORMAT = "pool-1"
 
 @dataclasses.dataclass
 class TrainingData:
-    """What a stage trains on: the model `fit` trains, its dataset, how it was made, and its one-time cost."""
+    """What a stage trains on: its dataset (photos for the end-to-end model, or pooled features for the layers
+    above the cut), its steps per epoch, how it was made, and its one-time cost."""
 
-    model: Any
     dataset: Any
     steps_per_epoch: int
     description: str
@@ -170,15 +170,16 @@ def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: 
     return batches.BatchStream(len(pool), batch_size, seed, True, draw, signature, pass_draws)
 
 
-def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentation_pool: int,
-                  augmentation: dict[str, Any], batch_size: int, steps_per_epoch: int, seed: int,
-                  weights: WeightsChoice, feature_flips: bool = False) -> TrainingData:
-    """What a stage trains: the end-to-end `model` on photos augmented every epoch (`augmentation_pool` 0),
-    or the layers above the cut on a pool of `augmentation_pool` variants per photo (`feature_flips`: see
-    `pooled_dataset`). `steps_per_epoch` 0 means one pass over the photos."""
+def training_data(cut: models.CutBase, image_set: ImageSet, *, augmentation_pool: int, augmentation: dict[str, Any],
+                  batch_size: int, steps_per_epoch: int, seed: int, weights: WeightsChoice,
+                  feature_flips: bool = False) -> TrainingData:
+    """What a stage trains on: the training photos, for the end-to-end model to augment every epoch
+    (`augmentation_pool` 0), or a pool of `augmentation_pool` variants per photo at the cut, for the layers above
+    it (`cut.top`; `feature_flips`: see `pooled_dataset`). The notebook chooses and compiles the model that goes
+    with it. `steps_per_epoch` 0 means one pass over the photos."""
     if not augmentation_pool:
         dataset = batches.make_tf_dataset(image_set.images, image_set.labels, batch_size, shuffle=True, seed=seed)
-        return TrainingData(model, dataset, steps_per_epoch,
+        return TrainingData(dataset, steps_per_epoch,
                             "photos augmented afresh every epoch (augmentation_pool=0)")
     pool, seconds = build(cut, image_set, weights, augmentation, seed, augmentation_pool)
     members = f"{augmentation_pool} augmented variant{'s' * (augmentation_pool != 1)}"
@@ -188,4 +189,4 @@ def training_data(model, cut: models.CutBase, image_set: ImageSet, *, augmentati
     print(f"Training on {description}.", flush=True)
     steps = steps_per_epoch or -(-len(pool) // batch_size)
     dataset = pooled_dataset(pool, image_set.labels, batch_size, seed, feature_flips)
-    return TrainingData(cut.top, dataset, steps, description, seconds, pool.nbytes)
+    return TrainingData(dataset, steps, description, seconds, pool.nbytes)

@@ -7,11 +7,46 @@ observed share of dogs over 15 equal-width bins of P(dog).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 ECE_BINS = 15
+
+
+@dataclasses.dataclass
+class Calibration:
+    """How well P(dog) means what it says on some photos: the expected calibration error (`ece`) and the
+    reliability table it comes from (`bins`: per equal-width bin of P(dog), its bounds `low` and `high`, its photos
+    `count`, their `mean_probability` and `share_of_dogs`; rows as `metrics.json` records them)."""
+
+    ece: float
+    bins: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """A trained stage scored on one held-out split (`lib.study.evaluation.evaluate`).
+
+    `logits` are the classifier's scores before its sigmoid, `temperature` the one fitted on the validation split
+    (1 without calibration); `probabilities` are P(dog) = sigmoid(logits / temperature), `calibration` theirs;
+    `probabilities_uncalibrated` and `calibration_uncalibrated` are the model's own. The `*_tta` fields hold the
+    test-time augmentation's numbers (the photo and its mirror image averaged), None when it was not asked for.
+    """
+
+    loss: float
+    accuracy: float
+    logits: np.ndarray
+    temperature: float
+    probabilities: np.ndarray
+    calibration: Calibration
+    probabilities_uncalibrated: np.ndarray
+    calibration_uncalibrated: Calibration
+    logits_mirrored: np.ndarray | None = None
+    probabilities_tta: np.ndarray | None = None
+    accuracy_tta: float | None = None
+    calibration_tta: Calibration | None = None
 
 
 def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> list[list[int]]:
@@ -21,7 +56,7 @@ def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> list[list
     return [[int(np.sum((labels == t) & (predicted == p))) for p in (0, 1)] for t in (0, 1)]
 
 
-def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
+def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> Calibration:
     """ECE and the reliability table: per equal-width bin of P(dog), its photos, mean P(dog), share of dogs."""
     labels = np.asarray(labels, dtype=float).reshape(-1)
     probabilities = np.asarray(probabilities, dtype=float).reshape(-1)
@@ -37,7 +72,7 @@ def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_B
         if count:
             gap += count * abs(row["mean_probability"] - row["share_of_dogs"])
         table.append(row)
-    return {"ece": gap / max(len(labels), 1), "bins": table}
+    return Calibration(ece=gap / max(len(labels), 1), bins=table)
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:

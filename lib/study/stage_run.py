@@ -51,7 +51,7 @@ class StageRun:
         the stage runs again (`lib.study.backup`); `phase` names it when a stage trains more than once."""
         return backup.BackupAndRestore(paths.backup_dir(self.folder), self.stage.stem, self.parameters, phase)
 
-    def finish(self, *, weights: WeightsChoice, image_sets: dict, evaluations: dict[str, dict],
+    def finish(self, *, weights: WeightsChoice, image_sets: dict, evaluations: dict[str, scores.Evaluation],
                fitted: training.FitResult, extraction_seconds: float, **extra: Any) -> records.Metrics:
         """Write `metrics.json` (last: its presence means the stage ended) and print the result in a sentence.
 
@@ -68,7 +68,7 @@ class StageRun:
             peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # This kernel's.
             **distribute.current().record(), parameters=self.parameters,
             confusion_matrix_validation=scores.confusion_counts(image_sets["validation"].labels,
-                                                                evaluations["validation"]["probabilities"]),
+                                                                evaluations["validation"].probabilities),
             best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision,
             cache_entries=cache.used_entries())
         metrics.update(extra)
