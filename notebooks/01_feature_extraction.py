@@ -163,14 +163,14 @@ classifier.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rat
 # With feature_flips, the mirrored block-4 maps of each training photo too (through block 5): twice the inputs.
 train_inputs, train_labels, flips_seconds = features.training_features(cut, image_sets["train"], extracted.arrays,
                                                                        weights_choice, feature_flips)
-train_dataset = batches.make_tf_dataset(train_inputs, train_labels, batch_size, shuffle=True, seed=seed)
+train_dataset = batches.make_batch_stream(train_inputs, train_labels, batch_size, shuffle=True, seed=seed)
 callbacks = [training.CachedValidation(classifier, extracted.arrays["validation"], image_sets["validation"].labels),
              training.BestEpoch(),
              keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),
              stage.backup_and_restore()]
 fitted = training.fit(classifier, train_dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
 stage.save_history(fitted.rows)
-stage.hand_on(classifier)
+stage.hand_off(classifier)
 
 # %% [markdown]
 # ## Learning curves

@@ -221,10 +221,10 @@ callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], 
              training.BestEpoch(),
              keras.callbacks.TensorBoard(log_dir=stage.folder / "logs"),
              stage.backup_and_restore()]
-fitted = training.fit(trained_model, training_data.dataset, epochs=epochs,
+fitted = training.fit(trained_model, training_data.stream, epochs=epochs,
                       steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
 stage.save_history(fitted.rows)
-stage.hand_on(model)
+stage.hand_off(model)
 
 # %% [markdown]
 # ## Learning curves

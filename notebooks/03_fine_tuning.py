@@ -143,7 +143,7 @@ print(f"Starting {start.description}.")
 
 # %%
 classifier_phase, extraction_seconds = training.FitResult(rows=[], best_epoch=None, seconds=0.0), 0.0
-if not start.from_previous:
+if not start.from_hand_off:
     cut = models.cut_base(conv_base, classifier, preprocessing)
     frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice)
     classifier_data = pool.training_data(cut, image_sets["train"], augmentation_pool=augmentation_pool,
@@ -159,12 +159,12 @@ if not start.from_previous:
 # an interrupted run resume.
 
 # %%
-if not start.from_previous:
+if not start.from_hand_off:
     callbacks = [training.CachedValidation(cut.top, frozen.arrays["validation"], image_sets["validation"].labels),
                  training.BestEpoch(),
                  keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "classifier"),
                  stage.backup_and_restore("classifier")]
-    classifier_phase = training.fit(classifier_model, classifier_data.dataset, epochs=classifier_epochs,
+    classifier_phase = training.fit(classifier_model, classifier_data.stream, epochs=classifier_epochs,
                                     steps_per_epoch=classifier_data.steps_per_epoch, callbacks=callbacks,
                                     verbose=verbose, phase="classifier")
 
@@ -220,12 +220,12 @@ callbacks = [training.CachedValidation(cut.top, extracted.arrays["validation"], 
              training.BestEpoch(),
              keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "fine_tuning"),
              stage.backup_and_restore("fine_tuning")]
-fine_tuning = training.fit(trained_model, training_data.dataset, epochs=epochs,
+fine_tuning = training.fit(trained_model, training_data.stream, epochs=epochs,
                            steps_per_epoch=training_data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
                            phase="fine_tuning", first_epoch=len(classifier_phase.rows) + 1)
 fitted = classifier_phase.then(fine_tuning)
 stage.save_history(fitted.rows)
-stage.hand_on(model)
+stage.hand_off(model)
 
 # %% [markdown]
 # ## Learning curves across both phases
@@ -233,7 +233,7 @@ stage.hand_on(model)
 # tuning after the dashed line.
 
 # %%
-earlier_rows = handoff.previous_history(stage) if start.from_previous else []
+earlier_rows = handoff.previous_history(stage) if start.from_hand_off else []
 plot_rows = training.concatenate_histories(earlier_rows, fitted.rows)
 boundary = len(earlier_rows) + len(classifier_phase.rows)
 figure = plots.learning_curves(plot_rows, title="Stage 3: classifier, then fine tuning of block 5",

@@ -166,7 +166,7 @@ def complete_stage(run: str, stage: str, **metrics) -> None:
 
     folder = paths.stage_dir(run, stage)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / stages.get(stage).artifact).write_bytes(b"model")
+    (folder / stages.get(stage).hand_off_model).write_bytes(b"model")
     base = {"weights_sha256": "a" * 64, "image_size": 150, "preprocessing": "vgg16", "val_accuracy": 0.97,
             "val_loss": 0.1, "test_accuracy": None, "best_epoch": 3, "epochs_run": 5, "random_weights": False,
             "weights": "ImageNet", "profile": "cpu", "extraction_seconds": 10.0, "training_seconds": 20.0}

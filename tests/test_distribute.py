@@ -97,7 +97,7 @@ def test_the_disk_store_reads_the_same_photos_as_memory(tiny_dataset):
     np.testing.assert_array_equal(on_disk.images[:, :, ::-1][0:8], in_memory.images[:, :, ::-1])
     np.testing.assert_array_equal(np.asarray(on_disk.images), in_memory.images)
     np.testing.assert_array_equal(on_disk.labels, in_memory.labels)
-    streamed = list(batches.make_tf_dataset(on_disk.images, on_disk.labels, 3, shuffle=True, seed=1))
+    streamed = list(batches.make_batch_stream(on_disk.images, on_disk.labels, 3, shuffle=True, seed=1))
     assert sorted(np.concatenate([b[0].numpy() for b in streamed]).sum(axis=(1, 2, 3))) == sorted(
         in_memory.images.astype(int).sum(axis=(1, 2, 3)))
 

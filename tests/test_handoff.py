@@ -21,18 +21,18 @@ def stage_of(run: str, stem: str, precision: str = "float32") -> stage_run.Stage
 def test_start_from_auto_uses_a_matching_previous_stage():
     stage = stage_of("handoff", "02_data_augmentation")
     start = handoff.find_start(stage, "auto", WEIGHTS)
-    assert not start.from_previous and "has not completed" in start.description
+    assert not start.from_hand_off and "has not completed" in start.description
     complete_stage("handoff", "01_feature_extraction")
     start = handoff.find_start(stage, "auto", WEIGHTS)
-    assert start.from_previous and start.path.name == "classifier.keras"
-    assert not handoff.find_start(stage, "scratch", WEIGHTS).from_previous
+    assert start.from_hand_off and start.path.name == "classifier.keras"
+    assert not handoff.find_start(stage, "scratch", WEIGHTS).from_hand_off
 
 
 def test_start_from_previous_refuses_a_mismatch():
     complete_stage("mismatch", "01_feature_extraction", preprocessing="rescale")
     stage = stage_of("mismatch", "02_data_augmentation")
     start = handoff.find_start(stage, "auto", WEIGHTS)
-    assert not start.from_previous and "preprocessing='rescale'" in start.description
+    assert not start.from_hand_off and "preprocessing='rescale'" in start.description
     with pytest.raises(SuiteError, match="start_from=previous, but 01_feature_extraction used preprocessing"):
         handoff.find_start(stage, "previous", WEIGHTS)
 
@@ -40,9 +40,9 @@ def test_start_from_previous_refuses_a_mismatch():
 def test_start_from_auto_skips_a_previous_stage_of_another_precision():
     complete_stage("precision", "01_feature_extraction", precision="mixed_bfloat16")
     start = handoff.find_start(stage_of("precision", "02_data_augmentation", "float32"), "auto", WEIGHTS)
-    assert not start.from_previous and "precision='mixed_bfloat16'" in start.description
+    assert not start.from_hand_off and "precision='mixed_bfloat16'" in start.description
     assert handoff.find_start(stage_of("precision", "02_data_augmentation", "mixed_bfloat16"), "auto",
-                              WEIGHTS).from_previous
+                              WEIGHTS).from_hand_off
 
 
 def test_previous_history_is_labelled_as_the_earlier_stages_classifier_phase():

@@ -22,7 +22,7 @@ from conftest import ROOT, make_dataset, serve_files, write_flat_png, write_imag
 from lib import SuiteError, runner
 from lib.core import download, locks, marks, params, paths, records, storage
 from lib.run import cluster, housekeeping
-from lib.study import dataset_download, decode, listing, photos, weights
+from lib.study import decode, listing, photo_download, photos, weights
 
 
 def run_python(code: str, *arguments: str, **environment: str) -> subprocess.CompletedProcess:
@@ -150,19 +150,19 @@ def test_an_interrupted_dataset_download_is_refused_and_a_damaged_archive_remove
     good = dataset_archive(tmp_path)
     address, server = serve_files({"cut.zip": good, "good.zip": good}, cut_at={"cut.zip": len(good) // 2})
     target = tmp_path / "data" / "cats_and_dogs_filtered"
-    archive = target.parent / "downloads" / dataset_download.ARCHIVE_NAME
+    archive = target.parent / "downloads" / photo_download.ARCHIVE_NAME
     try:
         with pytest.raises(SuiteError, match=f"ended after {len(good) // 2} of {len(good)} bytes"):
-            dataset_download.download_dataset(target, (f"{address}/cut.zip",), COUNTS)
+            photo_download.download_photos(target, (f"{address}/cut.zip",), COUNTS)
         assert not archive.exists() and not list(archive.parent.iterdir()) and not target.exists()
         archive.write_bytes(good[: len(good) // 2])  # As an older version left it, killed mid-download.
-        dataset_download.download_dataset(target, (f"{address}/good.zip",), COUNTS)
+        photo_download.download_photos(target, (f"{address}/good.zip",), COUNTS)
         assert f"The dataset archive {archive} was damaged (BadZipFile" in capsys.readouterr().out
         assert [len(listing.list_split(target, split).files) for split in COUNTS] == [4, 4]
         shutil.rmtree(target)
         archive.write_bytes(good[: len(good) // 2])
         with pytest.raises(SuiteError, match="download failed"):  # Offline: the damaged copy is not used either.
-            dataset_download.download_dataset(target, ("http://127.0.0.1:9/none.zip",), COUNTS)
+            photo_download.download_photos(target, ("http://127.0.0.1:9/none.zip",), COUNTS)
         assert "was damaged" in capsys.readouterr().out and not archive.exists()
     finally:
         server.shutdown()
@@ -173,7 +173,7 @@ def test_an_archive_that_is_not_the_data_set_is_removed_with_a_message(tmp_path)
     target = tmp_path / "data" / "cats_and_dogs_filtered"
     try:
         with pytest.raises(SuiteError, match="holds no train/ folder.* was removed: run the same command again"):
-            dataset_download.download_dataset(target, (f"{address}/other.zip",), COUNTS)
+            photo_download.download_photos(target, (f"{address}/other.zip",), COUNTS)
     finally:
         server.shutdown()
     assert not target.exists() and sorted(path.name for path in target.parent.rglob("*")) == ["downloads"]
@@ -182,8 +182,8 @@ def test_an_archive_that_is_not_the_data_set_is_removed_with_a_message(tmp_path)
 def test_two_first_runs_download_and_unpack_the_data_set_at_once(tmp_path):
     address, server = serve_files({"set.zip": dataset_archive(tmp_path)})
     target = tmp_path / "data" / "cats_and_dogs_filtered"
-    code = ("import sys; from pathlib import Path; from lib.study import dataset_download; "
-            "dataset_download.download_dataset(Path(sys.argv[1]), (sys.argv[2],), {'train': 4, 'validation': 4})")
+    code = ("import sys; from pathlib import Path; from lib.study import photo_download; "
+            "photo_download.download_photos(Path(sys.argv[1]), (sys.argv[2],), {'train': 4, 'validation': 4})")
     try:
         runs = [subprocess.Popen([sys.executable, "-c", code, str(target), f"{address}/set.zip"], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
@@ -193,7 +193,7 @@ def test_two_first_runs_download_and_unpack_the_data_set_at_once(tmp_path):
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert [len(listing.list_split(target, split).files) for split in COUNTS] == [4, 4]
     assert sorted(path.name for path in target.parent.iterdir()) == ["cats_and_dogs_filtered", "downloads"]
-    assert dataset_download.archive_problem(target.parent / "downloads" / dataset_download.ARCHIVE_NAME) is None
+    assert photo_download.archive_problem(target.parent / "downloads" / photo_download.ARCHIVE_NAME) is None
 
 
 def test_a_download_with_another_hash_is_refused_and_leaves_nothing(tmp_path):

@@ -20,7 +20,7 @@ from conftest import make_dataset, serve_files, write_image
 from lib import SuiteError
 from lib.core import download, locks, paths, records, stages
 from lib.run import execution, predict
-from lib.study import dataset_download, decode, listing, photos
+from lib.study import decode, listing, photo_download, photos
 
 
 def test_a_link_planted_as_the_run_lock_is_refused_and_its_target_kept(tmp_path):
@@ -155,14 +155,14 @@ def test_a_download_that_sends_more_than_its_cap_is_cut_off(tmp_path):
 def test_the_data_set_is_not_unpacked_onto_a_disk_without_room_and_the_archive_is_kept(tmp_path, monkeypatch):
     source = make_dataset(tmp_path / "build" / "cats_and_dogs_filtered", per_class=2)
     target = tmp_path / "data" / "cats_and_dogs_filtered"
-    archive = target.parent / "downloads" / dataset_download.ARCHIVE_NAME
+    archive = target.parent / "downloads" / photo_download.ARCHIVE_NAME
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(source.rglob("*.jpg")):
             bundle.write(path, path.relative_to(source.parent))
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(1 << 40, 1 << 40, 1 << 20))
-    with pytest.raises(SuiteError, match=f"Not enough disk space for unpacking {dataset_download.ARCHIVE_NAME}"):
-        dataset_download.download_dataset(target, ("http://127.0.0.1:9/none.zip",), {"train": 4, "validation": 4})
+    with pytest.raises(SuiteError, match=f"Not enough disk space for unpacking {photo_download.ARCHIVE_NAME}"):
+        photo_download.download_photos(target, ("http://127.0.0.1:9/none.zip",), {"train": 4, "validation": 4})
     assert archive.is_file() and sorted(path.name for path in target.parent.iterdir()) == ["downloads"]
 
 
@@ -185,7 +185,7 @@ def test_a_second_predict_on_a_run_is_refused_at_once(tmp_path):
     stage = stages.STAGES[-1]
     folder = paths.stage_dir("busy", stage.stem)
     folder.mkdir(parents=True)
-    for name in (records.STAGE_FILE, records.METRICS_FILE, stage.artifact):
+    for name in (records.STAGE_FILE, records.METRICS_FILE, stage.hand_off_model):
         (folder / name).write_text("{}")
     write_image(tmp_path / "photo.jpg")
     hold = predict.hold_predictions("busy")

@@ -180,9 +180,9 @@ def test_cached_evaluation_equals_full_model_evaluation(unfrozen, cut):
     features = np.asarray(split.frozen(images))
     cached = training.loss_and_accuracy(split.top, features, labels, batch_size=4)
     full_loss, full_accuracy = model.evaluate(images, labels, batch_size=4, verbose=0)
-    assert cached["loss"] == pytest.approx(full_loss, rel=1e-4, abs=1e-5)
-    assert cached["accuracy"] == pytest.approx(full_accuracy)
-    np.testing.assert_allclose(cached["probabilities"], np.asarray(model.predict(images, verbose=0)).reshape(-1),
+    assert cached.loss == pytest.approx(full_loss, rel=1e-4, abs=1e-5)
+    assert cached.accuracy == pytest.approx(full_accuracy)
+    np.testing.assert_allclose(cached.probabilities, np.asarray(model.predict(images, verbose=0)).reshape(-1),
                                rtol=1e-4, atol=1e-6)
 
 

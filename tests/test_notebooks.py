@@ -114,7 +114,7 @@ def test_smoke_run_writes_every_artifact(smoke_run, stage):
     assert set(metrics["cache_entries"]) >= {"synthetic_cats_and_dogs"}
 
 
-def test_stages_hand_on_within_a_run(smoke_run):
+def test_stages_hand_off_within_a_run(smoke_run):
     stage2 = json.loads((smoke_run / "smoke-test" / "02_data_augmentation" / "metrics.json").read_text())
     stage3 = json.loads((smoke_run / "smoke-test" / "03_fine_tuning" / "metrics.json").read_text())
     assert "01_feature_extraction" in stage2["started_from"]

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_dataset, write_image
 
 from lib import SuiteError
-from lib.study import batches, dataset_download, listing, photos, synthetic
+from lib.study import batches, listing, photo_download, photos, synthetic
 
 
 def test_class_order_is_cats_then_dogs_whatever_the_disk_order(tmp_path):
@@ -113,7 +113,7 @@ def test_max_images_per_class_and_optional_test_split(tmp_path):
 def test_seeded_shuffle_is_reproducible():
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, axis=-1)
     labels = np.arange(10) % 2
-    order = [[int(x[0, 0, 0, 0]) for x, _ in batches.make_tf_dataset(images, labels, 10, shuffle=True, seed=3)]
+    order = [[int(x[0, 0, 0, 0]) for x, _ in batches.make_batch_stream(images, labels, 10, shuffle=True, seed=3)]
              for _ in range(2)]
     assert order[0] == order[1] and order[0] != list(range(10))
 
@@ -136,9 +136,9 @@ def test_offline_download_says_what_it_tried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(download, "fetch", offline)
     with pytest.raises(SuiteError) as raised:
-        dataset_download.download_dataset(tmp_path / "cats_and_dogs_filtered")
+        photo_download.download_photos(tmp_path / "cats_and_dogs_filtered")
     message = str(raised.value)
-    assert all(url in message for url in dataset_download.DATASET_URLS) and "DATA_DIR" in message
+    assert all(url in message for url in photo_download.DATASET_URLS) and "DATA_DIR" in message
     assert not (tmp_path / "cats_and_dogs_filtered").exists()
 
 
@@ -153,9 +153,9 @@ def test_download_unpacks_checks_counts_and_renames_into_place(tmp_path):
     target = tmp_path / "data" / "cats_and_dogs_filtered"
     urls = ("http://127.0.0.1:9/unreachable.zip", archive.as_uri())  # The first address fails, the second works.
     with pytest.raises(SuiteError, match="has 4 train images, expected 2000"):
-        dataset_download.download_dataset(target, urls)
+        photo_download.download_photos(target, urls)
     assert not target.exists() and not list(target.parent.glob(".unpack-*"))
-    dataset_download.download_dataset(target, urls, expected_counts={"train": 4, "validation": 4})
+    photo_download.download_photos(target, urls, expected_counts={"train": 4, "validation": 4})
     assert [len(listing.list_split(target, split).files) for split in ("train", "validation")] == [4, 4]
 
 

@@ -33,14 +33,14 @@ def cut_at(block: str):
 
 def test_features_through_the_shared_cut_equal_direct_extraction(image_set):
     cut = cut_at("block5_pool")
-    through_cache, _, from_cache = features.frozen_features(cut, image_set, RANDOM)
+    through_cache, _, from_cache = features.features_at_cut(cut, image_set, RANDOM)
     direct = features.extract(models.conv_segment(cut.conv_base, "block5_pool", preprocessing="vgg16"),
                               image_set.images)
     assert not from_cache and through_cache.shape == (10, 1, 1, 512)
     np.testing.assert_allclose(through_cache, direct, rtol=1e-5, atol=1e-6)
     cached = sorted(path.name.split("-")[1] for path in (paths.cache_root() / "features").glob("*.npz"))
     assert cached == ["block4_pool", "block5_pool"]  # The shared cut is cached for the other stages.
-    again, seconds, from_cache = features.frozen_features(cut, image_set, RANDOM)
+    again, seconds, from_cache = features.features_at_cut(cut, image_set, RANDOM)
     assert from_cache and seconds == 0.0
     np.testing.assert_array_equal(again, through_cache)
 
@@ -49,7 +49,7 @@ def test_pool_holds_the_photo_and_its_variants_and_is_reproducible(image_set, tm
     cut = cut_at("block4_pool")
     first, seconds = pool.build(cut, image_set, RANDOM, SETTINGS, seed=3, augmentation_pool=2)
     assert first.shape == (10, 3, 2, 2, 512) and first.dtype == np.float16 and seconds > 0
-    unaugmented, _, _ = features.frozen_features(cut, image_set, RANDOM)
+    unaugmented, _, _ = features.features_at_cut(cut, image_set, RANDOM)
     np.testing.assert_array_equal(first[:, 0], unaugmented.astype(np.float16))
     assert not np.array_equal(first[:, 1], first[:, 0]) and not np.array_equal(first[:, 1], first[:, 2])
     monkeypatch.setenv("CACHE_DIR", str(tmp_path / "another-cache"))
@@ -65,7 +65,7 @@ def test_stage_two_pool_runs_block5_over_the_shared_pool(image_set):
     assert pooled.shape == (10, 3, 1, 1, 512)
     assert sorted(path.name.split("-")[1] for path in (paths.cache_root() / "pool").glob("*.npz")) == \
         ["block4_pool", "block4_pool"]  # Computed at the cut stage 3 shares.
-    direct = features.frozen_features(cut, image_set, RANDOM)[0]
+    direct = features.features_at_cut(cut, image_set, RANDOM)[0]
     np.testing.assert_allclose(pooled[:, 0].astype("float32"), direct, rtol=2e-3, atol=2e-3)  # float16 pool
 
 
@@ -115,7 +115,7 @@ def test_pooled_batches_visit_every_photo_once_per_pass_with_a_fresh_draw():
     labels = np.arange(photos) % 2
 
     def passes(seed, count=3):
-        iterator = pool.pooled_dataset(entries, labels, photos, seed).batches()
+        iterator = pool.pooled_stream(entries, labels, photos, seed).batches()
         return [next(iterator)[0].reshape(-1).astype(int) for _ in range(count)]
 
     drawn = passes(seed=0)
@@ -131,7 +131,7 @@ def test_feature_flips_mirror_about_half_the_entries_left_to_right_reproducibly(
     labels = np.arange(photos) % 2
 
     def first_pass(flips):
-        return next(iter(pool.pooled_dataset(entries, labels, photos, seed=5, feature_flips=flips)))[0].numpy()
+        return next(iter(pool.pooled_stream(entries, labels, photos, seed=5, feature_flips=flips)))[0].numpy()
 
     plain, flipped = first_pass(False), first_pass(True)
     mirrored = [not np.array_equal(a, b) for a, b in zip(plain, flipped)]
@@ -156,14 +156,14 @@ def test_stage_one_feature_flips_add_block5_over_the_mirrored_block4_maps(tmp_pa
     keras.utils.set_random_seed(0)
     base = models.build_conv_base(RANDOM, 64)
     cut = models.cut_base(base, models.build_classifier(base.output_shape[1:]), "vgg16")
-    arrays = {"train": features.frozen_features(cut, image_set, RANDOM)[0]}
+    arrays = {"train": features.features_at_cut(cut, image_set, RANDOM)[0]}
     plain, labels, seconds = features.training_features(cut, image_set, arrays, RANDOM)
     assert plain is arrays["train"] and labels is image_set.labels and seconds == 0.0
     inputs, labels, seconds = features.training_features(cut, image_set, arrays, RANDOM, feature_flips=True)
     assert inputs.shape == (12, 2, 2, 512) and seconds > 0
     np.testing.assert_array_equal(labels, np.concatenate([image_set.labels, image_set.labels]))
     np.testing.assert_array_equal(inputs[:6], arrays["train"])
-    maps = features.frozen_features(cut, image_set, RANDOM, "block4_pool")[0][:, :, ::-1]
+    maps = features.features_at_cut(cut, image_set, RANDOM, "block4_pool")[0][:, :, ::-1]
     direct = features.extract(models.conv_segment(base, "block5_pool", start="block4_pool"), maps)
     np.testing.assert_allclose(inputs[6:], direct, rtol=1e-5, atol=1e-6)
     assert not np.allclose(inputs[6:], inputs[:6])  # Mirrored maps give other features.
@@ -174,4 +174,4 @@ def test_stage_one_feature_flips_add_block5_over_the_mirrored_block4_maps(tmp_pa
 
 def test_mirrored_maps_need_a_cut_beyond_block4(image_set):
     with pytest.raises(SuiteError, match="beyond block4_pool"):
-        features.frozen_features(cut_at("block4_pool"), image_set, RANDOM, mirror_maps=True)
+        features.features_at_cut(cut_at("block4_pool"), image_set, RANDOM, mirror_maps=True)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def stream(shuffle=True) -> batches.BatchStream:
     inputs = np.arange(10, dtype=np.float32).reshape(10, 1)
-    return batches.make_tf_dataset(inputs, np.arange(10) % 2, 3, shuffle=shuffle, seed=7)
+    return batches.make_batch_stream(inputs, np.arange(10) % 2, 3, shuffle=shuffle, seed=7)
 
 
 def _take(iterator, count: int) -> list:
@@ -72,7 +72,7 @@ def train(folder: Path, epochs: int, parameters: dict):
                   metrics=["accuracy"])
     generator = np.random.default_rng(0)
     inputs, labels = generator.normal(size=(40, 4)).astype("float32"), np.arange(40) % 2
-    data = batches.make_tf_dataset(inputs, labels, 8, shuffle=True, seed=5)
+    data = batches.make_batch_stream(inputs, labels, 8, shuffle=True, seed=5)
     counter, best = CountingCallback(), training.BestEpoch()
     restorer = backup.BackupAndRestore(folder, "01_feature_extraction", parameters)
     callbacks = [training.CachedValidation(model, inputs[:10], labels[:10]), restorer, best, counter]

@@ -4,7 +4,7 @@
 
 Trains the stage-2 model (frozen VGG16 + classifier, in-graph augmentation, the cpu profile's precision)
 on random in-memory photos, alternating a default `tf.data` pipeline (autotune on, `prefetch(AUTOTUNE)`)
-with the suite's (`batches.make_tf_dataset`: autotune off), and prints wall time, CPU time per wall second,
+with the suite's (`batches.make_batch_stream`: autotune off), and prints wall time, CPU time per wall second,
 and each epoch's seconds. Idle cores show as CPU/wall well below the number of cores.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
     labels = (np.arange(arguments.images) % 2).astype("float32")
     autotuned = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(labels), seed=0).batch(20)
                  .prefetch(tf.data.AUTOTUNE))
-    stream = batches.make_tf_dataset(images, labels, 20, shuffle=True)
+    stream = batches.make_batch_stream(images, labels, 20, shuffle=True)
     suite = stream.dataset().take(stream.batches_per_pass)  # One pass per epoch, as the autotuned one.
     for _ in range(arguments.repeats):
         for label, dataset in (("tf.data default (autotune on)", autotuned), ("suite (autotune off)", suite)):

@@ -264,7 +264,7 @@ def pooled_way(setup: Setup, cut, stage: str, validation_features):
         variant_seconds = time.perf_counter() - started
         array, _ = pool.build(cut, setup.image_sets["train"], setup.weights, settings, 0, BENCH_POOL)
         compile_rmsprop(cut.top, 1e-5 if stage == "stage3" else 2e-5)
-    dataset = pool.pooled_dataset(array, setup.image_sets["train"].labels, BATCH, 0).dataset()
+    dataset = pool.pooled_stream(array, setup.image_sets["train"].labels, BATCH, 0).dataset()
     validation = setup.image_sets["validation"]
     callback = training.CachedValidation(cut.top, validation_features, validation.labels)
     return functools.partial(cut.top.fit, dataset, steps_per_epoch=setup.steps, epochs=1, verbose=0,
@@ -288,8 +288,8 @@ def measure_epochs(setup: Setup, stage: str, unfreeze: bool) -> dict[str, dict]:
     pooled_epoch, variant_seconds = pooled_way(setup, cut, stage, validation_features)
     train_generator = course_generator(setup.root / "train", setup.image_size, augment=True, shuffle=True)
     validation_generator = course_generator(setup.root / "validation", setup.image_size, augment=False, shuffle=False)
-    train_dataset = batches.make_tf_dataset(images.images, images.labels, BATCH, shuffle=True, seed=0).dataset()
-    validation_batches = batches.make_tf_dataset(validation.images, validation.labels, BATCH)
+    train_dataset = batches.make_batch_stream(images.images, images.labels, BATCH, shuffle=True, seed=0).dataset()
+    validation_batches = batches.make_batch_stream(validation.images, validation.labels, BATCH)
     validation_dataset = validation_batches.dataset().take(validation_batches.batches_per_pass)
     callback = training.CachedValidation(cut.top, validation_features, validation.labels)
     plain_epoch = functools.partial(suite_model.fit, train_dataset, steps_per_epoch=setup.steps, epochs=1,

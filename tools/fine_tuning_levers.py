@@ -96,9 +96,9 @@ def replay(values: dict, model_path: Path, epochs: int, learning_rate: float) ->
                                  seed=values["seed"], weights=chosen, feature_flips=values["feature_flips"])
 
     def score() -> dict[str, dict]:
-        return {split: {key: value for key, value in training.loss_and_accuracy(
-            cut.top, halves[split], image_sets[split].labels).items() if key not in ("probabilities", "scores")}
-                for split in halves}
+        scored = {split: training.loss_and_accuracy(cut.top, halves[split], image_sets[split].labels)
+                  for split in halves}
+        return {split: {"loss": result.loss, "accuracy": result.accuracy} for split, result in scored.items()}
 
     snapshots, scores = [cut.top.get_weights()], [score()]
 
@@ -110,7 +110,7 @@ def replay(values: dict, model_path: Path, epochs: int, learning_rate: float) ->
                   f"report half {scores[-1]['test']['accuracy']:.3f}", flush=True)
 
     cut.top.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="binary_crossentropy")
-    training.fit(cut.top, trained.dataset, epochs=epochs, steps_per_epoch=trained.steps_per_epoch,
+    training.fit(cut.top, trained.stream, epochs=epochs, steps_per_epoch=trained.steps_per_epoch,
                  callbacks=[Snapshot()], verbose=0)
     results = {}
     for way, ending in endings(snapshots, scores).items():
@@ -143,7 +143,7 @@ def main() -> None:
     results = {}
     for seed in args.seeds:
         name = holdout_table.run_name(profile, seed, args.settings)
-        model_path = paths.outputs_root() / name / PREVIOUS.stem / PREVIOUS.artifact
+        model_path = paths.outputs_root() / name / PREVIOUS.stem / PREVIOUS.hand_off_model
         if not model_path.is_file():
             raise SystemExit(f"{model_path} is missing: run tools/holdout_table.py with the same --profile, --rung, "
                              "--set and --seeds first.")

@@ -28,7 +28,7 @@ class Reference:
 class Stage:
     """One stage of the study.
 
-    `section` names its profile section and its command-line name; `artifact` is the model file it saves
+    `section` names its profile section and its command-line name; `hand_off_model` is the model file it saves
     for the next stage; `previous` is the stem of the stage it starts from; `trains_on` says how the
     forecast prices its training (`features`: a classifier on cached conv features, seconds; `photos`:
     augmented photos through the conv base, the expensive kind); `key_figure` is the figure its report shows
@@ -39,7 +39,7 @@ class Stage:
     stem: str
     section: str
     title: str
-    artifact: str
+    hand_off_model: str
     course_notes_val_accuracy: float
     previous: str | None
     trains_on: str
@@ -73,18 +73,20 @@ _SECOND_EDITION = "180 px, preprocess_input, 2000/1000 training/validation photo
 
 STAGES: tuple[Stage, ...] = (
     Stage(number=1, stem="01_feature_extraction", section="feature_extraction", title="Feature extraction",
-          artifact="classifier.keras", course_notes_val_accuracy=0.90, previous=None, trains_on="features",
+          hand_off_model="classifier.keras", course_notes_val_accuracy=0.90, previous=None, trains_on="features",
           key_figure="confusion_matrix.png",
           references=(Reference(*_CHOLLET_1, val_accuracy=0.903, test_accuracy=None, differences=_FIRST_EDITION),
                       Reference(*_CHOLLET_2, val_accuracy=None, test_accuracy=0.969, differences=_SECOND_EDITION))),
     Stage(number=2, stem="02_data_augmentation", section="data_augmentation", title="Data augmentation",
-          artifact="model.keras", course_notes_val_accuracy=0.88, previous="01_feature_extraction", trains_on="photos",
+          hand_off_model="model.keras", course_notes_val_accuracy=0.88, previous="01_feature_extraction",
+          trains_on="photos",
           key_figure="augmented_examples.png",
           references=(Reference(*_CHOLLET_1, val_accuracy=0.96, test_accuracy=None,
                                 differences=_FIRST_EDITION + "; validation read off the learning curve"),
                       Reference(*_CHOLLET_2, val_accuracy=None, test_accuracy=0.975, differences=_SECOND_EDITION))),
     Stage(number=3, stem="03_fine_tuning", section="fine_tuning", title="Fine tuning",
-          artifact="model.keras", course_notes_val_accuracy=0.91, previous="02_data_augmentation", trains_on="photos",
+          hand_off_model="model.keras", course_notes_val_accuracy=0.91, previous="02_data_augmentation",
+          trains_on="photos",
           key_figure="heatmaps.png",
           references=(Reference(*_CHOLLET_1, val_accuracy=0.975, test_accuracy=0.968, differences=_FIRST_EDITION),
                       Reference(*_CHOLLET_2, val_accuracy=None, test_accuracy=0.974, differences=_SECOND_EDITION))),

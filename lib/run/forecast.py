@@ -292,22 +292,22 @@ def stage_seconds(stage: str, values: dict[str, Any], counts: dict[str, int], sp
     return seconds + work / speed.forward + _training_seconds(known, values, counts, layer, values["epochs"], speed)
 
 
-def image_counts(values: dict[str, Any], dataset: dict[str, Any]) -> dict[str, int]:
-    """Photos per split that a stage will use, from the dataset fingerprint and `max_images_per_class`."""
-    counts = {split: len(info["files"]) for split, info in dataset["splits"].items()}
+def image_counts(values: dict[str, Any], photo_set: dict[str, Any]) -> dict[str, int]:
+    """Photos per split that a stage will use, from the photo set's fingerprint and `max_images_per_class`."""
+    counts = {split: len(info["files"]) for split, info in photo_set["splits"].items()}
     if values.get("max_images_per_class"):
         counts = {split: min(count, 2 * values["max_images_per_class"]) for split, count in counts.items()}
     return counts
 
 
-def cache_keys(values: dict[str, Any], dataset: dict[str, Any], weights: dict[str, Any], policy: str
+def cache_keys(values: dict[str, Any], photo_set: dict[str, Any], weights: dict[str, Any], policy: str
                ) -> dict[str, cache.CacheKey]:
     """The cache keys of each split as the stage will compute them (none when a subset of photos is used)."""
     if values.get("max_images_per_class"):
         return {}
     return {split: cache.CacheKey(split, info["sha256"], weights["sha256"], values.get("image_size", 150),
                                      values.get("preprocessing", "vgg16"), policy)
-            for split, info in dataset["splits"].items()}
+            for split, info in photo_set["splits"].items()}
 
 
 def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any], gpus: list[str],
@@ -316,12 +316,12 @@ def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict
     seconds, known = {}, None
     for stem in stems:
         values = resolved[stem]
-        dataset, weights = fingerprints[(values.get("data_dir", ""), values.get("weights", "imagenet"))]
+        photo_set, weights = fingerprints[(values.get("data_dir", ""), values.get("weights", "imagenet"))]
         policy = devices.compute_policy(values.get("mixed_precision", False), gpus)
-        keys = cache_keys(values, dataset, weights, policy)
+        keys = cache_keys(values, photo_set, weights, policy)
         known = Known(keys, known.done if known and known.keys == keys else set())
         previous = stages.get(stem).previous
-        seconds[stem] = stage_seconds(stem, values, image_counts(values, dataset),
+        seconds[stem] = stage_seconds(stem, values, image_counts(values, photo_set),
                                       rates[(values.get("image_size", 150), policy)], known,
                                       previous in stems or previous in run_has)
     return seconds

@@ -98,13 +98,13 @@ def environment(mixed_precision: bool) -> dict[str, str]:
 def stage_inputs(stage: str, values: dict[str, Any], run: str, fingerprints: dict[Any, Any]) -> dict[str, Any]:
     """What a stage reads besides its parameters, fingerprinted: data, weights, notebook, code, environment,
     earlier stages' results. `fingerprints` memoises the data and weights hashes across stages."""
-    dataset, weights = provenance.inputs_of(values, fingerprints)
+    photo_set, weights = provenance.inputs_of(values, fingerprints)
     earlier = {}
     for previous in stages.earlier(stage):
         metrics_file = paths.stage_dir(run, previous.stem) / records.METRICS_FILE
         earlier[previous.stem] = storage.file_sha256(metrics_file) if metrics_file.is_file() else None
     code = notebook_code(stages.get(stage).notebook)
-    inputs = {"dataset_sha256": dataset["sha256"], "weights_sha256": weights["sha256"],
+    inputs = {"dataset_sha256": photo_set["sha256"], "weights_sha256": weights["sha256"],
               # Its code cells only: running the notebook in Jupyter (outputs, counters) changes nothing here.
               "notebook_code_sha256": hashlib.sha256(code.encode()).hexdigest(),
               "code": {str(path.relative_to(paths.PROJECT_ROOT)): storage.file_sha256(path)

@@ -64,7 +64,7 @@ def latest_stage(run: str, name: str = "") -> stages.Stage:
     candidates = [stages.get(name)] if name else list(reversed(stages.STAGES))
     for stage in candidates:
         folder = paths.stage_dir(run, stage.stem)
-        if all((folder / file).is_file() for file in (records.STAGE_FILE, records.METRICS_FILE, stage.artifact)):
+        if all((folder / file).is_file() for file in (records.STAGE_FILE, records.METRICS_FILE, stage.hand_off_model)):
             return stage
     if not paths.run_dir(run).is_dir():
         raise SuiteError(f"No run folder {paths.run_dir(run)}: give RUN=<a folder in {paths.outputs_root()}>.")
@@ -81,10 +81,11 @@ def load(run: str, stage: stages.Stage) -> Predictor:
 
     folder = paths.stage_dir(run, stage.stem)
     metrics = records.read_metrics(folder)
-    if stage.artifact == "model.keras":
-        model = models.load_model(folder / stage.artifact)
+    if stage.hand_off_model == "model.keras":
+        model = models.load_model(folder / stage.hand_off_model)
         return Predictor(model.get_layer("vgg16"), model.get_layer("classifier"), model.get_layer("preprocess").mode,
-                         model.input_shape[1], f"{run}/{stage.stem}/{stage.artifact}", metrics.get("temperature", 1.0))
+                         model.input_shape[1], f"{run}/{stage.stem}/{stage.hand_off_model}",
+                         metrics.get("temperature", 1.0))
     recorded = metrics["parameters"]
     weights = vgg16_weights.resolve_weights(recorded.get("weights", "imagenet"))  # VGG16_WEIGHTS still wins.
     if weights.sha256 != metrics.get("weights_sha256"):
@@ -93,8 +94,8 @@ def load(run: str, stage: stages.Stage) -> Predictor:
     keras.mixed_precision.set_global_policy(metrics.get("precision", "float32"))
     keras.utils.set_random_seed(recorded.get("seed", 42))  # Random weights (smoke runs) come back the same.
     conv_base = models.build_conv_base(weights, metrics["image_size"])
-    return Predictor(conv_base, models.load_model(folder / stage.artifact), metrics["preprocessing"],
-                     metrics["image_size"], f"{run}/{stage.stem}/{stage.artifact} on {weights.describe()}",
+    return Predictor(conv_base, models.load_model(folder / stage.hand_off_model), metrics["preprocessing"],
+                     metrics["image_size"], f"{run}/{stage.stem}/{stage.hand_off_model} on {weights.describe()}",
                      metrics.get("temperature", 1.0))
 
 

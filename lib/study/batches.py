@@ -70,7 +70,7 @@ class BatchStream:
         return iter(self.dataset().take(self.batches_per_pass))
 
 
-def make_tf_dataset(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
+def make_batch_stream(inputs: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
                     seed: int = 0) -> BatchStream:
     """Batch inputs (images or features, in memory or in a disk store) into an endless stream of training batches
     (`BatchStream`): with `shuffle`, each pass in a new order drawn from `(seed, pass)`, so that a resumed

@@ -46,23 +46,23 @@ def evaluate(cut: models.CutBase, arrays: dict[str, np.ndarray], image_sets: dic
     for split in splits:
         measured[split] = training.loss_and_accuracy(cut.top, arrays[split], image_sets[split].labels)
         if test_time_augmentation:
-            flipped, _, _ = features.frozen_features(cut, mirrored(image_sets[split]), weights)
+            flipped, _, _ = features.features_at_cut(cut, mirrored(image_sets[split]), weights)
             mirrored_logits[split] = logits(cut.top, flipped)
     validation = image_sets["validation"].labels
-    temperature = scores.fit_temperature(measured["validation"]["scores"], validation) if calibrate else 1.0
+    temperature = scores.fit_temperature(measured["validation"].logits, validation) if calibrate else 1.0
     return {split: _scored(result, image_sets[split].labels, temperature, mirrored_logits.get(split))
             for split, result in measured.items()}
 
 
-def _scored(measured: dict[str, Any], labels: np.ndarray, temperature: float,
+def _scored(measured: training.Scored, labels: np.ndarray, temperature: float,
             logits_mirrored: np.ndarray | None) -> scores.Evaluation:
     """One split's `scores.Evaluation` from `training.loss_and_accuracy`'s numbers and the fitted temperature."""
-    probabilities = scores.sigmoid(measured["scores"] / temperature)
+    probabilities = scores.sigmoid(measured.logits / temperature)
     result = scores.Evaluation(
-        loss=measured["loss"], accuracy=measured["accuracy"], logits=measured["scores"], temperature=temperature,
+        loss=measured.loss, accuracy=measured.accuracy, logits=measured.logits, temperature=temperature,
         probabilities=probabilities, calibration=scores.calibration(labels, probabilities),
-        probabilities_uncalibrated=measured["probabilities"],
-        calibration_uncalibrated=scores.calibration(labels, measured["probabilities"]))
+        probabilities_uncalibrated=measured.probabilities,
+        calibration_uncalibrated=scores.calibration(labels, measured.probabilities))
     if logits_mirrored is not None:
         averaged = (probabilities + scores.sigmoid(logits_mirrored / temperature)) / 2
         result = dataclasses.replace(

@@ -76,7 +76,7 @@ def after_shared_cut(conv_base, cut_layer: str) -> bool:
     return SHARED_CUT in names and names.index(cut_layer) > names.index(SHARED_CUT)
 
 
-def frozen_features(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice,
+def features_at_cut(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice,
                     cut_layer: str | None = None, mirror_maps: bool = False) -> tuple[np.ndarray, float, bool]:
     """Features of `image_set` at `cut_layer` (default: the cut's) from the cache, or computed and cached now.
 
@@ -96,7 +96,7 @@ def frozen_features(cut: models.CutBase, image_set: ImageSet, weights: WeightsCh
 
     def compute() -> dict[str, np.ndarray]:
         if after_shared_cut(cut.conv_base, cut_layer):
-            shared, _, _ = frozen_features(cut, image_set, weights, SHARED_CUT)
+            shared, _, _ = features_at_cut(cut, image_set, weights, SHARED_CUT)
             segment = models.conv_segment(cut.conv_base, cut_layer, start=SHARED_CUT)
             label = f"{image_set.split} ({SHARED_CUT}{' mirrored' if mirror_maps else ''} to {cut_layer})"
             return {"features": extract(segment, shared[:, :, ::-1] if mirror_maps else shared, label=label)}
@@ -122,8 +122,8 @@ class SplitFeatures:
 
 
 def at_cut(cut: models.CutBase, image_sets: dict, splits, weights: WeightsChoice) -> SplitFeatures:
-    """`frozen_features` for each of the data `splits`, at the cut of a `models.CutBase`."""
-    results = {split: frozen_features(cut, image_sets[split], weights) for split in splits}
+    """`features_at_cut` for each of the data `splits`, at the cut of a `models.CutBase`."""
+    results = {split: features_at_cut(cut, image_sets[split], weights) for split in splits}
     return SplitFeatures({split: result[0] for split, result in results.items()},
                          sum(result[1] for result in results.values()),
                          {split: result[2] for split, result in results.items()})
@@ -137,5 +137,5 @@ def training_features(cut: models.CutBase, image_set: ImageSet, arrays: dict[str
     inputs, labels = arrays["train"], image_set.labels
     if not feature_flips:
         return inputs, labels, 0.0
-    mirrored, seconds, _ = frozen_features(cut, image_set, weights, mirror_maps=True)
+    mirrored, seconds, _ = features_at_cut(cut, image_set, weights, mirror_maps=True)
     return np.concatenate([inputs, mirrored]), np.concatenate([labels, labels]), seconds

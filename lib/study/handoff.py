@@ -24,7 +24,7 @@ class Start:
     description: str
 
     @property
-    def from_previous(self) -> bool:
+    def from_hand_off(self) -> bool:
         return self.path is not None
 
 
@@ -36,10 +36,10 @@ def find_start(stage: StageRun, start_from: str, weights: WeightsChoice) -> Star
         return Start(None, "from scratch (start_from=scratch)")
     previous = stages.get(stage.stage.previous)
     folder = stage.folder.parent / previous.stem
-    artifact = folder / previous.artifact
+    hand_off_model = folder / previous.hand_off_model
     metrics = records.read_metrics(folder)
     reason = None
-    if not (artifact.is_file() and metrics is not None):
+    if not (hand_off_model.is_file() and metrics is not None):
         reason = f"{previous.stem} has not completed in this run ({folder})"
     else:
         checks = [("weights_sha256", weights.sha256), ("image_size", stage.parameters["image_size"]),
@@ -49,7 +49,7 @@ def find_start(stage: StageRun, start_from: str, weights: WeightsChoice) -> Star
                 reason = f"{previous.stem} used {key}={metrics.get(key)!r}, this stage {value!r}"
                 break
     if reason is None:
-        return Start(artifact, f"from {previous.stem}'s trained {Path(previous.artifact).stem}")
+        return Start(hand_off_model, f"from {previous.stem}'s trained {Path(previous.hand_off_model).stem}")
     if start_from == "previous":
         raise SuiteError(f"start_from=previous, but {reason}. Run {previous.stem} first in the same run, "
                          "or set start_from to auto or scratch.")
@@ -65,13 +65,13 @@ def previous_history(stage: StageRun) -> list[dict]:
 
 def warm_start_classifier(classifier, start: Start) -> None:
     """Copy the weights of the earlier stage's classifier into `classifier` when `start` says so."""
-    if start.from_previous:
+    if start.from_hand_off:
         classifier.set_weights(models.load_model(start.path).get_weights())
 
 
 def conv_base_and_classifier(start: Start, weights: WeightsChoice, image_size: int, dropout: float):
     """The earlier stage's trained conv base and classifier, or new ones; the conv base frozen either way."""
-    if start.from_previous:
+    if start.from_hand_off:
         previous = models.load_model(start.path)
         conv_base, classifier = previous.get_layer("vgg16"), previous.get_layer("classifier")
     else:

@@ -17,7 +17,7 @@ import numpy as np
 
 from lib import SuiteError
 from lib.core import params, paths
-from lib.study import cache, dataset_download, decode, distribute, imagestore, listing, synthetic
+from lib.study import cache, decode, distribute, imagestore, listing, photo_download, synthetic
 
 # Bump when decoding or resizing changes, so cached decoded images are not reused.
 _DECODER_VERSION = "pil-bilinear-rgb-2"  # 2: photos over decode.MAX_PIXELS are skipped (JPEGs decoded smaller).
@@ -52,7 +52,7 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     if not chosen:
         target = paths.default_data_dir()
         if not (target / "train").is_dir():
-            dataset_download.download_dataset(target)
+            photo_download.download_photos(target)
         return target
     root = Path(chosen).expanduser().resolve()
     if not root.is_dir():

@@ -35,10 +35,10 @@ _POOL_FORMAT = "pool-1"
 
 @dataclasses.dataclass
 class TrainingData:
-    """What a stage trains on: its dataset (photos for the end-to-end model, or pooled features for the layers
+    """What a stage trains on: its stream of batches (photos for the end-to-end model, or pooled features for the layers
     above the cut), its steps per epoch, how it was made, and its one-time cost."""
 
-    dataset: Any
+    stream: Any
     steps_per_epoch: int
     description: str
     seconds: float = 0.0
@@ -95,7 +95,7 @@ def pool_at(cut: models.CutBase, cut_layer: str, image_set: ImageSet, weights: W
             augmentation: dict[str, Any], seed: int, augmentation_pool: int) -> tuple[np.ndarray, float]:
     """The pool at `cut_layer`: `(photos, augmentation_pool + 1, ...)` float16, the unaugmented output first; and
     the seconds spent computing what was not cached."""
-    unaugmented, seconds, _ = features.frozen_features(cut, image_set, weights, cut_layer)
+    unaugmented, seconds, _ = features.features_at_cut(cut, image_set, weights, cut_layer)
     check_memory(len(image_set), augmentation_pool, unaugmented.shape[1:], cut_layer)
     pool = np.empty((len(image_set), augmentation_pool + 1, *unaugmented.shape[1:]), dtype=np.float16)
     pool[:, 0] = unaugmented
@@ -144,7 +144,7 @@ def build(cut: models.CutBase, image_set: ImageSet, weights: WeightsChoice, augm
     return pool_at(cut, cut.cut_layer, image_set, weights, augmentation, seed, augmentation_pool)
 
 
-def pooled_dataset(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+def pooled_stream(pool: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
                    feature_flips: bool = False) -> batches.BatchStream:
     """An endless stream of batches drawn from a pool (`lib.study.batches`): each pass over the photos visits them
     in a new order and takes one of each photo's entries at random (seeded by the pass, so reproducible and
@@ -175,11 +175,11 @@ def training_data(cut: models.CutBase, image_set: ImageSet, *, augmentation_pool
                   feature_flips: bool = False) -> TrainingData:
     """What a stage trains on: the training photos, for the end-to-end model to augment every epoch
     (`augmentation_pool` 0), or a pool of `augmentation_pool` variants per photo at the cut, for the layers above
-    it (`cut.top`; `feature_flips`: see `pooled_dataset`). The notebook chooses and compiles the model that goes
+    it (`cut.top`; `feature_flips`: see `pooled_stream`). The notebook chooses and compiles the model that goes
     with it. `steps_per_epoch` 0 means one pass over the photos."""
     if not augmentation_pool:
-        dataset = batches.make_tf_dataset(image_set.images, image_set.labels, batch_size, shuffle=True, seed=seed)
-        return TrainingData(dataset, steps_per_epoch,
+        stream = batches.make_batch_stream(image_set.images, image_set.labels, batch_size, shuffle=True, seed=seed)
+        return TrainingData(stream, steps_per_epoch,
                             "photos augmented afresh every epoch (augmentation_pool=0)")
     pool, seconds = build(cut, image_set, weights, augmentation, seed, augmentation_pool)
     members = f"{augmentation_pool} augmented variant{'s' * (augmentation_pool != 1)}"
@@ -188,5 +188,5 @@ def training_data(cut: models.CutBase, image_set: ImageSet, *, augmentation_pool
                    + (", feature maps mirrored at random" if feature_flips else ""))
     print(f"Training on {description}.", flush=True)
     steps = steps_per_epoch or -(-len(pool) // batch_size)
-    dataset = pooled_dataset(pool, image_set.labels, batch_size, seed, feature_flips)
-    return TrainingData(dataset, steps, description, seconds, pool.nbytes)
+    stream = pooled_stream(pool, image_set.labels, batch_size, seed, feature_flips)
+    return TrainingData(stream, steps, description, seconds, pool.nbytes)

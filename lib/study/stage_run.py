@@ -40,9 +40,10 @@ class StageRun:
         """Save a figure into the stage's folder as PNG (it stays open, so the notebook shows it)."""
         plots.save(figure, self.folder / name)
 
-    def hand_on(self, model) -> None:
-        """Save the model the stage hands on (its registry `artifact`: stage 1's classifier, later the whole model)."""
-        path = self.folder / self.stage.artifact
+    def hand_off(self, model) -> None:
+        """Save the model the stage hands off to the next (its registry `hand_off_model`: stage 1's classifier, later
+        the whole model)."""
+        path = self.folder / self.stage.hand_off_model
         models.save_model(model, path)
         print(f"Saved {path.name} for the next stage and for predictions.", flush=True)
 

@@ -64,8 +64,8 @@ class CachedValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         results = loss_and_accuracy(self.top, self.features, self.labels, self.batch_size)
         if logs is not None:
-            logs["val_loss"] = results["loss"]
-            logs["val_accuracy"] = results["accuracy"]
+            logs["val_loss"] = results.loss
+            logs["val_accuracy"] = results.accuracy
 
 
 class BestEpoch(keras.callbacks.Callback):
@@ -151,19 +151,28 @@ def fit(model: keras.Model, train_data: batches.BatchStream, *, epochs: int, cal
     return FitResult(history_rows(history, phase, first_epoch), best, time.perf_counter() - started)
 
 
-def loss_and_accuracy(top: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:
-    """Loss, accuracy, probabilities and logits (`scores`) of the classifier or a model ending in it (`Dense(1,
-    sigmoid)` last), on in-memory inputs, from one pass (above a cut at block 4, block 5 runs once per photo).
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """A model's numbers on one split from one pass: mean loss, accuracy, P(dog) and the logits per photo."""
+
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray
+    logits: np.ndarray
+
+
+def loss_and_accuracy(top: keras.Model, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> Scored:
+    """Loss, accuracy, probabilities and logits of the classifier or a model ending in it (`Dense(1, sigmoid)`
+    last), on in-memory inputs, from one pass (above a cut at block 4, block 5 runs once per photo).
 
     The loss is Keras's own binary cross-entropy computed on the model's output tensor, so (as in `fit`
     and `evaluate`) it uses the sigmoid's logits and is not capped for confidently wrong predictions:
     the numbers equal what Keras reports for the same model and data.
     """
     labels = np.asarray(labels, dtype="float32").reshape(-1)
-    scores, probabilities, losses = forward_batches(top, inputs, labels, batch_size)
+    logits, probabilities, losses = forward_batches(top, inputs, labels, batch_size)
     accuracy = float(np.mean((probabilities > 0.5) == (labels > 0.5))) if len(labels) else float("nan")
-    return {"loss": float(np.mean(losses)) if len(losses) else float("nan"), "accuracy": accuracy,
-            "probabilities": probabilities, "scores": scores}
+    return Scored(float(np.mean(losses)) if len(losses) else float("nan"), accuracy, probabilities, logits)
 
 
 def forward_batches(top: keras.Model, inputs: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 64
@@ -191,7 +200,7 @@ def forward_batches(top: keras.Model, inputs: np.ndarray, labels: np.ndarray | N
             return found
         return forward
 
-    function = models.traced(top, "scores" if labels is None else "loss_and_accuracy", make)
+    function = models.traced(top, "logits" if labels is None else "loss_and_accuracy", make)
     parts = []
     for start in range(0, len(inputs), batch_size):
         given = [] if labels is None else [tf.constant(labels[start:start + batch_size])]

@@ -30,7 +30,7 @@ DATASET_MAX_BYTES = 256 << 20
 DATASET_DEADLINE_SECONDS = 3600
 
 
-def download_dataset(target: Path, urls: tuple[str, ...] = DATASET_URLS,
+def download_photos(target: Path, urls: tuple[str, ...] = DATASET_URLS,
                      expected_counts: dict[str, int] | None = None) -> Path:
     """Download and unpack TensorFlow's public `cats_and_dogs_filtered.zip` into `target`.
 
