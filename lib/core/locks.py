@@ -28,12 +28,17 @@ RUN_LOCK_FILE = ".runner.lock"
 def try_lock(path: str | os.PathLike) -> int | None:
     """Open `path` (a file or a folder) and lock it without waiting: the descriptor, which holds the lock until it
     is closed (`release`), or None when another process holds it or `path` is gone."""
+    return _locked(path, os.O_RDONLY, fcntl.LOCK_EX)
+
+
+def _locked(path: str | os.PathLike, flags: int, operation: int) -> int | None:
+    """`path` opened with `flags` and locked by `operation` without waiting; None when either fails."""
     try:
-        descriptor = os.open(path, os.O_RDONLY)
+        descriptor = os.open(path, flags)
     except OSError:
         return None
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
         return None
@@ -61,16 +66,7 @@ def hold_shared(path: str | os.PathLike) -> int | None:
     """Take a shared lock on `path` (a file or a folder, never through a link) without waiting, to say "in use":
     any number of readers hold one together, and a cleaner's exclusive lock (`try_lock`) fails while one does. The
     descriptor, held until it is closed (`release`); None when `path` is gone, a link, or locked for removal."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)
-        return None
-    return descriptor
+    return _locked(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, fcntl.LOCK_SH)
 
 
 @contextlib.contextmanager
