@@ -340,16 +340,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted before any stage started.", file=sys.stderr, flush=True)
         return 130
     if arguments.forecast_only:
-        if not plan.choice.message:  # prepare() has printed the choice.
-            print(f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
-        for values in plan.parameters.values():
-            provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
-        forecast.print_forecast(list(plan.parameters), plan.parameters, plan.fingerprints, speeds=measured_speeds(plan))
-        return 0
+        return forecast_only(plan)
     worker = worker_index(plan)
     if worker:
         return run_as_worker(plan, worker)
     return run_plan(plan, arguments.force, not arguments.no_forecast, arguments.cell_timeout)
+
+
+def forecast_only(plan: Plan) -> int:
+    """`make forecast`: print how long each stage of `plan` would take here, and run nothing; the exit status."""
+    if not plan.choice.message:  # prepare() has printed the choice.
+        print(f"Profile {plan.profile['name']}, run {plan.run}.", flush=True)
+    try:
+        for values in plan.parameters.values():
+            provenance.inputs_of(values, plan.fingerprints)  # The photos and weights the forecast looks up.
+        forecast.print_forecast(list(plan.parameters), plan.parameters, plan.fingerprints, speeds=measured_speeds(plan))
+    except SuiteError as error:
+        print(f"\nERROR: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0
 
 
 def tell_workers(plan: Plan, record: dict[str, Any], stem: str, decision: str) -> None:

@@ -9,7 +9,9 @@
 # %% [markdown]
 # # Stage 2: data augmentation, the frozen conv base trained end to end
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab] In Colab, pick a GPU runtime
+# first (Runtime > Change runtime type): the defaults below are the full reference schedule, meant for a GPU; on a
+# CPU runtime the first code cell says what they would cost there and how to shorten them.
 #
 # Stage 1's classifier saw each training photo exactly once, as a fixed feature vector, and overfitted. Data
 # augmentation shows the model a new random variant of every photo each epoch: rotated, shifted, zoomed,
@@ -82,7 +84,8 @@ if "google.colab" in sys.modules and not os.path.isfile("vgg16-suite.marker"):  
     repository = os.environ.get("SUITE_REPOSITORY", REPOSITORY)
     folder = os.path.join(os.environ.get("COLAB_WORKDIR", "/content"), "vgg16-cats-vs-dogs")
     if not (repository or os.path.isdir(folder)):
-        raise SystemExit("Set SUITE_REPOSITORY to the project's git URL (or REPOSITORY_URL in lib/run/colab.py).")
+        raise SystemExit("Set SUITE_REPOSITORY to the project's git URL in a cell above and run this one again: "
+                         "os.environ['SUITE_REPOSITORY'] = 'https://github.com/<owner>/<name>'")
     if not os.path.isdir(folder):
         subprocess.run(["git", "clone", "--quiet", "--depth=1", repository, folder], check=True)
     sys.path.insert(0, folder)

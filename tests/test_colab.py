@@ -39,6 +39,7 @@ def colab_machine(tmp_path: Path, monkeypatch) -> Path:
                         ("OUTPUTS_DIR", str(tmp_path / "outputs"))):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("SUITE_REPOSITORY", raising=False)
+    monkeypatch.setenv("SUITE_CPU_FORECAST", "0")  # No GPU here: the notice, without its minute of measuring.
     return content
 
 
@@ -72,7 +73,7 @@ def test_with_the_placeholder_address_the_colab_cell_stops_and_says_what_to_set(
     assert colab.cell_repository() == "" and colab.cell_repository("https://github.com/someone/suite") != ""
     with pytest.raises(papermill.PapermillExecutionError) as stopped:
         open_in_colab(content, tmp_path, **SMOKE)
-    assert "Set SUITE_REPOSITORY to the project's git URL (or REPOSITORY_URL in lib/run/colab.py)" in str(stopped.value)
+    assert "Set SUITE_REPOSITORY to the project's git URL in a cell above and run this one again" in str(stopped.value)
     assert list(content.iterdir()) == []  # Nothing cloned.
 
 
@@ -109,3 +110,29 @@ def test_the_supported_range_is_the_two_requirement_files_and_is_enforced():
         versions.check({"tensorflow": "2.18.1", "keras": "3.10.0"})
     with pytest.raises(SuiteError, match="keras is not installed"):
         versions.check({"tensorflow": "2.19.0", "keras": None})
+
+
+def test_a_cpu_runtime_is_told_what_the_full_schedule_costs_there_and_how_to_shorten_it(monkeypatch):
+    asked = []
+
+    def forecast(command):
+        asked.append(command)
+        return "about 640 min (measured here: ...)"
+
+    monkeypatch.delenv("SUITE_CPU_FORECAST", raising=False)
+    notice = colab.cpu_runtime_notice("/content/drive/MyDrive/photos", forecast)
+    assert "no GPU" in notice and "about 640 min" in notice and "Runtime > Change runtime type" in notice
+    assert "augmentation_pool=8" in notice and "make run-all" in notice
+    command = asked[0]
+    assert command[1:6] == ["-m", "lib.runner", "--forecast-only", "--profile", "full"] and command[-1] == "all"
+    assert "require_gpu=false" in command and "data_dir=/content/drive/MyDrive/photos" in command
+    monkeypatch.setenv("SUITE_CPU_FORECAST", "0")
+    assert "not measured (SUITE_CPU_FORECAST=0)" in colab.cpu_runtime_notice("", forecast) and len(asked) == 1
+
+
+def test_the_forecast_quoted_to_a_cpu_runtime_is_the_runners_total_line_or_why_there_is_none():
+    printed = "    forecast 01_feature_extraction: about 8.0 min\n    forecast total: about 640 min (measured here: x)"
+    assert colab._forecast_lines([sys.executable, "-c", f"print({printed!r})"]) == "about 640 min (measured here: x)"
+    failed = colab._forecast_lines([sys.executable, "-c", "import sys; sys.exit('ERROR: no photos here')"])
+    assert failed == "not measured (ERROR: no photos here)"
+    assert not colab.gpu_visible() or Path("/dev/nvidiactl").exists()

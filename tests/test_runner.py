@@ -257,6 +257,14 @@ def test_the_forecast_names_the_precision_the_stages_will_use(tmp_path, monkeypa
     assert native.returncode == 0 and f"at 32px in {expected}" in native.stdout, native.stdout + native.stderr
 
 
+def test_a_forecast_without_its_weights_is_one_line(tmp_path):
+    """`make forecast` offline or with a wrong weights path: one line naming the fix and status 2, no traceback."""
+    result = run_runner(ROOT, tmp_path, "all", "--profile", "smoke", "--forecast-only", "--set",
+                        f"weights={tmp_path / 'missing.h5'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "ERROR: VGG16 weights file" in result.stderr and "VGG16_WEIGHTS" in result.stderr
+
+
 def test_no_stage_is_shown_running_once_its_runner_is_gone():
     """Even when the runner's last act was cut short (a second Ctrl-C during a stage's clean-up)."""
     storage.write_json(paths.run_dir("cut") / "manifest.json",

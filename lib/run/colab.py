@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lib.core import paths, versions
@@ -109,9 +110,46 @@ def prepare(data_dir: str = "", drive_folder: str = "") -> None:
         print(f"Warning: {warning}", flush=True)
     if drive_folder or str(data_dir).startswith(str(drive_root())):
         mount_drive()
+    if not gpu_visible():
+        print(cpu_runtime_notice(data_dir), flush=True)
     if drive_folder:
         outputs = outputs_on_drive(drive_folder)
         outputs.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("CACHE_DIR", str(paths.cache_root()))  # Before OUTPUTS_DIR moves: local and fast.
         os.environ["OUTPUTS_DIR"] = str(outputs)
         print(f"Run folders go to Google Drive: {outputs} (caches stay in {os.environ['CACHE_DIR']}).", flush=True)
+
+
+def gpu_visible() -> bool:
+    """Whether this runtime has an NVIDIA GPU, from its device files (without starting TensorFlow)."""
+    return os.path.exists("/dev/nvidiactl") or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def cpu_runtime_notice(data_dir: str = "", forecast: Callable[[list[str]], str] | None = None) -> str:
+    """What a notebook opened on a CPU runtime says before it runs: its defaults are the full reference schedule,
+    what that costs on this runtime (the runner's own forecast, measured now: a minute or so; `SUITE_CPU_FORECAST=0`
+    skips it), and how to pick a GPU or a smaller schedule."""
+    command = [sys.executable, "-m", "lib.runner", "--forecast-only", "--profile", "full", "--run", "colab-forecast",
+               "--set", "require_gpu=false", *(["--set", f"data_dir={data_dir}"] if data_dir else []), "all"]
+    if os.environ.get("SUITE_CPU_FORECAST", "1") == "0":
+        cost = "not measured (SUITE_CPU_FORECAST=0)"
+    else:
+        cost = (forecast or _forecast_lines)(command)
+    return ("This runtime has no GPU. Each notebook's defaults are the full reference schedule, meant for a GPU; "
+            f"on this runtime's CPU it would take: {cost}.\nFor a GPU: Runtime > Change runtime type > a GPU (T4), "
+            "then run all cells again. To stay on the CPU, shorten the schedule in the parameters cell: fewer "
+            "epochs, and augmentation_pool=8 in stages 2 and 3 (variants computed once instead of every epoch); "
+            "or, in a terminal of a clone, `make run-all` sizes the whole study to a 30-minute budget.")
+
+
+def _forecast_lines(command: list[str]) -> str:
+    """The total line of `lib.runner --forecast-only`, or why there is none."""
+    try:
+        finished = subprocess.run(command, cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return "not measured (the forecast took over 10 minutes)"
+    totals = [line.strip() for line in finished.stdout.splitlines() if line.strip().startswith("forecast total")]
+    if finished.returncode or not totals:
+        last = (finished.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"not measured ({last})"
+    return totals[-1].removeprefix("forecast total: ")
