@@ -104,7 +104,7 @@ from lib.study import weights as vgg16_weights
 
 # %%
 stage = stage_run.start("01_feature_extraction", globals())
-image_sets = photos.load_dataset(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
 print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 
 # %% [markdown]

@@ -29,7 +29,7 @@ def test_layout_problems_name_the_folder(tmp_path, breakage, message):
     root = make_dataset(tmp_path / "d", per_class=2)
     breakage(root)
     with pytest.raises(SuiteError, match=message):
-        photos.load_dataset(root, 32)
+        photos.load_image_sets(root, 32)
 
 
 def test_missing_class_folder(tmp_path):
@@ -105,7 +105,7 @@ def test_changed_photo_changes_the_fingerprint(tmp_path):
 
 def test_max_images_per_class_and_optional_test_split(tmp_path):
     root = make_dataset(tmp_path / "d", per_class=3, splits=("train", "validation", "test"))
-    sets = photos.load_dataset(root, 32, max_images_per_class=2)
+    sets = photos.load_image_sets(root, 32, max_images_per_class=2)
     assert list(sets) == ["train", "validation", "test"]
     assert [len(s) for s in sets.values()] == [4, 4, 4]
 

@@ -80,7 +80,7 @@ def replay(values: dict, model_path: Path, epochs: int, learning_rate: float) ->
 
     training.seed_everything(values["seed"])
     training.configure_precision(values["mixed_precision"], [])
-    image_sets = photos.load_dataset(photos.resolve_data_dir(values["data_dir"]), values["image_size"], 0,
+    image_sets = photos.load_image_sets(photos.resolve_data_dir(values["data_dir"]), values["image_size"], 0,
                                      values["image_store"])
     chosen = vgg16_weights.resolve_weights(values["weights"])
     conv_base, classifier = handoff.conv_base_and_classifier(handoff.Start(model_path, "stage 2"), chosen,

@@ -117,7 +117,7 @@ def _report_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
         if len(skipped) > 10:
             print(f"  ... and {len(skipped) - 10} more", file=sys.stderr, flush=True)
 
-def load_dataset(
+def load_image_sets(
     root: str | os.PathLike, image_size: int, max_images_per_class: int = 0, image_store: str = "memory"
 ) -> dict[str, ImageSet]:
     """Load every available split (train, validation, and test when present), in memory or in a disk store
