@@ -171,8 +171,8 @@ x = conv_base(x, training=False)  # Inference mode whatever is unfrozen later, a
 outputs = classifier(x)
 model = keras.Model(inputs, outputs, name="vgg16_cats_vs_dogs")
 counts = models.count_parameters(model)
-print(f"Trainable parameters with the conv base frozen: {counts['trainable']:,} (the classifier only); "
-      f"frozen: {counts['frozen']:,}.")
+print(f"Trainable parameters with the conv base frozen: {counts.trainable:,} (the classifier only); "
+      f"frozen: {counts.frozen:,}.")
 
 # %% [markdown]
 # ## Start from stage 1's classifier?
@@ -265,7 +265,7 @@ stage.save_figure(figure, "heatmaps.png")
 # %%
 metrics = stage.finish(weights=weights_choice, image_sets=image_sets, evaluations=evaluations, fitted=fitted,
                        extraction_seconds=extracted.seconds + training_data.seconds, started_from=start.description,
-                       trainable_parameters=counts["trainable"], frozen_parameters=counts["frozen"],
+                       trainable_parameters=counts.trainable, frozen_parameters=counts.frozen,
                        features_from_cache=extracted.from_cache, **training_data.record())
 
 # %% [markdown]

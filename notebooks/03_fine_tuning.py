@@ -148,14 +148,14 @@ print(f"Starting {start.description}.")
 classifier_phase, extraction_seconds = training.FitResult(rows=[], best_epoch=None, seconds=0.0), 0.0
 if not start.from_hand_off:
     cut = models.cut_base(conv_base, classifier, preprocessing)
-    frozen = features.at_cut(cut, image_sets, ["validation"], weights_choice)
+    at_base = features.at_cut(cut, image_sets, ["validation"], weights_choice)
     classifier_data = pool.training_data(cut, image_sets["train"], augmentation_pool=augmentation_pool,
                                          augmentation=augmentation_settings, batch_size=batch_size,
                                          steps_per_epoch=steps_per_epoch, seed=seed, weights=weights_choice)
     classifier_model = cut.top if augmentation_pool else model  # On a pool, only what lies above the cut runs.
     classifier_model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
                              loss="binary_crossentropy", metrics=["accuracy"])
-    extraction_seconds = frozen.seconds + classifier_data.seconds
+    extraction_seconds = at_base.seconds + classifier_data.seconds
 
 # %% [markdown]
 # Trained with the callbacks of stage 1: cached validation, the best epoch, TensorBoard, and the backup that lets
@@ -163,7 +163,7 @@ if not start.from_hand_off:
 
 # %%
 if not start.from_hand_off:
-    callbacks = [training.CachedValidation(cut.top, frozen.arrays["validation"], image_sets["validation"].labels),
+    callbacks = [training.CachedValidation(cut.top, at_base.arrays["validation"], image_sets["validation"].labels),
                  training.BestEpoch(),
                  keras.callbacks.TensorBoard(log_dir=stage.folder / "logs" / "classifier"),
                  stage.backup_and_restore("classifier")]
@@ -202,7 +202,7 @@ trained_model = cut.top if augmentation_pool else model  # On a pool: block 5 an
 trained_model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=fine_tune_learning_rate),
                       loss="binary_crossentropy", metrics=["accuracy"])
 counts = models.count_parameters(model)
-print(f"Trainable parameters: {counts['trainable']:,}; frozen: {counts['frozen']:,}")
+print(f"Trainable parameters: {counts.trainable:,}; frozen: {counts.frozen:,}")
 
 # %% [markdown]
 # ## Validation features at the cut, computed once
@@ -279,8 +279,8 @@ metrics = stage.finish(
     weights=weights_choice, image_sets=image_sets, evaluations=evaluations, fitted=fitted,
     extraction_seconds=extraction_seconds + extracted.seconds + training_data.seconds, started_from=start.description,
     unfrozen_layers=unfreeze_layers, cached_at=cut.cut_layer, fine_tuning_epochs=len(fine_tuning.rows),
-    classifier_phase_epochs=len(classifier_phase.rows), trainable_parameters=counts["trainable"],
-    frozen_parameters=counts["frozen"], features_from_cache=extracted.from_cache, **training_data.record(),
+    classifier_phase_epochs=len(classifier_phase.rows), trainable_parameters=counts.trainable,
+    frozen_parameters=counts.frozen, features_from_cache=extracted.from_cache, **training_data.record(),
     best_epoch_rule="highest val_accuracy during fine tuning, ties broken by lowest val_loss; counted across "
                     "this notebook's phases",
 )

@@ -174,11 +174,18 @@ def _product(shape) -> int:
     return result
 
 
-def count_parameters(model: keras.Model) -> dict[str, int]:
+@dataclasses.dataclass(frozen=True)
+class ParameterCounts:
+    """How many of a model's parameters train, and how many are frozen."""
+
+    trainable: int
+    frozen: int
+
+
+def count_parameters(model: keras.Model) -> ParameterCounts:
     """Trainable and frozen parameter counts of a model."""
-    trainable = sum(_product(w.shape) for w in model.trainable_weights)
-    frozen = sum(_product(w.shape) for w in model.non_trainable_weights)
-    return {"trainable": int(trainable), "frozen": int(frozen)}
+    return ParameterCounts(trainable=int(sum(_product(w.shape) for w in model.trainable_weights)),
+                           frozen=int(sum(_product(w.shape) for w in model.non_trainable_weights)))
 
 
 @dataclasses.dataclass
