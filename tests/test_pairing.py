@@ -96,13 +96,13 @@ def make(project: Path, *targets: str) -> subprocess.CompletedProcess:
 def test_an_edit_saved_by_jupyter_reaches_the_py_and_lint_stays_green(project):
     notebook_file = project / "notebooks" / "02_data_augmentation.ipynb"
     notebook = nbformat.read(notebook_file, as_version=4)  # What Jupyter does on save.
-    heading = next(cell for cell in notebook.cells if cell.source.startswith("## What augmentation does"))
-    heading.source = heading.source.replace("## What augmentation does", "## What random augmentation does")
+    heading = next(cell for cell in notebook.cells if cell.source.startswith("## The augmentation"))
+    heading.source = heading.source.replace("## The augmentation", "## The random augmentation")
     nbformat.write(notebook, notebook_file)
     assert "differ" in make(project, "lint").stderr
     synced = make(project, "notebooks")
     assert synced.returncode == 0 and "02_data_augmentation: ipynb -> py" in synced.stdout
-    assert "# ## What random augmentation does" in (project / "notebooks" / "02_data_augmentation.py").read_text()
+    assert "# ## The random augmentation" in (project / "notebooks" / "02_data_augmentation.py").read_text()
     lint = make(project, "lint")
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
