@@ -266,7 +266,7 @@ stage.save_figure(figure, "heatmaps.png")
 # ## Compared with the earlier stages of this run
 
 # %%
-comparison = stage_run.stage_comparison(stage, evaluations["validation"].accuracy)
+comparison = stage_run.stage_comparison(stage, evaluations["validation"].accuracy, evaluations["validation"].right)
 display(stage_run.table(comparison, title="Validation accuracy by stage (this run and the course notes)"))
 
 # %% [markdown]

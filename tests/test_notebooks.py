@@ -357,9 +357,11 @@ def test_predict_classifies_every_readable_photo(smoke_run, tmp_path, stage):
     result = predict(smoke_run, "--run", "smoke-test", "--images", str(test_photos), *chosen)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(folder / "predictions.csv") as handle:
-        answers = {row["path"]: row["label"] == row["true_label"] for row in csv.DictReader(handle)}
+        predicted = {row["path"]: row for row in csv.DictReader(handle)}
     stage_answers = json.loads((smoke_run / "smoke-test" / stem / "photo_results.json").read_text())["test"]
-    assert answers == {row["file"]: row["right"] for row in stage_answers}
+    assert {path: row["label"] == row["true_label"] for path, row in predicted.items()} == \
+        {row["file"]: row["right"] for row in stage_answers}
+    assert max(abs(float(predicted[row["file"]]["p_dog"]) - row["p_dog"]) for row in stage_answers) < 1e-4
     summary = json.loads((folder / "predictions.json").read_text())
     assert summary["correct"] == stage_metrics["test_correct"] and summary["labelled"] == stage_metrics["test_total"]
     assert summary["accuracy_interval_95"] == stage_metrics["test_accuracy_interval_95"]

@@ -15,7 +15,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from lib.core import devices, marks, params, paths, photo_results, records, stages, storage, versions
+from lib.core import devices, marks, params, paths, photo_results, records, stages, storage, uncertainty, versions
 from lib.study import backup, cache, distribute, evaluation, models, plots, scores, training
 from lib.study.weights import WeightsChoice
 
@@ -166,13 +166,16 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def stage_comparison(run: StageRun, accuracy: float) -> list[dict]:
-    """Validation accuracy of each stage of the run (this one's is `accuracy`, the others' from their metrics)
-    beside the course notes'."""
+def stage_comparison(run: StageRun, accuracy: float, right: Any = None) -> list[dict]:
+    """Validation accuracy of each stage of the run (this one's is `accuracy`, with its 95% interval and counts
+    from `right`, its per-photo answers, when given; the others' from their metrics) beside the course notes'."""
     rows = []
     for stage in stages.STAGES:
-        value = accuracy if stage.stem == run.stage.stem else None
-        if value is None:
-            value = (records.read_metrics(run.folder.parent / stage.stem) or {}).get("val_accuracy")
-        rows.append({"stage": stage.stem, "this run": value, "course notes": stage.course_notes_val_accuracy})
+        metrics = records.read_metrics(run.folder.parent / stage.stem) or {}
+        value, counted = metrics.get("val_accuracy"), records.counted_accuracy(metrics, "val_accuracy")
+        if stage.stem == run.stage.stem:
+            value = accuracy
+            counted = uncertainty.accuracy_of([bool(flag) for flag in right]) if right is not None else None
+        rows.append({"stage": stage.stem, "this run": value, "95% interval (counts)": counted.text() if counted else "",
+                     "course notes": stage.course_notes_val_accuracy})
     return rows
