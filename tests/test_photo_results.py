@@ -85,17 +85,20 @@ def test_stage_three_closing_sentence_follows_what_the_run_measured():
     unclear = fine_tuning_metrics([True] * 970 + [False] * 30, [True] * 969 + [False] + [True] * 3 + [False] * 27)
     clear_text, unclear_text = photo_results.conclusion(clear), photo_results.conclusion(unclear)
     assert clear_text != unclear_text
-    assert "On the test photos (no choice made on them): Fine tuning against stage 2: +6.00 points" in clear_text
+    assert ("On the test photos (no choice made on them), fine tuning (stage 3 against stage 2): +6.00 points"
+            in clear_text)
     assert clear_text.endswith(": better on these 1000 photos.") and "fixed 60 photos, broke 0" in clear_text
     assert "not distinguishable from no change on these 1000 photos." in unclear_text
-    assert "Fine tuning against stage 2: +0.20 points" in unclear_text and "fixed 3 photos, broke 1" in unclear_text
+    assert "fine tuning (stage 3 against stage 2): +0.20 points" in unclear_text
+    assert "fixed 3 photos, broke 1" in unclear_text
     # The stage's own result with its intervals comes first.
-    assert f"Validation accuracy {uncertainty.accuracy(960, 1000).text()}" in clear_text
-    assert "test accuracy 97.20% (" in unclear_text
+    assert f"found: validation accuracy {uncertainty.accuracy(960, 1000).text()} on the validation photos" in clear_text
+    assert "test accuracy 97.20% (" in unclear_text and "RANDOM" not in unclear_text
     alone = {key: value for key, value in clear.items() if key != "compared_with_previous"}
     assert "No photo-by-photo comparison with stage 2" in photo_results.conclusion(alone)
     first = {**alone, "stage": "01_feature_extraction"}
     assert photo_results.conclusion(first).count("\n") == 0
+    assert photo_results.conclusion({**first, "random_weights": True}).endswith("only show that the pipeline runs.")
 
 
 def test_pages_show_each_accuracy_with_its_interval_and_the_stage_to_stage_comparisons():

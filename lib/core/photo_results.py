@@ -67,9 +67,13 @@ def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike,
     if not stage.previous:
         return {}
     earlier = read(Path(run_folder) / stage.previous) or {}
-    what = f"{stage.title.lower()} (stage {stage.number} against stage {stage.number - 1})"
-    return {split: compare_split(earlier[split], rows, what, split) for split, rows in results.items()
+    return {split: compare_split(earlier[split], rows, _what(stage), split) for split, rows in results.items()
             if earlier.get(split)}
+
+
+def _what(stage: stages.Stage) -> str:
+    """What a comparison measures, as its sentence begins: `fine tuning (stage 3 against stage 2)`."""
+    return f"{stage.title.lower()} (stage {stage.number} against stage {stage.number - 1})"
 
 
 def _comparison(record: dict[str, Any]) -> uncertainty.PairedComparison:
@@ -79,18 +83,23 @@ def _comparison(record: dict[str, Any]) -> uncertainty.PairedComparison:
 
 
 def conclusion(metrics: records.Metrics) -> str:
-    """What this run found, from its own numbers: the stage's result with its intervals, then from stage 2 on what
+    """What this run found, from its own numbers: the stage's accuracies with their intervals, then from stage 2 on what
     it changed against the stage before it on each split both scored (test photos first: they chose nothing) and
     whether that is distinguishable from no change on those photos."""
     stage = stages.get(metrics["stage"])
-    lines = [f"What this run found. {records.sentence(metrics)}"]
+    found = f"What this run found: validation accuracy {records.accuracy_text(metrics, 'val_accuracy')} on the " \
+            f"{SPLIT_PHOTOS['validation']}"
+    if metrics.get("test_accuracy") is not None:
+        found += f"; test accuracy {records.accuracy_text(metrics, 'test_accuracy')} on the {SPLIT_PHOTOS['test']}"
+    lines = [found + "."]
     compared = metrics.get("compared_with_previous") or {}
     for split in sorted(compared, key=lambda name: (name != "test", name)):
         record = compared[split]
-        what = f"{stage.title} against stage {stage.number - 1}"
-        lines.append(f"On the {record['photos']}: {_comparison(record).sentence(what)}"
+        lines.append(f"On the {record['photos']}, {_comparison(record).sentence(_what(stage))}"
                      + (f" {record['note']}" if record.get("note") else ""))
     if stage.previous and not compared:
         lines.append(f"No photo-by-photo comparison with stage {stage.number - 1}: it left no per-photo results in "
                      "this run.")
+    if metrics.get("random_weights"):
+        lines.append("RANDOM WEIGHTS: these numbers only show that the pipeline runs.")
     return "\n".join(lines)
