@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_dataset
 
+from lib.core import records, uncertainty
 from lib.study import evaluation, features, heatmaps, models, photos, scores
 from lib.study.weights import WeightsChoice
 
@@ -58,6 +59,28 @@ def test_metrics_of_reports_tta_beside_the_plain_numbers():
     assert "val_accuracy_tta" not in evaluation.metrics_of({"validation": plain})
 
 
+def test_metrics_of_counts_each_accuracy_with_its_wilson_interval():
+    nothing = np.zeros(0)
+    result = scores.Evaluation(loss=0.3, accuracy=0.75, logits=nothing, temperature=1.0, probabilities=nothing,
+                               calibration=scores.Calibration(0.02, []), probabilities_uncalibrated=nothing,
+                               calibration_uncalibrated=scores.Calibration(0.05, []),
+                               right=np.array([True, True, True, False]), accuracy_tta=1.0,
+                               calibration_tta=scores.Calibration(0.0, []), right_tta=np.ones(4, dtype=bool))
+    found = evaluation.metrics_of({"validation": result})
+    assert found["val_accuracy"] == 0.75 and found["val_correct"] == 3 and found["val_total"] == 4
+    assert found["val_accuracy_interval_95"] == list(uncertainty.wilson_interval(3, 4))
+    assert found["val_correct_tta"] == 4
+    assert found["val_accuracy_tta_interval_95"] == [uncertainty.wilson_interval(4, 4)[0], 1.0]
+    assert found["test_correct"] is None and found["test_accuracy_interval_95"] is None  # No test split.
+    assert records.accuracy_text(found, "val_accuracy") == uncertainty.accuracy(3, 4).text()
+
+
+def test_each_photo_is_named_inside_its_split_folder_as_predict_names_it(tmp_path):
+    assert evaluation.photo_name(str(tmp_path / "validation" / "Cats" / "a" / "x.jpg"), "validation") == "Cats/a/x.jpg"
+    assert evaluation.photo_name(str(tmp_path / "test" / "dogs" / "y.png"), "test") == "dogs/y.png"
+    assert evaluation.photo_name("/elsewhere/z.jpg", "test") == "z.jpg"
+
+
 def test_gradcam_gives_one_normalised_map_per_photo_with_the_models_probability():
     keras.utils.set_random_seed(0)
     base = models.build_conv_base(WeightsChoice("none", None, None), 32)
@@ -89,3 +112,11 @@ def test_evaluate_gives_each_split_an_evaluation_with_named_fields(tmp_path):
     assert recorded["val_ece_calibrated"] == result.calibration.ece
     assert recorded["val_accuracy_tta"] == result.accuracy_tta
     assert recorded["reliability_validation"] == result.calibration.bins  # metrics.json keeps its rows of dicts.
+    assert recorded["val_correct"] == round(result.accuracy * 6) and recorded["val_total"] == 6
+    assert recorded["val_correct_tta"] == round(result.accuracy_tta * 6)
+    answers = evaluation.photo_results(image_sets, found)["validation"]
+    assert [row["file"] for row in answers] == [f"{name}/{name[:-1]}.{index}.jpg" for name in ("cats", "dogs")
+                                                for index in range(3)]
+    assert [row["right"] for row in answers] == list(result.right) and sum(row["right"] for row in answers) == \
+        recorded["val_correct"]
+    assert [row["p_dog"] for row in answers] == [round(float(value), 6) for value in result.probabilities]

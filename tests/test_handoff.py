@@ -64,3 +64,13 @@ def test_the_closing_sentence_puts_each_mirrored_score_beside_its_split():
     assert "test accuracy 97.00% (97.60% with test-time augmentation)" in text
     plain = records.sentence({key: value for key, value in metrics.items() if not key.endswith("_tta")})
     assert "test-time" not in plain and plain.endswith("calibration error (ECE) 0.020.")
+
+
+def test_the_stage_table_gives_each_validation_accuracy_its_interval_where_counted():
+    complete_stage("table", "01_feature_extraction", val_accuracy=0.97, val_correct=970, val_total=1000)
+    complete_stage("table", "02_data_augmentation", val_accuracy=0.96)  # An older record: no counts.
+    rows = stage_run.stage_comparison(stage_of("table", "03_fine_tuning"), 0.75, [True, True, True, False])
+    counted = [row["95% interval (counts)"] for row in rows]
+    assert counted[0] == "97.00% (95.75-97.89, 970/1000)" and counted[1] == ""
+    assert counted[2].startswith("75.00% (") and counted[2].endswith(", 3/4)") and rows[2]["this run"] == 0.75
+    assert stage_run.stage_comparison(stage_of("table", "03_fine_tuning"), 0.75)[2]["95% interval (counts)"] == ""

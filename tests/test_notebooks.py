@@ -246,6 +246,35 @@ def test_summary_page_and_manifest(smoke_run):
     assert manifest["hardware"]["cpu"]
 
 
+def test_every_accuracy_has_its_interval_and_each_stage_is_compared_with_the_one_before(smoke_run):
+    folder = smoke_run / "smoke-test"
+    summary = json.loads((folder / "summary.json").read_text())
+    page = (folder / "index.html").read_text()
+    for stage in stages.STEMS:
+        metrics = json.loads((folder / stage / "metrics.json").read_text())
+        for prefix, split in (("val", "validation"), ("test", "test")):
+            accuracy, (low, high) = metrics[f"{prefix}_accuracy"], metrics[f"{prefix}_accuracy_interval_95"]
+            assert metrics[f"{prefix}_total"] == metrics["images"][split] and low <= accuracy <= high
+            assert metrics[f"{prefix}_correct"] == round(accuracy * metrics[f"{prefix}_total"])
+            assert summary["stages"][stage][f"{prefix}_accuracy_interval_95"] == [low, high]
+            assert summary["stages"][stage][f"{prefix}_accuracy_text"] in page
+        answers = json.loads((folder / stage / "photo_results.json").read_text())
+        assert sum(row["right"] for row in answers["test"]) == metrics["test_correct"]
+        compared = metrics.get("compared_with_previous")
+        report = (folder / stage / f"{stage}.html").read_text()
+        assert "What this run found: validation accuracy" in report  # The closing cell, from the run's numbers.
+        if stage == stages.STEMS[0]:
+            assert compared is None
+            continue
+        assert set(compared) == {"validation", "test"}
+        assert summary["stages"][stage]["compared_with_previous"] == compared
+        for split, record in compared.items():
+            assert record["total"] == metrics["images"][split] and record["fixed"] + record["broke"] <= record["total"]
+            assert record["interval_95"][0] <= record["difference"] <= record["interval_95"][1]
+            assert 0 <= record["mcnemar_exact_p"] <= 1 and record["sentence"] in page and record["sentence"] in report
+    assert "test photos (no choice made on them)" in page and "validation photos (these chose the best epoch)" in page
+
+
 def test_rerun_from_a_manifest_repeats_the_parameters(smoke_run):
     manifest = smoke_run / "smoke-test" / "manifest.json"
     result = run_suite(smoke_run, "feature_extraction", "--from", str(manifest), "--run", "repeated", "--no-forecast")
@@ -322,6 +351,20 @@ def test_predict_classifies_every_readable_photo(smoke_run, tmp_path, stage):
     assert page.count("data:image/png;base64") == 2 * 13 and "broken.jpg" in page
     assert f"{photos}/" not in page and str(photos) not in (folder / "predictions.csv").read_text()  # Photos by
     assert summary["images"] == str(photos)  # their path inside the folder given, which is named as given.
+    # On the stage's own test photos, predict gives the stage's answer photo for photo (float32).
+    test_photos = smoke_run / "cache" / "synthetic_cats_and_dogs" / "test"
+    chosen = ["--stage", stage] if stage else []
+    result = predict(smoke_run, "--run", "smoke-test", "--images", str(test_photos), *chosen)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(folder / "predictions.csv") as handle:
+        predicted = {row["path"]: row for row in csv.DictReader(handle)}
+    stage_answers = json.loads((smoke_run / "smoke-test" / stem / "photo_results.json").read_text())["test"]
+    assert {path: row["label"] == row["true_label"] for path, row in predicted.items()} == \
+        {row["file"]: row["right"] for row in stage_answers}
+    assert max(abs(float(predicted[row["file"]]["p_dog"]) - row["p_dog"]) for row in stage_answers) < 1e-4
+    summary = json.loads((folder / "predictions.json").read_text())
+    assert summary["correct"] == stage_metrics["test_correct"] and summary["labelled"] == stage_metrics["test_total"]
+    assert summary["accuracy_interval_95"] == stage_metrics["test_accuracy_interval_95"]
 
 
 def test_predict_skips_photos_too_large_to_decode_in_bounded_memory(smoke_run, tmp_path):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lib.core import locks, paths, storage
+from lib.core import locks, paths, storage, uncertainty
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -29,6 +29,9 @@ class Metrics(TypedDict, total=False):
 
     Every stage writes the keys down to `best_epoch_rule`; `val_*`/`test_*` scores are None where a split is
     missing, the `*_tta` ones appear only with test-time augmentation. Stages 2 and 3 add what they trained on.
+    Each accuracy `<split>_accuracy[_tta]` comes with its counts (`<split>_correct[_tta]` of `<split>_total` photos)
+    and its 95% Wilson interval (`<split>_accuracy[_tta]_interval_95`, [low, high]); runs older than these keys
+    lack them, and are shown with the bare accuracy (`accuracy_text`).
     """
 
     stage: str  # The notebook stem.
@@ -47,6 +50,19 @@ class Metrics(TypedDict, total=False):
     test_ece_calibrated: float | None
     test_accuracy_tta: float
     test_ece_tta: float
+    val_correct: int  # Validation photos classified right, of `val_total`.
+    val_total: int
+    val_accuracy_interval_95: list[float]  # [low, high]: the 95% Wilson interval of `val_accuracy`.
+    val_correct_tta: int
+    val_accuracy_tta_interval_95: list[float]
+    test_correct: int | None
+    test_total: int | None
+    test_accuracy_interval_95: list[float] | None
+    test_correct_tta: int
+    test_accuracy_tta_interval_95: list[float]
+    # From stage 2 on: this stage against the one before it, photo by photo on each scored split
+    # (`lib.core.photo_results.compare_stages`): fixed, broke, difference and its interval, McNemar p, a sentence.
+    compared_with_previous: dict[str, dict[str, Any]]
     temperature: float
     reliability_validation: list[dict[str, Any]]
     reliability_validation_uncalibrated: list[dict[str, Any]]
@@ -299,21 +315,40 @@ def read_manifest(run: str) -> Manifest:
     return manifest
 
 
+def counted_accuracy(metrics: Metrics, key: str) -> uncertainty.Accuracy | None:
+    """The accuracy `key` of a stage (`val_accuracy`, `test_accuracy_tta`, ...) with its counts and 95% interval, or
+    None where the stage kept no counts (a run older than them, or no such score)."""
+    split, _, mirrors = key.partition("_accuracy")
+    correct, total = metrics.get(f"{split}_correct{mirrors}"), metrics.get(f"{split}_total")
+    if metrics.get(key) is None or correct is None or not total:
+        return None
+    return uncertainty.accuracy(int(correct), int(total))
+
+
+def accuracy_text(metrics: Metrics, key: str, digits: int = 2) -> str:
+    """`97.50% (96.72-98.10, 1950/2000)`: the accuracy `key` with its 95% interval and counts; the bare accuracy
+    (`97.50%`, to `digits` decimals) where the stage kept no counts; "" where it has no such score."""
+    counted = counted_accuracy(metrics, key)
+    if counted is not None:
+        return counted.text()
+    return "" if metrics.get(key) is None else f"{metrics[key]:.{digits}%}"
+
+
 def with_mirrors(metrics: Metrics, split: str) -> str:
     """` (x% with test-time augmentation)` where the stage scored `split` with its mirrored photos too."""
-    accuracy = metrics.get(f"{split}_accuracy_tta")
-    return "" if accuracy is None else f" ({accuracy:.2%} with test-time augmentation)"
+    text = accuracy_text(metrics, f"{split}_accuracy_tta")
+    return f" ({text} with test-time augmentation)" if text else ""
 
 
 def sentence(metrics: Metrics) -> str:
     """One sentence stating a stage's result: the notebook's closing line and the opening of its report."""
     reference = metrics.get("course_notes_val_accuracy")
-    text = (f"Validation accuracy {metrics['val_accuracy']:.2%} (loss {metrics['val_loss']:.4f}) at epoch "
-            f"{metrics['best_epoch']} of {metrics['epochs_run']}" + with_mirrors(metrics, "val"))
+    text = (f"Validation accuracy {accuracy_text(metrics, 'val_accuracy')} at epoch {metrics['best_epoch']} of "
+            f"{metrics['epochs_run']}" + with_mirrors(metrics, "val") + f", loss {metrics['val_loss']:.4f}")
     if reference:
         text += f", against about {reference:.0%} in the course notes"
     if metrics.get("test_accuracy") is not None:
-        text += f"; test accuracy {metrics['test_accuracy']:.2%}" + with_mirrors(metrics, "test")
+        text += f"; test accuracy {accuracy_text(metrics, 'test_accuracy')}" + with_mirrors(metrics, "test")
     if metrics.get("val_ece") is not None:
         text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
     text += "."

@@ -3,7 +3,8 @@
     python -m lib.pages.compare <run> <run> ...      (make compare RUNS="a b ...")
 
 For each stage: the parameters that differ between the runs (what is the same is left out), validation and
-test accuracy (and with test-time augmentation where a run measured it), calibration error, best epoch and
+test accuracy (and with test-time augmentation where a run measured it) with their counts and 95% intervals where
+the run kept them, calibration error, best epoch and
 time; and one figure per stage with every run's validation curve.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lib.core import marks, paths, records, stages, storage
 from lib.pages import html, summary
 
 SCORES = ("val_accuracy", "test_accuracy", "val_accuracy_tta", "test_accuracy_tta", "val_ece", "test_ece")
+ACCURACIES = SCORES[:4]  # Shown with their 95% interval and counts where the run kept them.
 
 
 def stage_results(run: str, stage: stages.Stage, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -26,10 +28,19 @@ def stage_results(run: str, stage: stages.Stage, record: dict[str, Any]) -> dict
     if metrics is None:
         return None
     history = records.read_history(folder / records.HISTORY_FILE)
-    return {**{score: metrics.get(score) for score in SCORES}, "best_epoch": metrics.get("best_epoch"),
+    return {**{score: metrics.get(score) for score in SCORES},
+            **{f"{score}_text": records.accuracy_text(metrics, score, digits=1) for score in ACCURACIES},
+            **{f"{score}_counted": _counted(metrics, score) for score in ACCURACIES},
+            "best_epoch": metrics.get("best_epoch"),
             "epochs_run": metrics.get("epochs_run"), "parameters": metrics.get("parameters", {}),
             "seconds": record.get("seconds", metrics.get("extraction_seconds", 0) + metrics.get("training_seconds", 0)),
             "curve": [row.get("val_accuracy") for row in history], "report": f"{run}/{stage.stem}/{stage.stem}.html"}
+
+
+def _counted(metrics: records.Metrics, score: str) -> dict[str, Any] | None:
+    """An accuracy's counts and 95% interval (`uncertainty.Accuracy.record`), None where the run kept none."""
+    counted = records.counted_accuracy(metrics, score)
+    return counted.record() if counted else None
 
 
 def collect(runs: list[str]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """A stage's report, `<stage>.html`: the executed notebook as one standalone page made for people.
 
-It is titled after its stage, opens on the result (validation and test accuracy, best epoch, time, the course
-notes' number, the learning curves and the stage's key figure, all from what the stage wrote), and only then
-shows the notebook, its code folded and TensorFlow's own log lines left out of the cell outputs (the executed
-`.ipynb` beside it keeps everything). It loads nothing from the network. A stage that did not finish opens on a
-banner saying how it ended. Everything that reaches the page from a file, a parameter or an error is escaped.
+It is titled after its stage, opens on the result (validation and test accuracy with their 95% intervals, the
+comparison with the stage before it photo by photo, best epoch, time, the course notes' number, the learning curves
+and the stage's key figure, all from what the stage wrote), and only then shows the notebook, its code folded and
+TensorFlow's own log lines left out of the cell outputs (the executed `.ipynb` beside it keeps everything). It loads
+nothing from the network. A stage that did not finish opens on a banner saying how it ended. Everything that
+reaches the page from a file, a parameter or an error is escaped.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from pathlib import Path
 from lib import TENSORFLOW_LOG_LINE
 from lib.core import records, stages, storage
 from lib.pages import html
+
+# The accuracies a stage reports, each shown with its 95% interval and counts where the stage kept them.
+ACCURACIES = ("val_accuracy", "val_accuracy_tta", "test_accuracy", "test_accuracy_tta")
 
 
 def _seconds(metrics: records.Metrics) -> float | None:
@@ -37,9 +41,11 @@ def _figures(folder: Path, stage: stages.Stage) -> list[dict[str, str]]:
 def header(folder: Path, stage: stages.Stage, banner: str | None = None) -> str:
     """The panel the report opens on: the stage's result from `folder`, or the banner of a stage that stopped."""
     metrics = records.read_metrics(folder)
+    accuracies = {key: records.accuracy_text(metrics or {}, key) for key in ACCURACIES}
     return html.render("stage_header.html.j2", heading=f"Stage {stage.number}: {stage.title}", run=folder.parent.name,
                        profile=(metrics or {}).get("profile"), notebook=f"{stage.stem}.ipynb", banner=banner,
-                       metrics=metrics, sentence=records.sentence(metrics) if metrics else "",
+                       metrics=metrics, sentence=records.sentence(metrics) if metrics else "", accuracies=accuracies,
+                       compared=(metrics or {}).get("compared_with_previous") or {},
                        seconds=_seconds(metrics) if metrics else None, figures=_figures(folder, stage))
 
 

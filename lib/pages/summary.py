@@ -2,10 +2,11 @@
 
     python -m lib.pages.summary <run>        (also: make report RUN=<run>)
 
-A table of the stages (validation and test accuracy, best epoch, epochs run, time, the forecast) beside the
-course notes' numbers, one figure with every stage's validation curve, the published results on this kind
-of split, links to each stage's report, and plain warnings when the run used random weights or a reduced
-profile. Images are embedded, so the page stands on its own.
+A table of the stages (validation and test accuracy with their counts and 95% intervals, best epoch, epochs run,
+time, the forecast) beside the course notes' numbers, each stage against the one before it photo by photo (on
+which photos, and whether they chose anything), one figure with every stage's validation curve, the published
+results on this kind of split, links to each stage's report, and plain warnings when the run used random weights
+or a reduced profile. Images are embedded, so the page stands on its own.
 """
 from __future__ import annotations
 
@@ -47,7 +48,21 @@ def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) ->
         "profile": metrics["profile"], "started_from": metrics.get("started_from"),
         "report": f"{stage.stem}/{stage.stem}.html",
         "val_accuracy_curve": [row.get("val_accuracy") for row in history],
+        **_counted(metrics), "compared_with_previous": metrics.get("compared_with_previous") or {},
     }
+
+
+def _counted(metrics: records.Metrics) -> dict[str, Any]:
+    """Each split's accuracy with its counts and 95% interval where the stage kept them (None where not: an older
+    run), and as the page shows it (`val_accuracy_text`; the bare accuracy where there are no counts)."""
+    found: dict[str, Any] = {}
+    for split in ("val", "test"):
+        counted = records.counted_accuracy(metrics, f"{split}_accuracy")
+        found.update({f"{split}_correct": counted.correct if counted else None,
+                      f"{split}_total": counted.total if counted else None,
+                      f"{split}_accuracy_interval_95": [counted.low, counted.high] if counted else None,
+                      f"{split}_accuracy_text": records.accuracy_text(metrics, f"{split}_accuracy", digits=1)})
+    return found
 
 
 def _last_attempt(folder: Path, stage: stages.Stage, record: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +177,7 @@ def render(summary: dict[str, Any]) -> str:
         row.setdefault("forecast_seconds", None)
         row.setdefault("last_attempt", "")
         row.setdefault("attempt_report", "")
+        row.setdefault("compared_with_previous", {})
         at_start = html.duration(row.get("forecast_at_start_seconds"))  # Shown where it reads otherwise.
         row["forecast_at_start"] = at_start if at_start != html.duration(row["forecast_seconds"]) else ""
     references = [{"heading": stage.heading, **vars(reference)} for stage in stages.STAGES

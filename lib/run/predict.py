@@ -12,8 +12,8 @@ little memory; labels come from `cats/` and `dogs/` folders directly inside the 
 cannot be read (or is too large: `lib.study.decode.MAX_PIXELS`) is listed in `skipped` with why and never stops the
 run. Photos are named by their path inside the images folder given. Writes `outputs/<run>/predictions/`,
 replacing an earlier one only once the new one is whole: `predictions.csv` (one row per photo read),
-`predictions.json` (counts, skipped files, accuracy when labelled), and `index.html`, a gallery sorted by
-confidence with heatmaps of where the model looked.
+`predictions.json` (counts, skipped files, accuracy with its counts and 95% interval when labelled), and
+`index.html`, a gallery sorted by confidence with heatmaps of where the model looked.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import numpy as np
 
 import lib
 from lib import SuiteError
-from lib.core import locks, params, paths, records, stages, storage
+from lib.core import locks, params, paths, records, stages, storage, uncertainty
 from lib.pages import html
 from lib.study import decode, listing
 
@@ -177,12 +177,14 @@ def gallery_images(predictor: Predictor, shown: list[dict]) -> list[dict]:
 
 def summary_of(rows: list[dict], skipped: list[dict], run: str, stage: stages.Stage, predictor: Predictor,
                images: str) -> dict[str, Any]:
-    """`predictions.json`: counts, skipped files with why, and the accuracy where the photos carry labels."""
+    """`predictions.json`: counts, skipped files with why, and where the photos carry labels the accuracy with its
+    counts (`correct` of `labelled`) and 95% interval (`accuracy_interval_95`, [low, high]; Wilson)."""
     labelled = [row for row in rows if row["true_label"]]
+    counted = uncertainty.accuracy_of([row["label"] == row["true_label"] for row in labelled]) if labelled else None
     return {"run": run, "stage": stage.stem, "model": predictor.description, "images": images,  # As given.
             "count": len(rows), "labelled": len(labelled),
-            "accuracy": (sum(row["label"] == row["true_label"] for row in labelled) / len(labelled)) if labelled
-            else None,
+            "accuracy": counted.value if counted else None, "correct": counted.correct if counted else None,
+            "accuracy_interval_95": [counted.low, counted.high] if counted else None,
             "dogs": sum(row["label"] == "dog" for row in rows), "cats": sum(row["label"] == "cat" for row in rows),
             "skipped": skipped, "written": records.now()}
 
@@ -250,7 +252,8 @@ def _predict(run: str, images: str, stage: stages.Stage) -> Path:
     summary = summary_of(rows, [{key: item[key] for key in ("path", "reason")} for item in skipped + unreadable],
                          run, stage, predictor, images)
     folder = write(run, rows, summary, gallery_images(predictor, gallery_rows(rows)))
-    accuracy = f", accuracy {summary['accuracy']:.2%} on {summary['labelled']} labelled" if summary["labelled"] else ""
+    accuracy = (f", accuracy {uncertainty.accuracy(summary['correct'], summary['labelled']).text()} on the labelled"
+                if summary["labelled"] else "")
     print(f"{summary['count']} photos classified ({summary['dogs']} dogs, {summary['cats']} cats){accuracy}; "
           f"{len(summary['skipped'])} skipped. {folder / 'index.html'}", flush=True)
     return folder

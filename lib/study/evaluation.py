@@ -14,11 +14,13 @@ is reported beside the plain numbers, never instead.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lib.study import cache, features, models, scores, training
+from lib.core import uncertainty
+from lib.study import cache, features, listing, models, scores, training
 from lib.study.photos import ImageSet
 from lib.study.weights import WeightsChoice
 
@@ -62,30 +64,67 @@ def _scored(measured: training.Scored, labels: np.ndarray, temperature: float,
         loss=measured.loss, accuracy=measured.accuracy, logits=measured.logits, temperature=temperature,
         probabilities=probabilities, calibration=scores.calibration(labels, probabilities),
         probabilities_uncalibrated=measured.probabilities,
-        calibration_uncalibrated=scores.calibration(labels, measured.probabilities))
+        calibration_uncalibrated=scores.calibration(labels, measured.probabilities),
+        right=(measured.probabilities > 0.5) == (labels > 0.5))  # What `accuracy` counts, photo by photo.
     if logits_mirrored is not None:
         averaged = (probabilities + scores.sigmoid(logits_mirrored / temperature)) / 2
+        right_tta = (averaged > 0.5) == (labels > 0.5)
         result = dataclasses.replace(
-            result, logits_mirrored=logits_mirrored, probabilities_tta=averaged,
-            accuracy_tta=float(np.mean((averaged > 0.5) == (labels > 0.5))),
-            calibration_tta=scores.calibration(labels, averaged))
+            result, logits_mirrored=logits_mirrored, probabilities_tta=averaged, accuracy_tta=float(np.mean(right_tta)),
+            calibration_tta=scores.calibration(labels, averaged), right_tta=right_tta)
     return result
 
 
+def counts_of(prefix: str, right: np.ndarray | None, mirrors: str = "") -> dict[str, Any]:
+    """The counts and 95% interval of an accuracy for `metrics.json` (`lib.core.records.Metrics`):
+    `<prefix>_correct<mirrors>`, `<prefix>_total` and `<prefix>_accuracy<mirrors>_interval_95`; None each where there
+    is no such score, {} where the evaluation kept no per-photo answers."""
+    if right is None:
+        return {}
+    counted = uncertainty.accuracy_of(np.asarray(right, dtype=bool).reshape(-1).tolist())
+    return {f"{prefix}_correct{mirrors}": counted.correct, f"{prefix}_total": counted.total,
+            f"{prefix}_accuracy{mirrors}_interval_95": [counted.low, counted.high]}
+
+
 def metrics_of(evaluations: dict[str, scores.Evaluation]) -> dict[str, Any]:
-    """The evaluation numbers that go into `metrics.json`: `val_*` and `test_*` (None where no test split)."""
+    """The evaluation numbers that go into `metrics.json`: `val_*` and `test_*` (None where no test split), each
+    accuracy with its counts and 95% interval (`counts_of`)."""
     found: dict[str, Any] = {}
     for split, prefix in (("validation", "val"), ("test", "test")):
         result = evaluations.get(split)
         found[f"{prefix}_accuracy"] = result.accuracy if result else None
+        found.update(counts_of(prefix, result.right) if result else
+                     {f"{prefix}_correct": None, f"{prefix}_total": None, f"{prefix}_accuracy_interval_95": None})
         found[f"{prefix}_loss"] = result.loss if result else None
         found[f"{prefix}_ece"] = result.calibration_uncalibrated.ece if result else None
         found[f"{prefix}_ece_calibrated"] = result.calibration.ece if result else None
         if result and result.calibration_tta is not None:
             found[f"{prefix}_accuracy_tta"] = result.accuracy_tta
             found[f"{prefix}_ece_tta"] = result.calibration_tta.ece
+            found.update(counts_of(prefix, result.right_tta, "_tta"))
     if "validation" in evaluations:
         found["temperature"] = evaluations["validation"].temperature
         found["reliability_validation"] = evaluations["validation"].calibration.bins
         found["reliability_validation_uncalibrated"] = evaluations["validation"].calibration_uncalibrated.bins
     return found
+
+
+def photo_name(path: str, split: str) -> str:
+    """A photo's name inside its split's folder (`cats/cat.1000.jpg`), as `make predict` names the photos of the
+    folder it is given: the path below the split folder's class folder, keeping that class folder."""
+    path_object = Path(path)
+    for folder in path_object.parents:
+        if folder.parent.name == split and folder.name.lower() in listing.CLASS_NAMES:
+            return path_object.relative_to(folder.parent).as_posix()
+    return path_object.name
+
+
+def photo_results(image_sets: dict[str, ImageSet], evaluations: dict[str, scores.Evaluation]
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """Per scored split, one row per photo: its `photo_name`, label (0 cat, 1 dog), calibrated P(dog) and whether
+    the stage got it right (`lib.core.photo_results` writes and compares them)."""
+    return {split: [{"file": photo_name(path, split), "label": int(label), "p_dog": round(float(probability), 6),
+                     "right": bool(right)}
+                    for path, label, probability, right in zip(image_sets[split].files, image_sets[split].labels,
+                                                               result.probabilities, result.right)]
+            for split, result in evaluations.items() if result.right is not None}

@@ -33,6 +33,7 @@ class Evaluation:
     (1 without calibration); `probabilities` are P(dog) = sigmoid(logits / temperature), `calibration` theirs;
     `probabilities_uncalibrated` and `calibration_uncalibrated` are the model's own. The `*_tta` fields hold the
     test-time augmentation's numbers (the photo and its mirror image averaged), None when it was not asked for.
+    `right` (and `right_tta`) say photo by photo whether the stage's answer was right: what `accuracy` counts.
     """
 
     loss: float
@@ -47,6 +48,8 @@ class Evaluation:
     probabilities_tta: np.ndarray | None = None
     accuracy_tta: float | None = None
     calibration_tta: Calibration | None = None
+    right: np.ndarray | None = None
+    right_tta: np.ndarray | None = None
 
 
 def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> list[list[int]]:

@@ -15,7 +15,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from lib.core import devices, marks, params, paths, records, stages, storage, versions
+from lib.core import devices, marks, params, paths, photo_results, records, stages, storage, uncertainty, versions
 from lib.study import backup, cache, distribute, evaluation, models, plots, scores, training
 from lib.study.weights import WeightsChoice
 
@@ -54,10 +54,14 @@ class StageRun:
 
     def finish(self, *, weights: WeightsChoice, image_sets: dict, evaluations: dict[str, scores.Evaluation],
                fitted: training.FitResult, extraction_seconds: float, **extra: Any) -> records.Metrics:
-        """Write `metrics.json` (last: its presence means the stage ended) and print the result in a sentence.
+        """Write the stage's per-photo results and `metrics.json` (last: its presence means the stage ended), with
+        the comparison against the stage before it photo by photo, and print the result in a sentence.
 
         `evaluations` holds `lib.study.evaluation.evaluate`'s results by split; `extra` adds the stage's own keys.
         """
+        answers = evaluation.photo_results(image_sets, evaluations)
+        photo_results.write(self.folder, answers)
+        compared = photo_results.compare_stages(self.stage, self.folder.parent, answers)
         metrics = records.Metrics(
             stage=self.stage.stem, status="complete", run_name=self.run_name, profile=self.profile_name,
             **evaluation.metrics_of(evaluations), best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
@@ -72,6 +76,8 @@ class StageRun:
                                                                 evaluations["validation"].probabilities),
             best_epoch_rule="highest val_accuracy, ties broken by lowest val_loss", precision=self.precision,
             cache_entries=cache.used_entries())
+        if compared:
+            metrics["compared_with_previous"] = compared
         metrics.update(extra)
         records.write_metrics(self.folder, metrics)
         storage.remove_tree(paths.backup_dir(self.folder))  # Complete: nothing left to resume.
@@ -161,13 +167,16 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def stage_comparison(run: StageRun, accuracy: float) -> list[dict]:
-    """Validation accuracy of each stage of the run (this one's is `accuracy`, the others' from their metrics)
-    beside the course notes'."""
+def stage_comparison(run: StageRun, accuracy: float, right: Any = None) -> list[dict]:
+    """Validation accuracy of each stage of the run (this one's is `accuracy`, with its 95% interval and counts
+    from `right`, its per-photo answers, when given; the others' from their metrics) beside the course notes'."""
     rows = []
     for stage in stages.STAGES:
-        value = accuracy if stage.stem == run.stage.stem else None
-        if value is None:
-            value = (records.read_metrics(run.folder.parent / stage.stem) or {}).get("val_accuracy")
-        rows.append({"stage": stage.stem, "this run": value, "course notes": stage.course_notes_val_accuracy})
+        metrics = records.read_metrics(run.folder.parent / stage.stem) or {}
+        value, counted = metrics.get("val_accuracy"), records.counted_accuracy(metrics, "val_accuracy")
+        if stage.stem == run.stage.stem:
+            value = accuracy
+            counted = uncertainty.accuracy_of([bool(flag) for flag in right]) if right is not None else None
+        rows.append({"stage": stage.stem, "this run": value, "95% interval (counts)": counted.text() if counted else "",
+                     "course notes": stage.course_notes_val_accuracy})
     return rows

@@ -1,0 +1,105 @@
+"""Each stage's answer on each scored photo, and each stage against the one before it on the same photos.
+
+A stage writes `photo_results.json` into its folder: per scored split (validation, and test where the photos have
+one), one row per photo with its file name inside the split's folder (`cats/cat.1000.jpg`, as `make predict` names a
+photo inside the folder it is given), its label (0 cat, 1 dog), the calibrated P(dog) and whether the stage got it
+right. From stage 2 on, the stage compares itself with the stage before it on the photos both scored, matched by
+file name (`lib.core.uncertainty.compare`: fixed, broke, the difference with its 95% interval, the exact McNemar
+p-value), and keeps the result in its `metrics.json` as `compared_with_previous`. The notebook's closing cell prints
+`conclusion`, computed from those numbers, never typed in advance.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lib.core import records, stages, storage, uncertainty
+
+PHOTO_RESULTS_FILE = "photo_results.json"
+
+# Which photos a comparison is on, and whether they chose anything: the validation photos pick each stage's best
+# epoch (and its temperature), so a difference measured on them is optimistic; the test photos chose nothing.
+SPLIT_PHOTOS = {"validation": "validation photos (these chose the best epoch)",
+                "test": "test photos (no choice made on them)"}
+
+
+def write(folder: str | os.PathLike, results: dict[str, list[dict[str, Any]]]) -> Path:
+    """Write a stage's `photo_results.json` atomically: per split, rows `{file, label, p_dog, right}`, one a line."""
+    splits = [json.dumps(split) + ": [\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]"
+              for split, rows in results.items()]
+    return storage.write_text(Path(folder) / PHOTO_RESULTS_FILE, "{\n" + ",\n".join(splits) + "\n}\n")
+
+
+def read(folder: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | None:
+    """A stage folder's per-photo results, or None where it has none (a stage from before they were written) or
+    they cannot be read."""
+    path = Path(folder) / PHOTO_RESULTS_FILE
+    try:
+        found = storage.read_json(path)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def compare_split(before: list[dict[str, Any]], after: list[dict[str, Any]], what: str, split: str
+                  ) -> dict[str, Any]:
+    """`after` (this stage's rows of one split) against `before` (the earlier stage's), matched by file name: the
+    `uncertainty.PairedComparison` record, which photos (`photos`), the sentence, and where the two stages did not
+    score the same photos, a `note` saying so (the comparison is then on the photos both scored)."""
+    earlier = {row["file"]: bool(row["right"]) for row in before}
+    now = {row["file"]: bool(row["right"]) for row in after}
+    shared = [name for name in now if name in earlier]
+    comparison = uncertainty.compare([earlier[name] for name in shared], [now[name] for name in shared])
+    record = {**comparison.record(), "split": split, "photos": SPLIT_PHOTOS.get(split, f"{split} photos"),
+              "sentence": comparison.sentence(what)}
+    if len(shared) != len(earlier) or len(shared) != len(now):
+        record["note"] = (f"The two stages scored different {split} photos ({len(earlier)} before, {len(now)} now): "
+                          f"compared on the {len(shared)} both scored.")
+    return record
+
+
+def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike,
+                   results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """This stage's per-photo `results` against those of the stage before it in `run_folder`, per split both scored;
+    {} for the first stage, or where the earlier stage left no per-photo results."""
+    if not stage.previous:
+        return {}
+    earlier = read(Path(run_folder) / stage.previous) or {}
+    return {split: compare_split(earlier[split], rows, _what(stage), split) for split, rows in results.items()
+            if earlier.get(split)}
+
+
+def _what(stage: stages.Stage) -> str:
+    """What a comparison measures, as its sentence begins: `fine tuning (stage 3 against stage 2)`."""
+    return f"{stage.title.lower()} (stage {stage.number} against stage {stage.number - 1})"
+
+
+def _comparison(record: dict[str, Any]) -> uncertainty.PairedComparison:
+    low, high = record["interval_95"]
+    return uncertainty.PairedComparison(record["fixed"], record["broke"], record["total"], record["difference"],
+                                        low, high, record["mcnemar_exact_p"])
+
+
+def conclusion(metrics: records.Metrics) -> str:
+    """What this run found, from its own numbers: the stage's accuracies with their intervals, then from stage 2 on what
+    it changed against the stage before it on each split both scored (test photos first: they chose nothing) and
+    whether that is distinguishable from no change on those photos."""
+    stage = stages.get(metrics["stage"])
+    found = f"What this run found: validation accuracy {records.accuracy_text(metrics, 'val_accuracy')} on the " \
+            f"{SPLIT_PHOTOS['validation']}"
+    if metrics.get("test_accuracy") is not None:
+        found += f"; test accuracy {records.accuracy_text(metrics, 'test_accuracy')} on the {SPLIT_PHOTOS['test']}"
+    lines = [found + "."]
+    compared = metrics.get("compared_with_previous") or {}
+    for split in sorted(compared, key=lambda name: (name != "test", name)):
+        record = compared[split]
+        lines.append(f"On the {record['photos']}, {_comparison(record).sentence(_what(stage))}"
+                     + (f" {record['note']}" if record.get("note") else ""))
+    if stage.previous and not compared:
+        lines.append(f"No photo-by-photo comparison with stage {stage.number - 1}: it left no per-photo results in "
+                     "this run.")
+    if metrics.get("random_weights"):
+        lines.append("RANDOM WEIGHTS: these numbers only show that the pipeline runs.")
+    return "\n".join(lines)
