@@ -77,3 +77,13 @@ def test_the_paired_interval_covers_the_true_difference_about_95_times_in_100():
         comparison = uncertainty._newcombe_paired(*map(int, cells))
         covered += comparison.low <= true_difference <= comparison.high
     assert 0.93 <= covered / 2000 <= 0.975
+
+
+def test_a_change_is_distinguishable_only_when_the_interval_and_the_exact_test_agree():
+    """Five photos fixed and none broken out of twelve: Newcombe's interval lies above 0, but the exact McNemar
+    p-value is 2 / 2**5 = 0.0625, so the sentence does not call it better."""
+    comparison = uncertainty.compare([False] * 5 + [True] * 7, [True] * 12)
+    assert comparison.low > 0 and comparison.p_value == pytest.approx(0.0625)
+    assert not comparison.distinguishable and "not distinguishable from no change" in comparison.sentence("x")
+    six = uncertainty.compare([False] * 6 + [True] * 6, [True] * 12)  # p = 0.03125: both measures agree.
+    assert six.distinguishable and "better on these 12 photos" in six.sentence("x")
