@@ -9,9 +9,11 @@
 # %% [markdown]
 # # Stage 1: feature extraction with a frozen VGG16 conv base
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab] In Colab, pick a GPU runtime
-# first (Runtime > Change runtime type): the defaults below are the full reference schedule, meant for a GPU; on a
-# CPU runtime the first code cell says what they would cost there and how to shorten them.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab]
+#
+# In Colab, pick a GPU runtime first (Runtime > Change runtime type): the defaults below are the full reference
+# schedule, meant for a GPU; on a CPU runtime the first code cell says what they would cost there and how to
+# shorten them.
 #
 # A convolutional network trained on ImageNet has learned features (edges, textures, object parts) that are
 # useful far beyond ImageNet. The cheapest way to reuse them: run the **VGG16 convolutional base** once over

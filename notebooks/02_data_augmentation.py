@@ -9,9 +9,11 @@
 # %% [markdown]
 # # Stage 2: data augmentation, the frozen conv base trained end to end
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab] In Colab, pick a GPU runtime
-# first (Runtime > Change runtime type): the defaults below are the full reference schedule, meant for a GPU; on a
-# CPU runtime the first code cell says what they would cost there and how to shorten them.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab]
+#
+# In Colab, pick a GPU runtime first (Runtime > Change runtime type): the defaults below are the full reference
+# schedule, meant for a GPU; on a CPU runtime the first code cell says what they would cost there and how to
+# shorten them.
 #
 # Stage 1's classifier saw each training photo as one fixed feature vector, which invites overfitting. Data
 # augmentation shows the model a new random variant of every photo each epoch: rotated, shifted, zoomed,

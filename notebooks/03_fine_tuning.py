@@ -9,9 +9,11 @@
 # %% [markdown]
 # # Stage 3: fine tuning the top of the conv base
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab] In Colab, pick a GPU runtime
-# first (Runtime > Change runtime type): the defaults below are the full reference schedule, meant for a GPU; on a
-# CPU runtime the first code cell says what they would cost there and how to shorten them.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)][colab]
+#
+# In Colab, pick a GPU runtime first (Runtime > Change runtime type): the defaults below are the full reference
+# schedule, meant for a GPU; on a CPU runtime the first code cell says what they would cost there and how to
+# shorten them.
 #
 # The conv base's first blocks detect generic edges and textures; its last block encodes more abstract,
 # ImageNet-specific parts. Fine tuning unfreezes that last block (`block5_conv1..3`) and trains it together
