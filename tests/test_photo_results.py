@@ -67,6 +67,9 @@ def test_a_stage_is_compared_with_the_one_before_on_the_photos_both_scored():
 def test_compare_stages_reads_the_stage_before_in_the_run_folder(tmp_path):
     first, second, third = stages.STAGES
     photo_results.write(tmp_path / first.stem, {"validation": rows([False] * 5), "test": rows([True] * 3)})
+    answers = {"validation": rows([True] * 5), "test": rows([True] * 3)}
+    assert photo_results.compare_stages(second, tmp_path, answers) == {}  # Stage 1 did not complete: an old attempt's.
+    (tmp_path / first.stem / records.METRICS_FILE).write_text("{}")
     found = photo_results.compare_stages(second, tmp_path, {"validation": rows([True] * 5), "test": rows([True] * 3)})
     assert set(found) == {"validation", "test"} and found["validation"]["fixed"] == 5
     assert found["validation"]["sentence"].startswith("data augmentation (stage 2 against stage 1): +100.00 points")

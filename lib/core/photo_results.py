@@ -63,10 +63,12 @@ def compare_split(before: list[dict[str, Any]], after: list[dict[str, Any]], wha
 def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike,
                    results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """This stage's per-photo `results` against those of the stage before it in `run_folder`, per split both scored;
-    {} for the first stage, or where the earlier stage left no per-photo results."""
-    if not stage.previous:
+    {} for the first stage, or where the earlier stage left no per-photo results or has not completed (its results
+    are then an older attempt's)."""
+    folder = Path(run_folder) / (stage.previous or "")
+    if not stage.previous or not (folder / records.METRICS_FILE).is_file():
         return {}
-    earlier = read(Path(run_folder) / stage.previous) or {}
+    earlier = read(folder) or {}
     return {split: compare_split(earlier[split], rows, _what(stage), split) for split, rows in results.items()
             if earlier.get(split)}
 

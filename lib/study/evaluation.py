@@ -77,8 +77,8 @@ def _scored(measured: training.Scored, labels: np.ndarray, temperature: float,
 
 def counts_of(prefix: str, right: np.ndarray | None, mirrors: str = "") -> dict[str, Any]:
     """The counts and 95% interval of an accuracy for `metrics.json` (`lib.core.records.Metrics`):
-    `<prefix>_correct<mirrors>`, `<prefix>_total` and `<prefix>_accuracy<mirrors>_interval_95`; None each where there
-    is no such score, {} where the evaluation kept no per-photo answers."""
+    `<prefix>_correct<mirrors>`, `<prefix>_total` and `<prefix>_accuracy<mirrors>_interval_95` from the per-photo
+    answers `right`; {} where the evaluation kept none."""
     if right is None:
         return {}
     counted = uncertainty.accuracy_of(np.asarray(right, dtype=bool).reshape(-1).tolist())
