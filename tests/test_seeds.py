@@ -55,6 +55,15 @@ def test_the_spread_over_seeds_is_the_mean_range_and_sample_standard_deviation()
         seeds_page.spread([])
 
 
+def test_the_pooled_sentence_counts_photo_seed_pairs_and_says_they_are_not_independent():
+    comparison = uncertainty.compare([False] * 8 + [True] * 190, [True] * 198)
+    text = seeds_page.pooled_sentence(comparison, "fine tuning, 2 seeds pooled", [100, 98])
+    assert text.startswith("fine tuning, 2 seeds pooled: +4.04 points (95% interval")
+    assert "fixed 8 photo-seed pairs, broke 0; exact McNemar p = 0.00781): better on these 198 photo-seed pairs " \
+           "(100 + 98 photos of 2 seeds; optimistic: the same photo in several seeds is not an independent pair)." \
+           in text
+
+
 def test_each_stage_gets_every_seeds_accuracy_their_spread_and_the_comparison_pooled_over_seeds():
     seed_run("study", 42, {FIRST: 10, SECOND: 6, THIRD: 6})
     seed_run("study", 7, {FIRST: 8, SECOND: 8, THIRD: 5})

@@ -82,18 +82,20 @@ def pooled(per_seed: dict[int, tuple[list[bool], list[bool]]], stage: stages.Sta
             "per_seed": [{"seed": seed, **comparison.record(), "sentence": comparison.sentence(f"seed {seed}")}
                          for seed, comparison in each.items()],
             "difference_over_seeds": spread(differences),
-            "seeds_better": sum(c.distinguishable and c.difference > 0 for c in each.values()),
-            "seeds_worse": sum(c.distinguishable and c.difference < 0 for c in each.values()),
+            "seeds_better": sum(found.distinguishable and found.difference > 0 for found in each.values()),
+            "seeds_worse": sum(found.distinguishable and found.difference < 0 for found in each.values()),
             "pooled": {**together.record(), "pairs": together.total,
-                       "sentence": pooled_sentence(together, f"{what}, {len(each)} seeds pooled", len(each))},
+                       "sentence": pooled_sentence(together, f"{what}, {len(each)} seeds pooled",
+                                                   [comparison.total for comparison in each.values()])},
             "caveat": POOLED_CAVEAT}
 
 
-def pooled_sentence(comparison: uncertainty.PairedComparison, what: str, seeds: int) -> str:
-    """The pooled comparison in words: its pairs are photos x seeds, and its interval optimistic."""
+def pooled_sentence(comparison: uncertainty.PairedComparison, what: str, photos: list[int]) -> str:
+    """The pooled comparison in words: its pairs are each seed's `photos` together, and its interval optimistic."""
+    counted = (f"{photos[0]} photos x {len(photos)} seeds" if len(set(photos)) == 1 else
+               f"{' + '.join(map(str, photos))} photos of {len(photos)} seeds")
     return (comparison.sentence(what, pairs="photo-seed pairs").removesuffix(".")
-            + f" ({comparison.total // max(seeds, 1)} photos x {seeds} seeds; optimistic: the same photo in several "
-              "seeds is not an independent pair).")
+            + f" ({counted}; optimistic: the same photo in several seeds is not an independent pair).")
 
 
 def stage_split(stage: stages.Stage, split: str, complete: dict[int, str]) -> dict[str, Any] | None:
