@@ -151,9 +151,14 @@ def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path):
     env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
     env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
     venv = Path(sys.prefix)
-    done = subprocess.run(["make", "-o", str(venv / ".installed"), f"VENV={venv}", "seeds", "PROFILE=smoke",
-                           "SEEDS=1 2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    def make(*arguments: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(["make", "-o", str(venv / ".installed"), f"VENV={venv}", *arguments], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    make("seeds", "PROFILE=smoke", "SEEDS=1 2")
     recorded = json.loads((outputs / "smoke-seeds" / "seeds.json").read_text())
     assert recorded["complete_seeds"] == [1, 2] and (outputs / "smoke-seeds" / "index.html").is_file()
     for stem in stages.STEMS:
@@ -162,3 +167,7 @@ def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path):
         if stem != FIRST:
             assert split["compared_with_previous"]["pooled"]["pairs"] == 2 * split["per_seed"][0]["total"]
     assert (outputs / "smoke-seed1" / "index.html").is_file() and (outputs / "smoke-seed2" / "index.html").is_file()
+    again = make("seeds", "PROFILE=smoke", "SEEDS=1 2").stdout  # Complete: every stage of both seeds skipped.
+    assert again.count(": skipped, complete with the") == 2 * len(stages.STEMS)
+    make("compare", "RUNS=smoke-seeds")
+    assert json.loads((outputs / "compare.json").read_text())["runs"] == ["smoke-seed1", "smoke-seed2"]
