@@ -7,10 +7,10 @@ PYTHON := $(VENV)/bin/python
 PROFILE ?= auto
 # What a user gives reaches the commands as environment variables that the shell quotes ("$$IMAGES"), never pasted
 # into a command line, so a value such as IMAGES='`touch x`' is a name, not a command. SET, RUNS and STAGES are
-# lists: split on spaces, with file-name patterns off (set -f).
-export PROFILE RUN SET FORCE FROM CELL_TIMEOUT BUDGET_MINUTES WORKERS IMAGES STAGE STAGES RUNS \
+# lists, and SEEDS: split on spaces, with file-name patterns off (set -f).
+export PROFILE RUN SEEDS SET FORCE FROM CELL_TIMEOUT BUDGET_MINUTES WORKERS IMAGES STAGE STAGES RUNS \
 	BENCH_IMAGES BENCH_VALIDATION_IMAGES BENCH_REPEATS VERBOSE PORT ALL
-RUNNER = set -f; arguments=(--profile "$$PROFILE"); \
+RUNNER_ARGUMENTS = set -f; arguments=(--profile "$$PROFILE"); \
 	[ -z "$$RUN" ] || arguments+=(--run "$$RUN"); \
 	for item in $$SET; do arguments+=(--set "$$item"); done; \
 	case "$$FORCE" in 1|yes|true) arguments+=(--force);; esac; \
@@ -18,13 +18,13 @@ RUNNER = set -f; arguments=(--profile "$$PROFILE"); \
 	[ -z "$$CELL_TIMEOUT" ] || arguments+=(--cell-timeout "$$CELL_TIMEOUT"); \
 	[ -z "$$BUDGET_MINUTES" ] || arguments+=(--budget-minutes "$$BUDGET_MINUTES"); \
 	[ -z "$$WORKERS" ] || arguments+=(--workers "$$WORKERS"); \
-	case "$$VERBOSE" in 1|yes|true) arguments+=(--verbose);; esac; \
-	$(PYTHON) -m lib.runner "$${arguments[@]}"
+	case "$$VERBOSE" in 1|yes|true) arguments+=(--verbose);; esac;
+RUNNER = $(RUNNER_ARGUMENTS) $(PYTHON) -m lib.runner "$${arguments[@]}"
 
 .DEFAULT_GOAL := help
 OLDEST_VENV ?= .venv-oldest
-.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all forecast report predict \
-	compare bench test test-fast test-slow test-oldest lint clean clean-cache cache tensorboard notebooks
+.PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all seeds forecast report \
+	predict compare bench test test-fast test-slow test-oldest lint clean clean-cache cache tensorboard notebooks
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,10 @@ run-fine-tuning: setup ## Stage 3: block5 unfrozen and fine-tuned at a low learn
 
 run-all: setup ## All three stages in order into one run folder outputs/<RUN>/.
 	@$(RUNNER) all
+
+seeds: setup ## The whole study once per seed into outputs/<RUN>-seed<N>/, then one page outputs/<RUN>-seeds/ (SEEDS="42 7 123").
+	@test -n "$$SEEDS" || { echo "Give the seeds: make seeds SEEDS=\"42 7 123\" (and PROFILE=, RUN=, SET= as for run-all)"; exit 2; }
+	@$(RUNNER_ARGUMENTS) $(PYTHON) -m lib.run.seeds --seeds $$SEEDS "$${arguments[@]}"
 
 forecast: setup ## Print how long each stage of PROFILE would take on this machine, and stop (STAGES=all).
 	@$(RUNNER) --forecast-only $${STAGES:-all}

@@ -419,6 +419,7 @@ def test_make_passes_what_the_user_gives_as_text_never_as_a_command(tmp_path):
                 ("predict", "RUN=r", f"IMAGES=`touch {marker}3`"),
                 ("predict", "RUN=r", f'IMAGES=x"; touch {marker}4; "'),
                 ("report", f"RUN=x; touch {marker}5"), ("compare", f"RUNS=a `touch {marker}6`"),
+                ("seeds", "PROFILE=smoke", f"SEEDS=1 `touch {marker}8`"),
                 ("run-feature-extraction", "PROFILE=smoke", f"SET=epochs=$$(touch$${{IFS}}{marker}7)")]
     for target, *variables in attempts:
         result = make(target, *variables, OUTPUTS_DIR=str(tmp_path / "outputs"))

@@ -96,7 +96,8 @@ def test_the_core_knows_neither_tensorflow_nor_the_cluster():
             assert not {"tensorflow", "keras"} & names, name
 
 
-@pytest.mark.parametrize("modules", ["lib.runner", "lib.pages.summary, lib.pages.compare, lib.pages.report"])
+@pytest.mark.parametrize("modules", ["lib.runner",
+                                     "lib.pages.summary, lib.pages.compare, lib.pages.report, lib.pages.seeds"])
 def test_the_runner_and_the_pages_start_without_tensorflow(modules):
     """What importing them reaches, through every module they import in turn: `--help`, a parameter mistake and
     the pages answer at once, and TensorFlow starts only where a stage or the forecast needs it."""

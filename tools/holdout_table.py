@@ -7,7 +7,8 @@ Splits the validation photos of `DATA_DIR` in two by name within each class (the
 cats and 250 dogs, shown to the stages as their validation photos, so every choice a stage makes (best epoch,
 temperature, what the next stage starts from) is made there; the report half: the other 500, shown as the test
 split, which no stage chooses on). Training photos are unchanged; everything is linked, nothing copied
-(`outputs/holdout-table/data`). It then runs all three stages of the profile once per seed, with `--set` values
+(`outputs/holdout-table/data`). It then runs all three stages of the profile once per seed (the runner's command
+line of `make seeds`, `lib.run.seeds`), with `--set` values
 on top (the levers under study), and prints per stage the report half's accuracy for each seed, its mean and
 spread (largest minus smallest), with the selection half's mean beside it. `--rung POOL,EPOCHS2,EPOCHS3` runs
 the profile with one rung of `PROFILE=auto`'s ladder (`lib.run.schedule.LADDER`): `1,20,2` is what auto chooses for a
@@ -33,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.core import marks, params, paths, records, stages, storage  # noqa: E402
-from lib.pages import compare  # noqa: E402
+from lib.pages import compare, seeds  # noqa: E402
 from lib.run import schedule  # noqa: E402
+from lib.run import seeds as seeds_command  # noqa: E402
 from tools.pool_table import split  # noqa: E402
 
 
@@ -49,10 +51,7 @@ def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) ->
     """One run of all stages on the split photos; per stage, what `compare.stage_results` reads."""
     name = run_name(profile, seed, settings)
     env = dict(os.environ, DATA_DIR=str(data), CACHE_DIR=str(work / "cache"))
-    command = [sys.executable, "-m", "lib.runner", "all", "--profile", profile, "--run", name, "--no-forecast",
-               "--set", f"seed={seed}"]
-    for item in settings:
-        command += ["--set", item]
+    command = seeds_command.runner_command(name, seed, profile, settings, ["--no-forecast"])
     print(f"{name}: running (log: {work / (name + '.log')})", flush=True)
     with open(work / f"{name}.log", "w") as log:
         subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -80,8 +79,10 @@ def per_seed(values: list[float]) -> str:
 
 
 def spread(values: list[float]) -> str:
-    """The mean of `values` and their spread (largest minus smallest), the way the table prints them."""
-    return f"{statistics.fmean(values):.4f} (spread {max(values) - min(values):.3f})"
+    """The mean of `values` and their spread (largest minus smallest, `lib.pages.seeds.spread`, as `make seeds`
+    computes them), the way the table prints them."""
+    found = seeds.spread(values)
+    return f"{found['mean']:.4f} (spread {found['range']:.3f})"
 
 
 def table(results: dict[int, dict[str, dict]], seeds: list[int]) -> list[str]:

@@ -54,6 +54,16 @@ def run_dir(run: str) -> Path:
     return outputs_root() / check_run_name(run)
 
 
+def seed_run(run: str, seed: int) -> str:
+    """The run name of one seed of `make seeds` (`lib.run.seeds`): `<run>-seed<seed>`, beside the other seeds' runs."""
+    return check_run_name(f"{run}-seed{seed}")
+
+
+def seeds_dir(run: str) -> Path:
+    """Folder of `make seeds`' page and `seeds.json` for the runs `<run>-seed<N>`: `outputs/<run>-seeds/`."""
+    return run_dir(f"{run}-seeds")
+
+
 def stage_dir(run: str, stage: str) -> Path:
     """Folder of one stage of a run: `outputs/<run>/<notebook stem>/`."""
     return run_dir(run) / stage

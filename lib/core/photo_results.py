@@ -48,16 +48,23 @@ def compare_split(before: list[dict[str, Any]], after: list[dict[str, Any]], wha
     """`after` (this stage's rows of one split) against `before` (the earlier stage's), matched by file name: the
     `uncertainty.PairedComparison` record, which photos (`photos`), the sentence, and where the two stages did not
     score the same photos, a `note` saying so (the comparison is then on the photos both scored)."""
+    earlier_flags, now_flags = matched_flags(before, after)
+    comparison = uncertainty.compare(earlier_flags, now_flags)
+    record = {**comparison.record(), "split": split, "photos": SPLIT_PHOTOS.get(split, f"{split} photos"),
+              "sentence": comparison.sentence(what)}
+    if len(earlier_flags) != len(before) or len(now_flags) != len(after):
+        record["note"] = (f"The two stages scored different {split} photos ({len(before)} before, {len(after)} now): "
+                          f"compared on the {len(now_flags)} both scored.")
+    return record
+
+
+def matched_flags(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> tuple[list[bool], list[bool]]:
+    """The right-or-wrong flags of two stages' rows of one split on the photos both scored, matched by file name, in
+    `after`'s order: the pairs a paired comparison counts."""
     earlier = {row["file"]: bool(row["right"]) for row in before}
     now = {row["file"]: bool(row["right"]) for row in after}
     shared = [name for name in now if name in earlier]
-    comparison = uncertainty.compare([earlier[name] for name in shared], [now[name] for name in shared])
-    record = {**comparison.record(), "split": split, "photos": SPLIT_PHOTOS.get(split, f"{split} photos"),
-              "sentence": comparison.sentence(what)}
-    if len(shared) != len(earlier) or len(shared) != len(now):
-        record["note"] = (f"The two stages scored different {split} photos ({len(earlier)} before, {len(now)} now): "
-                          f"compared on the {len(shared)} both scored.")
-    return record
+    return [earlier[name] for name in shared], [now[name] for name in shared]
 
 
 def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike,
@@ -69,11 +76,11 @@ def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike,
     if not stage.previous or not (folder / records.METRICS_FILE).is_file():
         return {}
     earlier = read(folder) or {}
-    return {split: compare_split(earlier[split], rows, _what(stage), split) for split, rows in results.items()
+    return {split: compare_split(earlier[split], rows, what_changed(stage), split) for split, rows in results.items()
             if earlier.get(split)}
 
 
-def _what(stage: stages.Stage) -> str:
+def what_changed(stage: stages.Stage) -> str:
     """What a comparison measures, as its sentence begins: `fine tuning (stage 3 against stage 2)`."""
     return f"{stage.title.lower()} (stage {stage.number} against stage {stage.number - 1})"
 
@@ -97,7 +104,7 @@ def conclusion(metrics: records.Metrics) -> str:
     compared = metrics.get("compared_with_previous") or {}
     for split in sorted(compared, key=lambda name: (name != "test", name)):
         record = compared[split]
-        lines.append(f"On the {record['photos']}, {_comparison(record).sentence(_what(stage))}"
+        lines.append(f"On the {record['photos']}, {_comparison(record).sentence(what_changed(stage))}"
                      + (f" {record['note']}" if record.get("note") else ""))
     if stage.previous and not compared:
         lines.append(f"No photo-by-photo comparison with stage {stage.number - 1}: it left no per-photo results in "

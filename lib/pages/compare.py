@@ -2,6 +2,9 @@
 
     python -m lib.pages.compare <run> <run> ...      (make compare RUNS="a b ...")
 
+A folder that `make seeds` wrote (`<run>-seeds`) stands for the runs of its complete seeds: `make compare
+RUNS="smoke-seeds"` compares the seeds of one study, `RUNS="a-seeds b-seeds"` two studies' seeds side by side.
+
 For each stage: the parameters that differ between the runs (what is the same is left out), validation and
 test accuracy (and with test-time augmentation where a run measured it) with their counts and 95% intervals where
 the run kept them, calibration error, best epoch and
@@ -15,7 +18,7 @@ from typing import Any
 
 from lib import SuiteError
 from lib.core import marks, paths, records, stages, storage
-from lib.pages import html, summary
+from lib.pages import html, seeds, summary
 
 SCORES = ("val_accuracy", "test_accuracy", "val_accuracy_tta", "test_accuracy_tta", "val_ece", "test_ece")
 ACCURACIES = SCORES[:4]  # Shown with their 95% interval and counts where the run kept them.
@@ -43,8 +46,21 @@ def _counted(metrics: records.Metrics, score: str) -> dict[str, Any] | None:
     return counted.record() if counted else None
 
 
+def expand_seeds(runs: list[str]) -> list[str]:
+    """`runs` with each folder that `make seeds` wrote (`<run>-seeds`, `lib.pages.seeds`) replaced by the runs of its
+    complete seeds, each run once."""
+    expanded: list[str] = []
+    for run in runs:
+        for name in seeds.complete_runs(paths.check_run_name(run)) or [run]:
+            if name not in expanded:
+                expanded.append(name)
+    return expanded
+
+
 def collect(runs: list[str]) -> dict[str, Any]:
-    """Every run's results per stage, and the parameters that differ between runs, per stage."""
+    """Every run's results per stage, and the parameters that differ between runs, per stage. A folder of `make
+    seeds` stands for the runs of its complete seeds."""
+    runs = expand_seeds(runs)
     if len(runs) < 2:
         raise SuiteError("Give at least two runs to compare: make compare RUNS=\"run-a run-b\".")
     missing = [run for run in runs if not (paths.run_dir(paths.check_run_name(run)) / records.MANIFEST_FILE).is_file()]
@@ -92,7 +108,7 @@ def write(runs: list[str]) -> Path:
     root = paths.outputs_root()
     marks.record_files(root, ["compare.json", "compare.html"])  # Before writing: `make clean` may remove them.
     storage.write_json(root / "compare.json", collected)
-    summaries = {run: summary.collect(run) for run in runs}
+    summaries = {run: summary.collect(run) for run in collected["runs"]}
     page = html.render("compare.html.j2", compared=collected, summaries=summaries, figure=_figure(collected),
                         scores=SCORES)
     return storage.write_text(root / "compare.html", page)
