@@ -195,3 +195,23 @@ def test_a_second_predict_on_a_run_is_refused_at_once(tmp_path):
             predict.predict("busy", str(tmp_path / "photo.jpg"))
     finally:
         locks.release(hold)
+
+
+def test_a_photo_the_user_may_not_read_is_skipped_not_a_stop(tmp_path, monkeypatch):
+    """Permission denied or gone (EACCES, ENOENT) is the photo's problem, not the machine's: skipped with its
+    reason, and the run goes on, now and on every later run."""
+    root = make_dataset(tmp_path / "data", per_class=2)
+    locked = root / "train" / "cats" / "cat.0.jpg"
+    real = decode.decode
+
+    def refusing(path, image_size):
+        if path == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, image_size)
+
+    monkeypatch.setattr(decode, "decode", refusing)
+    assert not decode.is_transient(PermissionError(errno.EACCES, "Permission denied"))
+    assert decode.is_transient(OSError(errno.EIO, "Input/output error")) and decode.is_transient(MemoryError())
+    for store in ("memory", "disk"):
+        loaded = photos.load_split(root, "train", 32, image_store=store)
+        assert len(loaded) == 3 and "Permission denied" in loaded.skipped[0][1]

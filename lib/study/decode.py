@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import errno
 import os
 import threading
 import time
@@ -44,11 +45,18 @@ class NotAPhoto(ValueError):
     """A file that is none of the `FORMATS` (whatever its name), or whose header none of them can read."""
 
 
+# The system calls' errors that say the machine failed for a moment (the disk, the memory, a network file system),
+# not that this photo cannot be read: worth a second try, and never cached as a bad photo.
+TRANSIENT_ERRNOS = {errno.EIO, errno.ENOMEM, errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT, errno.EBUSY,
+                    errno.ENFILE, errno.EMFILE}
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a decode failed because of the machine rather than the photo: out of memory, or a system call's error
-    (an `OSError` with an errno: EIO, ENOMEM, EAGAIN, a file unreadable or gone). Pillow's verdicts on the content (an
+    in `TRANSIENT_ERRNOS` (EIO, ENOMEM, EAGAIN, ...). A photo the user may not read or that is gone (EACCES, ENOENT)
+    is a problem of that photo: skipped with its reason like an unreadable one. Pillow's verdicts on the content (an
     unidentified, truncated or undecodable image) carry no errno, and neither does a photo too large."""
-    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno is not None)
+    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS)
 
 
 class ReadFailed(SuiteError):
