@@ -120,6 +120,16 @@ def test_a_failed_seed_is_named_and_left_out_and_the_page_is_written_and_marked(
     assert "On the validation photos (these chose the best epoch)" in text
 
 
+def test_the_page_never_writes_into_a_folder_the_suite_did_not_make_for_it():
+    seed_run("mine", 42, {FIRST: 10, SECOND: 6, THIRD: 6})
+    folder = paths.seeds_dir("mine")
+    folder.mkdir(parents=True)
+    (folder / "index.html").write_text("my own page")
+    with pytest.raises(SuiteError, match="in the way of the seeds' page"):
+        seeds_page.write("mine", [42])
+    assert (folder / "index.html").read_text() == "my own page" and not (folder / seeds_page.SEEDS_FILE).exists()
+
+
 def test_make_compare_accepts_the_seeds_folder_for_the_runs_of_its_complete_seeds():
     seed_run("study", 42, {FIRST: 10, SECOND: 6, THIRD: 6})
     seed_run("study", 7, {FIRST: 8, SECOND: 8, THIRD: 5})

@@ -163,6 +163,9 @@ def write(run: str, seeds: list[int], failures: dict[int, str] | None = None) ->
     page's path."""
     collected = collect(run, seeds, failures)
     folder = marks.make_folder(paths.seeds_dir(run), FOLDER_KIND)
+    if marks.kind_of(folder) != FOLDER_KIND:  # A folder of the user's, or a run named like it: never written over.
+        raise SuiteError(f"{folder} is in the way of the seeds' page and was not made for it by this suite: move it, "
+                         "or give the seeds another RUN name.")
     storage.write_json(folder / SEEDS_FILE, collected)
     return storage.write_text(folder / "index.html", render(collected))
 
