@@ -155,6 +155,19 @@ def test_the_runner_gets_the_whole_study_with_the_seed_into_its_own_run():
     assert seeds_command.main(["--seeds", "1", "1", "--profile", "smoke"]) == 2  # A seed twice: one line, no run.
 
 
+def test_with_profile_auto_every_seed_after_the_first_repeats_the_first_seeds_schedule(monkeypatch):
+    commands = []
+    monkeypatch.setattr(seeds_command, "run_one", lambda command: commands.append(command) or 0)
+    assert seeds_command.main(["--seeds", "42", "7", "123", "--profile", "auto", "--budget-minutes", "20"]) == 0
+    first = str(paths.run_dir("auto-seed42") / records.MANIFEST_FILE)
+    assert "--from" not in commands[0] and commands[0][-2:] == ["--budget-minutes", "20"]
+    for command, run in zip(commands[1:], ("auto-seed7", "auto-seed123")):
+        assert command[command.index("--from") + 1] == first and command[command.index("--run") + 1] == run
+    commands.clear()  # A named profile is the same schedule for every seed already.
+    assert seeds_command.main(["--seeds", "1", "2", "--profile", "smoke"]) == 0
+    assert not any("--from" in command for command in commands)
+
+
 @pytest.mark.slow
 def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path):
     outputs = tmp_path / "outputs"

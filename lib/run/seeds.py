@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from lib import SuiteError
-from lib.core import params, paths
+from lib.core import params, paths, records
 from lib.pages import seeds as seeds_page
 from lib.run import schedule
 
@@ -66,6 +66,17 @@ def run_one(command: list[str]) -> int:
             continue
 
 
+def same_schedule(arguments: argparse.Namespace, run: str, options: list[str], number: int) -> list[str]:
+    """The runner's options for the `number`-th seed. With PROFILE=auto, the first seed's run sizes the schedule and
+    every later seed repeats its parameters (`--from` its manifest, the seed set anew): each new run would size its
+    own, and the cache the first one filled makes the later forecasts smaller, so seeds would differ in schedule as
+    well as in seed."""
+    if number == 1 or arguments.profile != schedule.AUTO_RUN or arguments.from_manifest:
+        return options
+    first = paths.run_dir(paths.seed_run(run, arguments.seeds[0])) / records.MANIFEST_FILE
+    return ["--from", str(first), *options]
+
+
 def run_seeds(arguments: argparse.Namespace, options: list[str]) -> int:
     """Every seed in order, stopping at the first that fails; then the page over the seeds. The exit status: the
     failed runner's, else 0."""
@@ -79,7 +90,8 @@ def run_seeds(arguments: argparse.Namespace, options: list[str]) -> int:
     for number, seed in enumerate(arguments.seeds, start=1):
         name = paths.seed_run(run, seed)
         print(f"\n##### seed {seed} ({number}/{len(arguments.seeds)}) -> run {name}", flush=True)
-        status = run_one(runner_command(name, seed, arguments.profile, arguments.set, options))
+        status = run_one(runner_command(name, seed, arguments.profile, arguments.set,
+                                        same_schedule(arguments, run, options, number)))
         if status:
             failures[seed] = f"its runner stopped with exit status {status}; see {paths.run_dir(name) / 'index.html'}"
             break
