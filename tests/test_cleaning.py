@@ -153,3 +153,24 @@ def test_make_clean_cache_on_a_users_folder_removes_nothing(tmp_path):
                             env={**os.environ, "CACHE_DIR": str(home)})
     assert result.returncode == 0, result.stderr
     assert snapshot(home) == before and len(refusals(result.stdout)) == 1
+
+
+def test_make_clean_holds_a_runs_lock_while_it_removes_it(monkeypatch):
+    """A runner that starts on a run while `make clean` removes it stops at once, naming the cleaner, instead of
+    losing its folder mid-run."""
+    runner.check_writable("old")
+    storage.write_text(paths.run_dir("old") / "notes.txt", "x")
+    locks.release(locks.hold_run(paths.run_dir("old")))  # An earlier runner's lock file, let go.
+    starting, real_remove = [], marks.remove
+
+    def remove_while_a_runner_starts(path):
+        if path == paths.run_dir("old"):
+            try:
+                locks.hold_run(path)
+            except locks.RunInUse as refused:
+                starting.append(str(refused))
+        real_remove(path)
+
+    monkeypatch.setattr(marks, "remove", remove_while_a_runner_starts)
+    assert housekeeping.clean() >= 1 and not paths.run_dir("old").exists()
+    assert len(starting) == 1

@@ -131,21 +131,36 @@ def clean() -> int:
     removed += _empty_kind_folders(cache)
     recorded = marks.recorded_files(outputs)
     children = sorted(outputs.iterdir()) if outputs.is_dir() else []
+    held: list[int] = []  # The run locks taken: a runner that starts meanwhile stops at once, naming this command.
     for child in [child for child in children if child not in cache_owned and not child.name.startswith(".")]:
         if child.name in recorded and child.is_file() and not child.is_symlink():
             removed.append(child)
         elif not marks.is_marked(child):
             cleaning.refused.append(child)
-        elif locks.is_held(child / locks.RUN_LOCK_FILE):
+        elif (lock := _run_lock(child)) is None:
             print(f"Kept {child}: a runner is working on it.", flush=True)
         else:
+            held += [lock] if lock >= 0 else []
             removed.append(child)
     removed += [outputs / marks.FILES_RECORD] if recorded else []
-    for path in removed:
-        marks.remove(path)
+    try:
+        for path in removed:
+            marks.remove(path)
+    finally:
+        for lock in held:
+            locks.release(lock)
     for line in cleaning.kept_lines():
         print(line, flush=True)
     return len(removed) + cleaning.removed
+
+
+def _run_lock(folder: Path) -> int | None:
+    """The run lock of `folder` taken without waiting, held while the folder is removed (-1: a folder no runner
+    ever locked); None when a runner holds it."""
+    lock_file = folder / locks.RUN_LOCK_FILE
+    if not lock_file.exists():
+        return -1
+    return locks.try_lock(lock_file)
 
 
 def main(argv: list[str] | None = None) -> int:
