@@ -31,8 +31,10 @@ class SplitListing:
     labels: np.ndarray
     skipped: list[tuple[str, str]]
 
+
 def _class_folders(split_dir: Path) -> dict[str, Path]:
     return {child.name.lower(): child for child in split_dir.iterdir() if child.is_dir()}
+
 
 def special_file(path: Path) -> str | None:
     """What `path` (no folder) is when it is no file to read, in words: a link to nothing, a named pipe (opening one
@@ -47,6 +49,7 @@ def special_file(path: Path) -> str | None:
              stat.S_ISCHR: "a device"}
     kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
     return f"{kind}, not a photo (never opened)"
+
 
 def list_split(root: Path, split: str) -> SplitListing:
     """List the image files of `root/split/{cats,dogs}` with labels, checking the folder layout.
@@ -95,9 +98,11 @@ def list_split(root: Path, split: str) -> SplitListing:
         labels.extend([label] * len(found))
     return SplitListing(split, files, np.asarray(labels, dtype=np.int32), skipped)
 
+
 def available_splits(root: Path) -> list[str]:
     """The splits present under `root`: train and validation (required), and test when it exists."""
     return [split for split in SPLITS if split != "test" or (Path(root) / "test").is_dir()]
+
 
 def fingerprint_files(files: list[Path], root: Path) -> str:
     """SHA-256 over the relative paths and contents of `files`: changes when any image changes."""

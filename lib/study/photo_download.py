@@ -62,6 +62,7 @@ def download_photos(target: Path, urls: tuple[str, ...] = DATASET_URLS,
                          "again, or point DATA_DIR at a local copy with train/ and validation/.") from None
     return target
 
+
 def archive_problem(archive: Path) -> str | None:
     """What is wrong with a downloaded dataset archive (not a whole zip, a member whose CRC fails, a sha256 other than
     `DATASET_SHA256`), or None."""
@@ -76,12 +77,14 @@ def archive_problem(archive: Path) -> str | None:
         return f"its sha256 is not the published {DATASET_SHA256}"
     return None
 
+
 def _check_room_to_unpack(archive: Path, target: Path) -> None:
     """A `SuiteError` naming the fix, before anything is unpacked, when `target`'s disk has no room for the
     archive's members (their uncompressed sizes, plus a margin); the archive is kept for the next try."""
     with zipfile.ZipFile(archive) as bundle:
         unpacked = sum(member.file_size for member in bundle.infolist())
     storage.check_free_space(target.parent, unpacked, f"unpacking {archive.name} (kept for the next try)")
+
 
 def _download_archive(archive: Path, urls: tuple[str, ...], target: Path) -> None:
     """Fetch the archive from the first address that answers, under a temporary name (`lib.core.download`)."""
@@ -103,6 +106,7 @@ def _download_archive(archive: Path, urls: tuple[str, ...], target: Path) -> Non
         + "\nPoint DATA_DIR (or the data_dir parameter) at a local copy with train/ and validation/ folders of "
         f"cats/ and dogs/, or place the unpacked archive at {target}."
     )
+
 
 def _unpack(archive: Path, target: Path, expected_counts: dict[str, int]) -> None:
     """Unpack `archive` into a folder beside `target`, check it holds the data set, and rename it into place."""

@@ -30,6 +30,7 @@ def synthetic_of_size(value: str) -> tuple[Path, dict[str, int]]:
     counts = {"train": photos // 2, "validation": photos // 4, "test": photos - photos // 2 - photos // 4}
     return paths.synthetic_data_dir().with_name(f"synthetic_cats_and_dogs_{photos}"), counts
 
+
 def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 64) -> Path:
     """Generate (once) a tiny two-class image set in the dataset layout, for smoke runs and tests.
 
@@ -55,6 +56,7 @@ def make_synthetic_dataset(root: Path, counts: dict[str, int] | None = None, siz
     except OSError:  # Another process finished first; its copy is identical.
         shutil.rmtree(building, ignore_errors=True)
     return root
+
 
 def _draw_synthetic(building: Path, counts: dict[str, int], size: int) -> None:
     """Draw the synthetic photos into `building` (see `make_synthetic_dataset`), and mark it done."""
