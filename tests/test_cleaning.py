@@ -6,16 +6,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import ROOT, write_image
 
 from lib import runner
 from lib.core import locks, marks, paths, storage
 from lib.run import cache_commands, housekeeping
 from lib.study import cache, synthetic
+
+
+@pytest.fixture(autouse=True)
+def own_temporary_folder(tmp_path, monkeypatch):
+    """`make clean` also sweeps the temporary folder for what killed kernels left there: these tests count what it
+    removes, so they give it a temporary folder of their own, not the machine's (which other runs share)."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
 
 
 def users_folder(folder: Path) -> Path:
