@@ -44,6 +44,7 @@ image_size: int = 150  # Side of the square input images in pixels (VGG16 needs 
 preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, as the weights expect; "rescale": pixels / 255.
 max_images_per_class: int = 0  # Use at most this many photos per class in each split; 0 uses them all.
 image_store: str = "auto"  # Decoded photos: "memory", "disk" (read as needed: large sets), "auto" (by free memory).
+report_split: str = "auto"  # Scored, chose nothing: "test" (test/), "held_out" (half of validation/), "auto", "none".
 seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
@@ -102,11 +103,14 @@ from lib.study import weights as vgg16_weights
 # ## Start the stage, load the photos
 # `stage_run.start` checks the devices, seeds Python, NumPy and TensorFlow, sets the compute precision and makes
 # this stage's output folder. Every photo is decoded and resized once (and cached on disk), with cats as class 0
-# and dogs as class 1.
+# and dogs as class 1. The validation photos choose the best epoch; the photos the stage reports on without having
+# chosen anything on them are the `test/` folder when there is one, else half of the validation photos held back
+# from every choice (`report_split`; the same half on every machine and seed).
 
 # %%
 stage = stage_run.start("01_feature_extraction", globals())
-image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store,
+                                    report_split)
 print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 
 # %% [markdown]

@@ -55,6 +55,7 @@ image_size: int = 150  # Side of the square input images in pixels (VGG16 needs 
 preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, as the weights expect; "rescale": pixels / 255.
 max_images_per_class: int = 0  # Use at most this many photos per class in each split; 0 uses them all.
 image_store: str = "auto"  # Decoded photos: "memory", "disk" (read as needed: large sets), "auto" (by free memory).
+report_split: str = "auto"  # Scored, chose nothing: "test" (test/), "held_out" (half of validation/), "auto", "none".
 seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
@@ -116,7 +117,8 @@ from lib.study import weights as vgg16_weights
 
 # %%
 stage = stage_run.start("02_data_augmentation", globals())
-image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store,
+                                    report_split)
 evaluation_splits = [split for split in image_sets if split != "train"]
 print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 

@@ -62,6 +62,7 @@ image_size: int = 150  # Side of the square input images in pixels (VGG16 needs 
 preprocessing: str = "vgg16"  # "vgg16": ImageNet mean subtraction, as the weights expect; "rescale": pixels / 255.
 max_images_per_class: int = 0  # Use at most this many photos per class in each split; 0 uses them all.
 image_store: str = "auto"  # Decoded photos: "memory", "disk" (read as needed: large sets), "auto" (by free memory).
+report_split: str = "auto"  # Scored, chose nothing: "test" (test/), "held_out" (half of validation/), "auto", "none".
 seed: int = 42  # Seeds Python, NumPy and TensorFlow.
 mixed_precision: bool = False  # 16-bit compute where native (GPU float16, CPU bfloat16); float32 elsewhere.
 require_gpu: bool = False  # Stop at once unless TensorFlow sees a GPU.
@@ -121,7 +122,8 @@ from lib.study import weights as vgg16_weights
 
 # %%
 stage = stage_run.start("03_fine_tuning", globals())
-image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store)
+image_sets = photos.load_image_sets(photos.resolve_data_dir(data_dir), image_size, max_images_per_class, image_store,
+                                    report_split)
 evaluation_splits = [split for split in image_sets if split != "train"]
 print("Photos: " + "; ".join(f"{split} {count}" for split, count in photos.describe(image_sets).items()) + ".")
 
@@ -208,12 +210,13 @@ print(f"Trainable parameters: {counts.trainable:,}; frozen: {counts.frozen:,}")
 
 # %% [markdown]
 # ## Validation features at the cut, computed once
-# Everything up to the last frozen layer is fixed, so validation (and test) photos go through it once; each
+# Everything up to the last frozen layer is fixed, so validation (and held-out) photos go through it once; each
 # epoch only the unfrozen layers and the classifier run.
 
 # %%
 extracted = features.at_cut(cut, image_sets, evaluation_splits, weights_choice)
-print(f"Cached at {cut.cut_layer}: " + ", ".join(f"{split} {array.shape}" for split, array in extracted.arrays.items()))
+print(f"Cached at {cut.cut_layer}: "
+      + ", ".join(f"{image_sets[split].name} {array.shape}" for split, array in extracted.arrays.items()))
 
 # %% [markdown]
 # ## Step 5: train the top block and the classifier together
@@ -294,7 +297,7 @@ metrics = stage.finish(
 # otherwise flow into block 5 and erase what ImageNet taught it. Whether fine tuning changed anything is measured,
 # not assumed: below, from this run's own numbers, what it changed against stage 2 on the same photos (fixed,
 # broke, the difference with its 95% interval, the exact McNemar test) and whether that is distinguishable from
-# no change on these photos. Test photos chose nothing; validation photos chose each stage's best epoch.
+# no change on these photos. Held-out (or test) photos chose nothing; validation photos chose each stage's best epoch.
 
 # %%
 print(photo_results.conclusion(metrics))

@@ -97,7 +97,8 @@ def test_gradcam_gives_one_normalised_map_per_photo_with_the_models_probability(
 def test_evaluate_gives_each_split_an_evaluation_with_named_fields(tmp_path):
     keras.utils.set_random_seed(0)
     chosen = WeightsChoice("none", None, None)
-    image_sets = photos.load_image_sets(make_dataset(tmp_path / "photos", per_class=3), 32, 0, "memory")
+    image_sets = photos.load_image_sets(make_dataset(tmp_path / "photos", per_class=3), 32, 0, "memory",
+                                         report_split="none")
     base = models.build_conv_base(chosen, 32)
     cut = models.cut_base(base, models.build_classifier(base.output_shape[1:]), "vgg16")
     arrays = features.at_cut(cut, image_sets, ["validation"], chosen).arrays

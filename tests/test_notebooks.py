@@ -275,6 +275,37 @@ def test_every_accuracy_has_its_interval_and_each_stage_is_compared_with_the_one
     assert "test photos (no choice made on them)" in page and "validation photos (these chose the best epoch)" in page
 
 
+def test_photos_without_a_test_folder_get_a_held_out_score_for_every_stage(tmp_path):
+    """No test/: half of the validation photos is held back from every choice and scored at the end of each stage;
+    the summary shows it beside validation, with the stage-to-stage comparisons on both."""
+    from lib.study import synthetic
+
+    data = synthetic.make_synthetic_dataset(tmp_path / "photos", {"train": 24, "validation": 12})
+    outputs = tmp_path / "outputs"
+    result = run_suite(outputs, "all", "--profile", "smoke", "--run", "held-out", "--set", f"data_dir={data}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = outputs / "held-out"
+    summary = json.loads((folder / "summary.json").read_text())
+    page = (folder / "index.html").read_text()
+    for stage in stages.STEMS:
+        metrics = json.loads((folder / stage / "metrics.json").read_text())
+        row = summary["stages"][stage]
+        assert metrics["report_split"] == row["report_split"] == "held_out"
+        assert metrics["images"]["validation"] == metrics["images"]["test"] == 6
+        assert row["test_accuracy_interval_95"] == metrics["test_accuracy_interval_95"] and row["test_total"] == 6
+        assert row["split_photos"]["test"].startswith("6 held-out photos") and row["split_photos"]["test"] in page
+        assert row["test_accuracy_text"] in page and row["val_accuracy_text"] in page
+        answers = json.loads((folder / stage / "photo_results.json").read_text())
+        held, chose = {r["file"] for r in answers["test"]}, {r["file"] for r in answers["validation"]}
+        assert not held & chose and len(held | chose) == 12 and all(name.count("/") == 1 for name in held)
+        if stage != stages.STEMS[0]:
+            assert set(row["compared_with_previous"]) == {"validation", "test"}
+            assert row["compared_with_previous"]["test"]["photos"] == row["split_photos"]["test"]
+            assert row["compared_with_previous"]["test"]["sentence"] in page
+    report = (folder / stages.STEMS[-1] / f"{stages.STEMS[-1]}.html").read_text()
+    assert "held-out accuracy" in report and "6 held-out photos (half of the validation folder" in report
+
+
 def test_rerun_from_a_manifest_repeats_the_parameters(smoke_run):
     manifest = smoke_run / "smoke-test" / "manifest.json"
     result = run_suite(smoke_run, "feature_extraction", "--from", str(manifest), "--run", "repeated", "--no-forecast")

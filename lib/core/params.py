@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from lib import SuiteError
-from lib.core import paths, stages
+from lib.core import paths, report_split, stages
 
 # Filled in by the runner, never by a profile.
 RUNNER_KEYS = ("run_name", "output_dir", "profile_name")
@@ -278,6 +278,7 @@ _RANGES = {
     "distribution": (lambda v: v in {"none", "mirrored", "multi_worker", "auto"},
                      "'none', 'mirrored', 'multi_worker' or 'auto'"),
     "image_store": (lambda v: v in {"auto", "memory", "disk"}, "'auto', 'memory' or 'disk'"),
+    "report_split": (lambda v: v in report_split.CHOICES, "'auto', 'test', 'held_out' or 'none'"),
     "replicas": (lambda v: v == 0 or v >= 2, "0 (the default: all GPUs, or 2 CPU devices) or at least 2"),
     "verbose": (lambda v: v in {0, 1, 2}, "0, 1 or 2"),
     "unfreeze_layers": (lambda v: bool(v) and all(name in VGG16_LAYERS_WITH_WEIGHTS for name in v),

@@ -15,14 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lib.core import records, stages, storage, uncertainty
+from lib.core import records, report_split, stages, storage, uncertainty
 
 PHOTO_RESULTS_FILE = "photo_results.json"
-
-# Which photos a comparison is on, and whether they chose anything: the validation photos pick each stage's best
-# epoch (and its temperature), so a difference measured on them is optimistic; the test photos chose nothing.
-SPLIT_PHOTOS = {"validation": "validation photos (these chose the best epoch)",
-                "test": "test photos (no choice made on them)"}
 
 
 def write(folder: str | os.PathLike, results: dict[str, list[dict[str, Any]]]) -> Path:
@@ -43,15 +38,16 @@ def read(folder: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | None:
     return found if isinstance(found, dict) else None
 
 
-def compare_split(before: list[dict[str, Any]], after: list[dict[str, Any]], what: str, split: str
-                  ) -> dict[str, Any]:
+def compare_split(before: list[dict[str, Any]], after: list[dict[str, Any]], what: str, split: str,
+                  photos: str = "") -> dict[str, Any]:
     """`after` (this stage's rows of one split) against `before` (the earlier stage's), matched by file name: the
-    `uncertainty.PairedComparison` record, which photos (`photos`), the sentence, and where the two stages did not
-    score the same photos, a `note` saying so (the comparison is then on the photos both scored)."""
+    `uncertainty.PairedComparison` record, which photos (`photos`: in words, `lib.core.report_split.split_photos`),
+    the sentence, and where the two stages did not score the same photos, a `note` saying so (the comparison is then
+    on the photos both scored)."""
     earlier_flags, now_flags = matched_flags(before, after)
     comparison = uncertainty.compare(earlier_flags, now_flags)
-    record = {**comparison.record(), "split": split, "photos": SPLIT_PHOTOS.get(split, f"{split} photos"),
-              "sentence": comparison.sentence(what)}
+    photos = photos or report_split.UNCOUNTED.get(split, f"{split} photos")
+    record = {**comparison.record(), "split": split, "photos": photos, "sentence": comparison.sentence(what)}
     if len(earlier_flags) != len(before) or len(now_flags) != len(after):
         record["note"] = (f"The two stages scored different {split} photos ({len(before)} before, {len(after)} now): "
                           f"compared on the {len(now_flags)} both scored.")
@@ -67,17 +63,17 @@ def matched_flags(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> 
     return [earlier[name] for name in shared], [now[name] for name in shared]
 
 
-def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike,
-                   results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """This stage's per-photo `results` against those of the stage before it in `run_folder`, per split both scored;
-    {} for the first stage, or where the earlier stage left no per-photo results or has not completed (its results
-    are then an older attempt's)."""
+def compare_stages(stage: stages.Stage, run_folder: str | os.PathLike, results: dict[str, list[dict[str, Any]]],
+                   photos: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """This stage's per-photo `results` against those of the stage before it in `run_folder`, per split both scored
+    (`photos`: each split's photos in words); {} for the first stage, or where the earlier stage left no per-photo
+    results or has not completed (its results are then an older attempt's)."""
     folder = Path(run_folder) / (stage.previous or "")
     if not stage.previous or not (folder / records.METRICS_FILE).is_file():
         return {}
     earlier = read(folder) or {}
-    return {split: compare_split(earlier[split], rows, what_changed(stage), split) for split, rows in results.items()
-            if earlier.get(split)}
+    return {split: compare_split(earlier[split], rows, what_changed(stage), split, (photos or {}).get(split, ""))
+            for split, rows in results.items() if earlier.get(split)}
 
 
 def what_changed(stage: stages.Stage) -> str:
@@ -93,13 +89,15 @@ def _comparison(record: dict[str, Any]) -> uncertainty.PairedComparison:
 
 def conclusion(metrics: records.Metrics) -> str:
     """What this run found, from its own numbers: the stage's accuracies with their intervals, then from stage 2 on what
-    it changed against the stage before it on each split both scored (test photos first: they chose nothing) and
+    it changed against the stage before it on each split both scored (held-out or test photos first: they chose
+    nothing) and
     whether that is distinguishable from no change on those photos."""
     stage = stages.get(metrics["stage"])
     found = f"What this run found: validation accuracy {records.accuracy_text(metrics, 'val_accuracy')} on the " \
-            f"{SPLIT_PHOTOS['validation']}"
+            f"{report_split.photos_of(metrics, 'validation')}"
     if metrics.get("test_accuracy") is not None:
-        found += f"; test accuracy {records.accuracy_text(metrics, 'test_accuracy')} on the {SPLIT_PHOTOS['test']}"
+        found += (f"; {report_split.name_of(metrics)} accuracy {records.accuracy_text(metrics, 'test_accuracy')} on "
+                  f"the {report_split.photos_of(metrics, 'test')}")
     lines = [found + "."]
     compared = metrics.get("compared_with_previous") or {}
     for split in sorted(compared, key=lambda name: (name != "test", name)):

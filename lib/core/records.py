@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lib.core import locks, paths, storage, uncertainty
+from lib.core import locks, paths, report_split, storage, uncertainty
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -75,6 +75,8 @@ class Metrics(TypedDict, total=False):
     preprocessing: str
     image_size: int
     images: dict[str, int]  # Photos per split.
+    report_split: str  # Which photos `test_*` scores: "test" (test/), "held_out" (half of validation/), "none".
+    split_photos: dict[str, str]  # Per scored split, its photos in words (`lib.core.report_split.split_photos`).
     skipped_files: int
     skipped: list[dict[str, str]]  # {"file", "reason"}.
     extraction_seconds: float
@@ -348,7 +350,8 @@ def sentence(metrics: Metrics) -> str:
     if reference:
         text += f", against about {reference:.0%} in the course notes"
     if metrics.get("test_accuracy") is not None:
-        text += f"; test accuracy {accuracy_text(metrics, 'test_accuracy')}" + with_mirrors(metrics, "test")
+        text += (f"; {report_split.name_of(metrics)} accuracy {accuracy_text(metrics, 'test_accuracy')}"
+                 + with_mirrors(metrics, "test"))
     if metrics.get("val_ece") is not None:
         text += f"; calibration error (ECE) {metrics['val_ece']:.3f}"
     text += "."

@@ -6,9 +6,9 @@ A folder that `make seeds` wrote (`<run>-seeds`) stands for the runs of its comp
 RUNS="smoke-seeds"` compares the seeds of one study, `RUNS="a-seeds b-seeds"` two studies' seeds side by side.
 
 For each stage: the parameters that differ between the runs (what is the same is left out), validation and
-test accuracy (and with test-time augmentation where a run measured it) with their counts and 95% intervals where
-the run kept them, calibration error, best epoch and
-time; and one figure per stage with every run's validation curve.
+held-out accuracy (the test/ folder or the held-out half of the validation photos: `lib.core.report_split`; and
+with test-time augmentation where a run measured it) with their counts and 95% intervals where the run kept them,
+calibration error, best epoch and time; and one figure per stage with every run's validation curve.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import SuiteError
-from lib.core import marks, paths, records, stages, storage
+from lib.core import marks, paths, records, report_split, stages, storage
 from lib.pages import html, seeds, summary
 
 SCORES = ("val_accuracy", "test_accuracy", "val_accuracy_tta", "test_accuracy_tta", "val_ece", "test_ece")
@@ -34,6 +34,7 @@ def stage_results(run: str, stage: stages.Stage, record: dict[str, Any]) -> dict
     return {**{score: metrics.get(score) for score in SCORES},
             **{f"{score}_text": records.accuracy_text(metrics, score, digits=1) for score in ACCURACIES},
             **{f"{score}_counted": _counted(metrics, score) for score in ACCURACIES},
+            "held_out_photos": "" if metrics.get("test_accuracy") is None else report_split.photos_of(metrics, "test"),
             "best_epoch": metrics.get("best_epoch"),
             "epochs_run": metrics.get("epochs_run"), "parameters": metrics.get("parameters", {}),
             "seconds": record.get("seconds", metrics.get("extraction_seconds", 0) + metrics.get("training_seconds", 0)),

@@ -1,6 +1,6 @@
 """A stage's report, `<stage>.html`: the executed notebook as one standalone page made for people.
 
-It is titled after its stage, opens on the result (validation and test accuracy with their 95% intervals, the
+It is titled after its stage, opens on the result (validation and held-out accuracy with their 95% intervals, the
 comparison with the stage before it photo by photo, best epoch, time, the course notes' number, the learning curves
 and the stage's key figure, all from what the stage wrote), and only then shows the notebook, its code folded and
 TensorFlow's own log lines left out of the cell outputs (the executed `.ipynb` beside it keeps everything). It loads
@@ -14,7 +14,7 @@ import datetime
 from pathlib import Path
 
 from lib import TENSORFLOW_LOG_LINE
-from lib.core import records, stages, storage
+from lib.core import records, report_split, stages, storage
 from lib.pages import html
 
 # The accuracies a stage reports, each shown with its 95% interval and counts where the stage kept them.
@@ -46,6 +46,8 @@ def header(folder: Path, stage: stages.Stage, banner: str | None = None) -> str:
                        profile=(metrics or {}).get("profile"), notebook=f"{stage.stem}.ipynb", banner=banner,
                        metrics=metrics, sentence=records.sentence(metrics) if metrics else "", accuracies=accuracies,
                        compared=(metrics or {}).get("compared_with_previous") or {},
+                       photos={split: report_split.photos_of(metrics or {}, split) for split in ("validation", "test")},
+                       report_name=report_split.name_of(metrics or {}),
                        seconds=_seconds(metrics) if metrics else None, figures=_figures(folder, stage))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import SuiteError
-from lib.core import marks, paths, photo_results, records, stages, storage, uncertainty
+from lib.core import marks, paths, photo_results, records, report_split, stages, storage, uncertainty
 from lib.pages import html
 
 SEEDS_FILE = "seeds.json"
@@ -78,7 +78,7 @@ def pooled(per_seed: dict[int, tuple[list[bool], list[bool]]], stage: stages.Sta
     together = uncertainty.compare([flag for before, _ in per_seed.values() for flag in before],
                                    [flag for _, after in per_seed.values() for flag in after])
     differences = [comparison.difference for comparison in each.values()]
-    return {"split": split, "photos": photo_results.SPLIT_PHOTOS[split], "seeds": list(each),
+    return {"split": split, "seeds": list(each),
             "per_seed": [{"seed": seed, **comparison.record(), "sentence": comparison.sentence(f"seed {seed}")}
                          for seed, comparison in each.items()],
             "difference_over_seeds": spread(differences),
@@ -113,7 +113,9 @@ def stage_split(stage: stages.Stage, split: str, complete: dict[int, str]) -> di
         if after and before:
             flags[seed] = photo_results.matched_flags(before, after)
     compared = pooled(flags, stage, split) if stage.previous and len(flags) == len(complete) else None
-    return {"split": split, "photos": photo_results.SPLIT_PHOTOS[split], "per_seed": accuracies,
+    first = metrics[next(iter(complete))]
+    return {"split": split, "name": report_split.name_of(first) if split == "test" else split,
+            "photos": report_split.photos_of(first, split), "per_seed": accuracies,
             **spread([row["accuracy"] for row in accuracies]), "compared_with_previous": compared}
 
 

@@ -2,11 +2,12 @@
 
     python -m lib.pages.summary <run>        (also: make report RUN=<run>)
 
-A table of the stages (validation and test accuracy with their counts and 95% intervals, best epoch, epochs run,
-time, the forecast) beside the course notes' numbers, each stage against the one before it photo by photo (on
-which photos, and whether they chose anything), one figure with every stage's validation curve, the published
-results on this kind of split, links to each stage's report, and plain warnings when the run used random weights
-or a reduced profile. Images are embedded, so the page stands on its own.
+A table of the stages (validation accuracy, and the accuracy on photos no choice was made on: the test/ folder or the
+held-out half of the validation photos, `lib.core.report_split`; each with its counts, its 95% interval and which
+photos it comes from; best epoch, epochs run, time, the forecast) beside the course notes' numbers, each stage
+against the one before it photo by photo (on which photos, and whether they chose anything), one figure with every
+stage's validation curve, the published results on this kind of split, links to each stage's report, and plain
+warnings when the run used random weights or a reduced profile. Images are embedded, so the page stands on its own.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lib import SuiteError
-from lib.core import params, paths, records, stages, storage
+from lib.core import params, paths, records, report_split, stages, storage
 from lib.pages import html
 
 if TYPE_CHECKING:
@@ -49,7 +50,13 @@ def _stage_summary(folder: Path, stage: stages.Stage, record: dict[str, Any]) ->
         "report": f"{stage.stem}/{stage.stem}.html",
         "val_accuracy_curve": [row.get("val_accuracy") for row in history],
         **_counted(metrics), "compared_with_previous": metrics.get("compared_with_previous") or {},
+        "report_split": metrics.get("report_split", "test" if metrics.get("test_accuracy") is not None else "none"),
+        "split_photos": {split: report_split.photos_of(metrics, split) for split in ("validation", "test")
+                         if metrics.get(f"{SPLIT_PREFIX[split]}_accuracy") is not None},
     }
+
+
+SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
 def _counted(metrics: records.Metrics) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import lib
-from lib.core import devices, params, stages
+from lib.core import devices, params, report_split, stages
 from lib.study import cache, photos  # Neither loads TensorFlow (tests/test_house.py checks).
 
 # VGG16's convolutions: output channels per layer, in order (3x3, same padding; a 2x2 pool after each block).
@@ -297,7 +297,7 @@ def image_counts(values: dict[str, Any], photo_set: dict[str, Any]) -> dict[str,
     counts = {split: len(info["files"]) for split, info in photo_set["splits"].items()}
     if values.get("max_images_per_class"):
         counts = {split: min(count, 2 * values["max_images_per_class"]) for split, count in counts.items()}
-    return counts
+    return report_split.counts(counts, values.get("report_split", "auto"))
 
 
 def cache_keys(values: dict[str, Any], photo_set: dict[str, Any], weights: dict[str, Any], policy: str
@@ -305,9 +305,14 @@ def cache_keys(values: dict[str, Any], photo_set: dict[str, Any], weights: dict[
     """The cache keys of each split as the stage will compute them (none when a subset of photos is used)."""
     if values.get("max_images_per_class"):
         return {}
-    return {split: cache.CacheKey(split, info["sha256"], weights["sha256"], values.get("image_size", 150),
+    fingerprints = {split: info["sha256"] for split, info in photo_set["splits"].items()}
+    if report_split.resolve(values.get("report_split", "auto"), "test" in fingerprints) == "held_out":
+        whole = fingerprints["validation"]
+        fingerprints = {**fingerprints, **{split: report_split.part_fingerprint(whole, split)
+                                           for split in ("validation", "test")}}
+    return {split: cache.CacheKey(split, fingerprint, weights["sha256"], values.get("image_size", 150),
                                      values.get("preprocessing", "vgg16"), policy)
-            for split, info in photo_set["splits"].items()}
+            for split, fingerprint in fingerprints.items()}
 
 
 def plan_seconds(stems: list[str], resolved: dict[str, dict], fingerprints: dict[Any, Any], gpus: list[str],

@@ -123,8 +123,9 @@ def photo_results(image_sets: dict[str, ImageSet], evaluations: dict[str, scores
                   ) -> dict[str, list[dict[str, Any]]]:
     """Per scored split, one row per photo: its `photo_name`, label (0 cat, 1 dog), calibrated P(dog) and whether
     the stage got it right (`lib.core.photo_results` writes and compares them)."""
-    return {split: [{"file": photo_name(path, split), "label": int(label), "p_dog": round(float(probability), 6),
-                     "right": bool(right)}
+    # The held-out half of the validation photos lies in validation/: named inside that folder.
+    return {split: [{"file": photo_name(path, image_sets[split].folder or split), "label": int(label),
+                     "p_dog": round(float(probability), 6), "right": bool(right)}
                     for path, label, probability, right in zip(image_sets[split].files, image_sets[split].labels,
                                                                result.probabilities, result.right)]
             for split, result in evaluations.items() if result.right is not None}

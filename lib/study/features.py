@@ -98,15 +98,15 @@ def features_at_cut(cut: models.CutBase, image_set: ImageSet, weights: WeightsCh
         if after_shared_cut(cut.conv_base, cut_layer):
             shared, _, _ = features_at_cut(cut, image_set, weights, SHARED_CUT)
             segment = models.conv_segment(cut.conv_base, cut_layer, start=SHARED_CUT)
-            label = f"{image_set.split} ({SHARED_CUT}{' mirrored' if mirror_maps else ''} to {cut_layer})"
+            label = f"{image_set.name} ({SHARED_CUT}{' mirrored' if mirror_maps else ''} to {cut_layer})"
             return {"features": extract(segment, shared[:, :, ::-1] if mirror_maps else shared, label=label)}
         segment = models.conv_segment(cut.conv_base, cut_layer, preprocessing=cut.preprocessing)
-        return {"features": extract(segment, image_set.images, label=image_set.split)}
+        return {"features": extract(segment, image_set.images, label=image_set.name)}
 
     arrays, from_cache = cache.cached_arrays(path, compute,
                                                usable=lambda arrays: len(arrays["features"]) == len(image_set))
     if from_cache:
-        print(f"Loaded cached {image_set.split} features {arrays['features'].shape} at {cut_layer}"
+        print(f"Loaded cached {image_set.name} features {arrays['features'].shape} at {cut_layer}"
               f"{' (mirrored maps)' if mirror_maps else ''}.", flush=True)
         return arrays["features"], 0.0, True
     return arrays["features"], time.perf_counter() - started, False

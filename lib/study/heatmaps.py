@@ -55,7 +55,7 @@ def confident_photos(conv_base, classifier, preprocessing: str, image_set: Image
         maps, _ = gradcam(conv_base, classifier, preprocessing, image_set.images[indices])
         groups[group] = {"images": image_set.images[indices], "heatmaps": maps, "probabilities": probabilities[indices],
                          "labels": image_set.labels[indices], "names": [image_set.files[i] for i in indices]}
-    return plots.heatmap_grid(groups, title=f"What the model looks at ({LAST_CONV} Grad-CAM), {image_set.split} photos")
+    return plots.heatmap_grid(groups, title=f"What the model looks at ({LAST_CONV} Grad-CAM), {image_set.name} photos")
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

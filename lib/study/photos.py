@@ -17,6 +17,7 @@ import numpy as np
 
 from lib import SuiteError
 from lib.core import params, paths
+from lib.core import report_split as report_split_rules
 from lib.study import cache, decode, distribute, imagestore, listing, photo_download, synthetic
 
 # Bump when decoding or resizing changes, so cached decoded images are not reused.
@@ -33,9 +34,15 @@ class ImageSet:
     files: list[str]
     skipped: list[tuple[str, str]]
     fingerprint: str
+    folder: str = ""  # The split's folder, where it differs from `split` (the held-out half of validation/).
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def name(self) -> str:
+        """The split in words: `held-out` for the held-back half of the validation photos, else its split."""
+        return "held-out" if self.split == "test" and self.folder == "validation" else self.split
 
 def resolve_data_dir(data_dir: str = "") -> Path:
     """Find the dataset root: `DATA_DIR` if set, else `data_dir`; `synthetic` builds the tiny test set.
@@ -118,19 +125,42 @@ def _report_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
             print(f"  ... and {len(skipped) - 10} more", file=sys.stderr, flush=True)
 
 def load_image_sets(
-    root: str | os.PathLike, image_size: int, max_images_per_class: int = 0, image_store: str = "memory"
+    root: str | os.PathLike, image_size: int, max_images_per_class: int = 0, image_store: str = "memory",
+    report_split: str = "auto",
 ) -> dict[str, ImageSet]:
-    """Load every available split (train, validation, and test when present), in memory or in a disk store
-    (`image_store`: memory, disk, or auto by the memory available; see `lib.study.imagestore`)."""
+    """Load the splits a stage uses, in memory or in a disk store (`image_store`: memory, disk, or auto by the memory
+    available; see `lib.study.imagestore`): train, validation, and the photos it reports on without choosing on them
+    (`report_split`, `lib.core.report_split`): `test` from the test/ folder, or the held-out half of validation/."""
     splits = listing.available_splits(Path(root))
+    chosen = report_split_rules.resolve(report_split, "test" in splits)
+    splits = [split for split in splits if split != "test" or chosen == "test"]
     if image_store != "memory":
         photos = sum(len(listing.list_split(Path(root), split).files) for split in splits)
         if max_images_per_class:
             photos = min(photos, 2 * max_images_per_class * len(splits))
         image_store = imagestore.choose(image_store, photos, image_size)
         image_store = "disk" if distribute.chief_decides(image_store == "disk") else "memory"  # The chief's.
-    return {split: load_split(root, split, image_size, max_images_per_class, image_store=image_store)
-            for split in splits}
+    image_sets = {split: load_split(root, split, image_size, max_images_per_class, image_store=image_store)
+                  for split in splits}
+    if chosen == "held_out":
+        image_sets["validation"], image_sets["test"] = hold_out(image_sets["validation"])
+    return image_sets
+
+
+def hold_out(validation: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """The validation photos split in two (`report_split.held_out_mask`): those that choose, and those held back."""
+    held = report_split_rules.held_out_mask(validation.files, validation.labels)
+
+    def part(keep: np.ndarray, split: str) -> ImageSet:
+        return ImageSet(split, validation.images[keep], validation.labels[keep],
+                        [path for path, kept in zip(validation.files, keep) if kept],
+                        validation.skipped if split == "validation" else [],
+                        report_split_rules.part_fingerprint(validation.fingerprint, split), "validation")
+
+    if not held.any() or held.all():
+        raise SuiteError(f"report_split = 'held_out' needs at least two validation photos of each class; there are "
+                         f"{len(validation)}. Add photos, or set report_split=none.")
+    return part(~held, "validation"), part(held, "test")
 
 def describe(image_sets: dict[str, ImageSet]) -> dict[str, str]:
     """Photos per split, for display: `{"train": "2000 images (1000 dogs)", ...}`."""

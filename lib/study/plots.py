@@ -163,8 +163,8 @@ def evaluation_figures(folder, image_set, evaluation: scores.Evaluation) -> list
 
     probabilities = evaluation.probabilities
     figures = {
-        "confusion_matrix.png": confusion_matrix(image_set.labels, probabilities, title=image_set.split.capitalize()),
-        "reliability.png": reliability_diagram(evaluation.calibration, image_set.split.capitalize(),
+        "confusion_matrix.png": confusion_matrix(image_set.labels, probabilities, title=image_set.name.capitalize()),
+        "reliability.png": reliability_diagram(evaluation.calibration, image_set.name.capitalize(),
                                                evaluation.calibration_uncalibrated, evaluation.temperature),
         "confident_mistakes.png": most_confident_mistakes(image_set.images, image_set.labels, probabilities,
                                                           image_set.files),

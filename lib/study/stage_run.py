@@ -15,7 +15,19 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from lib.core import devices, marks, params, paths, photo_results, records, stages, storage, uncertainty, versions
+from lib.core import (
+    devices,
+    marks,
+    params,
+    paths,
+    photo_results,
+    records,
+    report_split,
+    stages,
+    storage,
+    uncertainty,
+    versions,
+)
 from lib.study import backup, cache, distribute, evaluation, models, plots, scores, training
 from lib.study.weights import WeightsChoice
 
@@ -61,12 +73,13 @@ class StageRun:
         """
         answers = evaluation.photo_results(image_sets, evaluations)
         photo_results.write(self.folder, answers)
-        compared = photo_results.compare_stages(self.stage, self.folder.parent, answers)
+        photos = _photos_record(image_sets)
+        compared = photo_results.compare_stages(self.stage, self.folder.parent, answers, photos["split_photos"])
         metrics = records.Metrics(
             stage=self.stage.stem, status="complete", run_name=self.run_name, profile=self.profile_name,
             **evaluation.metrics_of(evaluations), best_epoch=fitted.best_epoch, epochs_run=len(fitted.rows),
             **_weights_record(weights), preprocessing=self.parameters["preprocessing"],
-            image_size=self.parameters["image_size"], **_photos_record(image_sets),
+            image_size=self.parameters["image_size"], **photos,
             extraction_seconds=round(extraction_seconds, 2), training_seconds=round(fitted.seconds, 2),
             course_notes_val_accuracy=self.stage.course_notes_val_accuracy, started=self.started,
             finished=records.now(), host=platform.node(),
@@ -92,7 +105,9 @@ def _weights_record(weights: WeightsChoice) -> dict[str, Any]:
 
 def _photos_record(image_sets: dict) -> dict[str, Any]:
     skipped = [item for image_set in image_sets.values() for item in image_set.skipped]
-    return {"images": {split: len(image_set) for split, image_set in image_sets.items()},
+    images = {split: len(image_set) for split, image_set in image_sets.items()}
+    chosen = "none" if "test" not in image_sets else "held_out" if image_sets["test"].folder else "test"
+    return {"images": images, "report_split": chosen, "split_photos": report_split.split_photos(chosen, images),
             "skipped_files": len(skipped), "skipped": [{"file": path, "reason": reason} for path, reason in skipped]}
 
 
