@@ -24,7 +24,7 @@ RUNNER = $(RUNNER_ARGUMENTS) $(PYTHON) -m lib.runner "$${arguments[@]}"
 .DEFAULT_GOAL := help
 OLDEST_VENV ?= .venv-oldest
 .PHONY: help setup data run-feature-extraction run-data-augmentation run-fine-tuning run-all seeds forecast report \
-	predict compare bench test test-fast test-slow test-oldest lint clean clean-cache cache tensorboard notebooks
+	predict compare bench test test-fast test-slow test-oldest lint clean clean-cache cache tensorboard notebooks docs
 
 help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -111,10 +111,14 @@ test-fast: setup ## Only the fast tests (`pytest -m "not slow"`, a few minutes):
 test-slow: setup ## Only the slow tests (notebooks through papermill, killed processes): CI's slow-tests job.
 	$(PYTHON) -m pytest -q -m slow tests
 
-lint: setup ## ruff over everything, actionlint over .github/workflows/; notebook pairs match, commit no outputs.
+lint: setup ## ruff over everything, actionlint over .github/workflows/; notebook pairs match, commit no outputs; tables match their records.
 	$(PYTHON) -m ruff check .
 	$(VENV)/bin/actionlint -shellcheck=$(VENV)/bin/shellcheck .github/workflows/*.yml
 	$(PYTHON) -m lib.run.pairing check
+	$(PYTHON) tools/docs_tables.py --check
+
+docs: setup ## Rewrite the results tables of README.md and docs/ from their records in docs/records/.
+	$(PYTHON) tools/docs_tables.py
 
 data: setup ## Find (or download) the dataset and check its layout; prints the image counts per split.
 	$(PYTHON) -m lib.run.check_data

@@ -151,7 +151,7 @@ classifier.summary()
 # %%
 cut = models.cut_base(conv_base, classifier, preprocessing)
 extracted = features.at_cut(cut, image_sets, list(image_sets), weights_choice)
-shapes = ", ".join(f"{split} {array.shape}" for split, array in extracted.arrays.items())
+shapes = ", ".join(f"{image_sets[split].name} {array.shape}" for split, array in extracted.arrays.items())
 print(f"Conv-base features at {cut.cut_layer}: {shapes}.")
 
 # %% [markdown]

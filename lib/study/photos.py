@@ -163,6 +163,7 @@ def hold_out(validation: ImageSet) -> tuple[ImageSet, ImageSet]:
     return part(~held, "validation"), part(held, "test")
 
 def describe(image_sets: dict[str, ImageSet]) -> dict[str, str]:
-    """Photos per split, for display: `{"train": "2000 images (1000 dogs)", ...}`."""
-    return {split: f"{len(image_set)} images ({int(image_set.labels.sum())} dogs)"
-            for split, image_set in image_sets.items()}
+    """Photos per split, for display, by the split's name in words (`ImageSet.name`: the held-out half of the
+    validation photos is `held-out`): `{"train": "2000 images (1000 dogs)", ...}`."""
+    return {image_set.name: f"{len(image_set)} images ({int(image_set.labels.sum())} dogs)"
+            for image_set in image_sets.values()}

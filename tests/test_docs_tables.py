@@ -1,0 +1,51 @@
+"""The results tables of README.md and docs/ are written from their records (`tools/docs_tables.py`): a number that
+drifts from its record fails here and in `make lint`."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tools import docs_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_results_tables_come_from_records_and_match_them():
+    readme = (ROOT / "README.md").read_text()
+    names = [block.group("name") for block in docs_tables.BLOCK.finditer(readme)]
+    assert {"default-run-avx2", "held-out-avx2-rung-1-20-2"} <= set(names)
+    assert docs_tables.differing() == []
+    for name in names:
+        record = json.loads((docs_tables.RECORDS / f"{name}.json").read_text())
+        assert record["command"] and record["cpu"]["model"] and record["cpu"]["flags"] and record["date"]
+
+
+@pytest.fixture
+def copied(tmp_path, monkeypatch):
+    """README.md, docs/*.md and the records in a temporary root, for tables to drift in."""
+    (tmp_path / "docs").mkdir()
+    shutil.copy2(ROOT / "README.md", tmp_path / "README.md")
+    for page in (ROOT / "docs").glob("*.md"):
+        shutil.copy2(page, tmp_path / "docs" / page.name)
+    shutil.copytree(docs_tables.RECORDS, tmp_path / "docs" / "records")
+    monkeypatch.setattr(docs_tables, "ROOT", tmp_path)
+    monkeypatch.setattr(docs_tables, "RECORDS", tmp_path / "docs" / "records")
+    return tmp_path
+
+
+def test_a_changed_record_or_a_hand_edited_table_fails_the_check_until_make_docs(copied, capsys):
+    record_file = copied / "docs" / "records" / "held-out-avx2-rung-1-20-2.json"
+    record = json.loads(record_file.read_text())
+    record["rows"][2]["held_out"][0] = 0.980  # A new measurement of stage 3, seed 42.
+    record_file.write_text(json.dumps(record))
+    assert docs_tables.main(["--check"]) == 1
+    assert "README.md: held-out-avx2-rung-1-20-2" in capsys.readouterr().err
+    assert docs_tables.main([]) == 0 and docs_tables.main(["--check"]) == 0  # make docs writes it in.
+    assert "| 3. Fine tuning | 0.980 / 0.962 / 0.960 | 0.967 (0.020) | 0.979 |" in (copied / "README.md").read_text()
+    readme = copied / "README.md"
+    readme.write_text(readme.read_text().replace("| 42 | pool 1, 30 + 4 epochs | 0.970 /", "| 42 | pool 1, 30 + 4 "
+                                                                                           "epochs | 0.971 /"))
+    assert docs_tables.differing() == ["README.md: default-run-avx2"]  # A hand edit is found too.
