@@ -416,7 +416,7 @@ def test_relative_data_dir_weights_and_folders_work_as_the_offline_example_gives
                             text=True, timeout=900, env={**os.environ, **environment})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((tmp_path / "outputs" / "relative" / STAGE1 / "metrics.json").read_text())
-    assert metrics["weights_kind"] == "file" and metrics["images"] == {"train": 8, "validation": 8}
+    assert metrics["weights_kind"] == "file" and metrics["images"] == {"train": 8, "validation": 4, "test": 4}
     assert metrics["parameters"]["data_dir"] == str(dataset)
     assert list((tmp_path / "cache").iterdir())  # CACHE_DIR too reached the kernel whole,
     assert sorted(path.name for path in (ROOT / "notebooks").iterdir()) == before  # and nothing went into notebooks/.
