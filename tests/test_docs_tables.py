@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_readme_results_tables_come_from_records_and_match_them():
     readme = (ROOT / "README.md").read_text()
-    names = [block.group("name") for block in docs_tables.BLOCK.finditer(readme)]
-    assert {"default-run-avx2", "held-out-avx2-rung-1-20-2"} <= set(names)
+    names = {name.strip() for block in docs_tables.BLOCK.finditer(readme) for name in block.group("name").split(",")}
+    assert {"default-run-bf16-seeds", "default-run-avx2"} <= names
     assert docs_tables.differing() == []
     for name in names:
         record = json.loads((docs_tables.RECORDS / f"{name}.json").read_text())
@@ -42,10 +42,25 @@ def test_a_changed_record_or_a_hand_edited_table_fails_the_check_until_make_docs
     record["rows"][2]["held_out"][0] = 0.980  # A new measurement of stage 3, seed 42.
     record_file.write_text(json.dumps(record))
     assert docs_tables.main(["--check"]) == 1
-    assert "README.md: held-out-avx2-rung-1-20-2" in capsys.readouterr().err
+    assert "docs/results-and-trust.md: held-out-avx2-rung-1-20-2" in capsys.readouterr().err
     assert docs_tables.main([]) == 0 and docs_tables.main(["--check"]) == 0  # make docs writes it in.
-    assert "| 3. Fine tuning | 0.980 / 0.962 / 0.960 | 0.967 (0.020) | 0.979 |" in (copied / "README.md").read_text()
-    readme = copied / "README.md"
-    readme.write_text(readme.read_text().replace("| 42 | pool 1, 30 + 4 epochs | 0.970 /", "| 42 | pool 1, 30 + 4 "
-                                                                                           "epochs | 0.971 /"))
-    assert docs_tables.differing() == ["README.md: default-run-avx2"]  # A hand edit is found too.
+    trust = (copied / "docs" / "results-and-trust.md").read_text()
+    assert "| 3. Fine tuning | 0.980 / 0.962 / 0.960 | 0.967 (0.020) | 0.979 |" in trust
+    speed = copied / "docs" / "speed.md"
+    speed.write_text(speed.read_text().replace("| 42 | pool 1, 30 + 4 epochs | 0.970 /", "| 42 | pool 1, 30 + 4 "
+                                                                                         "epochs | 0.971 /"))
+    assert docs_tables.differing() == ["docs/speed.md: default-run-avx2"]  # A hand edit is found too.
+
+
+def test_the_readme_results_accuracies_and_needs_follow_the_seeds_record(copied):
+    record_file = copied / "docs" / "records" / "default-run-bf16-seeds.json"
+    record = json.loads(record_file.read_text())
+    held_out = record["stages"][2]["held_out"][0]
+    held_out.update(accuracy=0.5, correct=held_out["total"] // 2)  # Stage 3 of the first seed, measured anew.
+    record["peak_memory_gb"] = 9.9
+    record_file.write_text(json.dumps(record))
+    assert set(docs_tables.differing()) == {"README.md: default-run-bf16-seeds",
+                                            "README.md: default-run-bf16-seeds, default-run-avx2"}
+    assert docs_tables.main([]) == 0
+    readme = (copied / "README.md").read_text()
+    assert "| 3. Fine tuning | 50.00% (" in readme and "| memory | 9.9 GB at peak" in readme

@@ -16,6 +16,7 @@ from lib.core import marks, paths, photo_results, records, stages, storage, unce
 from lib.pages import compare
 from lib.pages import seeds as seeds_page
 from lib.run import seeds as seeds_command
+from tools import docs_tables, seeds_record
 
 
 def rows(flags: list[bool]) -> list[dict]:
@@ -169,7 +170,7 @@ def test_with_profile_auto_every_seed_after_the_first_repeats_the_first_seeds_sc
 
 
 @pytest.mark.slow
-def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path):
+def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
     env = {key: value for key, value in os.environ.items() if key not in {"DATA_DIR", "VGG16_WEIGHTS", "CACHE_DIR"}}
     env.update(OUTPUTS_DIR=str(outputs), PYTHONUNBUFFERED="1")
@@ -194,3 +195,15 @@ def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path):
     assert again.count(": skipped, complete with the") == 2 * len(stages.STEMS)
     make("compare", "RUNS=smoke-seeds")
     assert json.loads((outputs / "compare.json").read_text())["runs"] == ["smoke-seed1", "smoke-seed2"]
+    # The docs' record of the seeds (tools/seeds_record.py) and the tables drawn from it.
+    monkeypatch.setenv("OUTPUTS_DIR", str(outputs))
+    assert seeds_record.main(["smoke", "--seeds-run", "smoke", "--command", "make seeds PROFILE=smoke SEEDS=\"1 2\""],
+                             records_folder=tmp_path) == 0
+    record = json.loads((tmp_path / "smoke.json").read_text())
+    held_out = recorded["stages"][THIRD]["splits"]["test"]["per_seed"]
+    assert [row["accuracy"] for row in record["stages"][2]["held_out"]] == [row["accuracy"] for row in held_out]
+    assert record["cpu"]["cores"] >= 1 and record["versions"]["suite"]
+    assert [run["seed"] for run in record["runs"]] == [1, 2]
+    table = docs_tables.seeds(record)
+    assert f"{100 * held_out[0]['accuracy']:.2f}%" in table and "make seeds PROFILE=smoke" in table
+    assert docs_tables.times(record).count("\n| ") == 3  # The header's rule and one row per seed.

@@ -3,6 +3,7 @@ what docs/development.md says they run, keep no repository address of their own,
 a commit of an unsynced notebook pair or of notebook outputs."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -169,3 +170,21 @@ def test_the_hooks_refuse_an_unsynced_pair_and_notebook_outputs(hooked_project):
     subprocess.run(["git", "config", "--remove-section", "filter.nbstripout"], cwd=project, check=True)
     status, printed = commit(project, "notebooks/03_fine_tuning.ipynb")
     assert status == 1 and "no notebook outputs in the commit" in printed and "has outputs" in printed, printed
+
+
+def test_the_steps_run_in_order_and_their_outcomes_and_pytest_counts_go_into_a_record(tmp_path, capsys):
+    workflow = tmp_path / "w.yml"
+    workflow.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                        "      - uses: actions/checkout@v4\n"
+                        "      - run: echo '========= 12 passed, 1 deselected in 3.20s ========='\n"
+                        "      - run: exit 3\n"
+                        "  b:\n    needs: a\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo never\n")
+    rows = workflow_steps.run(workflow_steps.plan([workflow], "push"))
+    assert [row[2] for row in rows] == ["skipped", "passed: 12 passed, 1 deselected", "FAILED (3)", "skipped"]
+    assert rows[3][3] == "a job it needs did not pass" and "never" not in capsys.readouterr().out.split("|")[0]
+    path = workflow_steps.write_record("steps", rows, ["w.yml"], folder=tmp_path)
+    record = json.loads(path.read_text())
+    assert record["kind"] == "workflow_steps" and record["cpu"]["cores"] >= 1 and record["date"]
+    assert record["rows"][1] == {"job": "w.yml:a", "step": "echo '========= 12 passed, 1 deselected in 3.20s "
+                                 "========='", "result": "passed: 12 passed, 1 deselected", "time": rows[1][3]}
+    assert record["command"] == ".venv/bin/python tools/workflow_steps.py w.yml"

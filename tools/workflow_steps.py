@@ -9,11 +9,15 @@ workflow's, job's and step's `env:`), a job after the jobs it `needs`. Steps tha
 the event does not start (the scheduled real-data job, which downloads the photos and weights). On GitHub each
 job has a fresh runner; here they run one after another in one clone. A failed step ends its job and skips the
 jobs that need it; the table at the end gives every step's seconds, and the exit status is 1 if one failed.
-`--list` prints the plan without running it. `make_targets` and `makefile_targets` also serve the tests.
+`--list` prints the plan without running it. `--record NAME` also writes the steps' outcomes and seconds, with
+the CPU, the command and the date, to `docs/records/NAME.json`, from which `make docs` writes the timing tables
+(`tools/docs_tables.py`: kind `workflow_steps`). `make_targets` and `makefile_targets` also serve the tests.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import re
 import shlex
@@ -33,6 +37,7 @@ _OPTIONS_WITH_VALUE = {"-C", "-f", "-I", "-o", "-W", "--directory", "--file", "-
                        "--old-file", "--assume-old", "--new-file", "--assume-new", "--what-if"}
 _OPTIONS_WITH_NUMBER = {"-j", "--jobs", "-l", "--load-average"}
 _MAKE_RULE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)\s*:(?!=)", re.MULTILINE)
+_PYTEST_SUMMARY = re.compile(r"^=*\s*(\d+ passed[^=]*?)(?: in [\d.]+s.*)?\s*=*$")
 
 
 def load(path: Path) -> dict:
@@ -122,8 +127,9 @@ def plan(paths: list[Path], event: str) -> list[dict]:
     return steps
 
 
-def run(steps: list[dict]) -> int:
-    """Run the steps not skipped; print each step's outcome and seconds; 1 if one failed, else 0."""
+def run(steps: list[dict]) -> list[tuple]:
+    """Run the steps not skipped; print each step's outcome and seconds; the rows (job, step, result, time or why
+    it was skipped)."""
     ended: dict[str, str] = {}  # Job -> why its remaining steps do not run.
     rows = []
     for step in steps:
@@ -136,17 +142,45 @@ def run(steps: list[dict]) -> int:
             continue
         print(f"\n=== {job}: {step['name']}\n$ {step['command'].strip()}", flush=True)
         started = time.monotonic()
-        result = subprocess.run([*SHELL, step["command"]], cwd=ROOT / step["directory"],
-                                env={**os.environ, "CI": "true", **step["env"]})
+        returncode, tests = run_step(step)
         seconds = time.monotonic() - started
-        rows.append((job, step["name"], "passed" if result.returncode == 0 else f"FAILED ({result.returncode})",
+        rows.append((job, step["name"], ("passed" if returncode == 0 else f"FAILED ({returncode})") + tests,
                      f"{seconds:.0f} s"))
-        if result.returncode:
+        if returncode:
             ended[job] = "an earlier step failed"
     print("\n| job | step | result | time or reason |\n| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(str(cell).replace("\n", " ").strip() for cell in row) + " |")
-    return 1 if any(row[2].startswith("FAILED") for row in rows) else 0
+    return rows
+
+
+def run_step(step: dict) -> tuple[int, str]:
+    """Run one step, its output shown as it comes; its exit status and pytest's count (`: 361 passed`), if any."""
+    process = subprocess.Popen([*SHELL, step["command"]], cwd=ROOT / step["directory"], text=True,
+                               env={**os.environ, "CI": "true", **step["env"]}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    tests = ""
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        found = _PYTEST_SUMMARY.match(line.strip())
+        tests = f": {found[1].strip()}" if found else tests
+    return process.wait(), tests
+
+
+def write_record(name: str, rows: list[tuple], argv: list[str], folder: Path = ROOT / "docs" / "records") -> Path:
+    """`docs/records/<name>.json`: every step's job, name, result and time, with the CPU, command and date."""
+    from lib.core import devices
+    from tools.seeds_record import cpu_of
+
+    path = folder / f"{name}.json"
+    record = {"kind": "workflow_steps", "what": "The push workflows' run: steps in a fresh clone, one after another.",
+              "command": " ".join([".venv/bin/python tools/workflow_steps.py", *argv]),
+              "cpu": cpu_of(devices.describe_cpu()), "date": datetime.date.today().isoformat(),
+              "rows": [dict(zip(("job", "step", "result", "time"), (str(cell).strip() for cell in row)))
+                       for row in rows]}
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return path
 
 
 def main(argv: list[str]) -> int:
@@ -154,6 +188,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("workflows", nargs="*", type=Path, help="default: .github/workflows/*.yml")
     parser.add_argument("--event", default="push", help="the event whose workflows run (default: push)")
     parser.add_argument("--list", action="store_true", help="print the steps without running them")
+    parser.add_argument("--record", default="", help="also write docs/records/<RECORD>.json (make docs)")
     arguments = parser.parse_args(argv)
     steps = plan(arguments.workflows or sorted(WORKFLOWS_DIR.glob("*.yml")), arguments.event)
     if arguments.list:
@@ -161,7 +196,11 @@ def main(argv: list[str]) -> int:
             print(f"{step['workflow']}:{step['job']}: " + (f"skip ({step['skip']})" if step["skip"]
                                                           else f"$ {step['command'].strip()}"))
         return 0
-    return run(steps)
+    rows = run(steps)
+    if arguments.record:
+        write_record(arguments.record, rows, [item for item in argv if not item.startswith("--record")
+                                              and item != arguments.record])
+    return 1 if any(row[2].startswith("FAILED") for row in rows) else 0
 
 
 if __name__ == "__main__":

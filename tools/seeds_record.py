@@ -1,0 +1,118 @@
+"""A record for the docs from a `make seeds` run: `docs/records/<name>.json`, which `make docs` turns into tables.
+
+    .venv/bin/python tools/seeds_record.py <name> --seeds-run <run> --command "<the command that ran it>"
+        [--time-log <file>] [--what "<one sentence>"]
+
+Reads `outputs/<run>-seeds/seeds.json` (`lib.pages.seeds`) and each complete seed's `manifest.json`, and writes what
+the README's tables show, measured: the CPU (model, cores, flags) and precision the runs recorded, the versions, the
+schedule `PROFILE=auto` chose, per seed the command's minutes and each stage's forecast (the one printed just before
+it started) against its actual seconds, per stage every seed's held-out and validation accuracy with counts and
+95% intervals, and the comparison with the stage before pooled over seeds. `--time-log` is the output of
+`/usr/bin/time -v` around the command: its largest process's peak memory goes into the record. The run folders'
+the cache's and `.venv`'s sizes on disk are measured here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lib.core import paths, records, stages, storage  # noqa: E402
+from lib.pages import seeds as seeds_page  # noqa: E402
+
+RECORDS = ROOT / "docs" / "records"
+CPU = re.compile(r"(?P<model>.+), (?P<cores>\d+) CPUs?, flags (?P<flags>[^,]+)(?:, (?P<isa>ONEDNN_MAX_CPU_ISA=.+))?")
+
+
+def cpu_of(text: str) -> dict:
+    """`AMD EPYC, 2 CPUs, flags avx2 avx512_bf16 avx512f` (as a manifest records it) as model, cores and flags."""
+    found = CPU.fullmatch(text)
+    if not found:
+        raise SystemExit(f"The manifest's CPU {text!r} is not in the form 'MODEL, N CPUs, flags ...'.")
+    flags = [] if found["flags"].startswith("none") else sorted(found["flags"].split())
+    return {"model": found["model"], "cores": int(found["cores"]), "flags": flags,
+            **({"held_to": found["isa"]} if found["isa"] else {})}
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def seed_row(seed: int, run: str) -> dict:
+    """One seed's times: the command's minutes and each stage's forecast and actual seconds."""
+    manifest = records.read_manifest(run)
+    started, finished = (datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
+    entries = [manifest["stages"][stage.stem] for stage in stages.STAGES]
+    return {"seed": seed, "run": run, "minutes": round((finished - started).total_seconds() / 60, 1),
+            "stage_seconds": [[None if entry.get("forecast_seconds") is None else round(entry["forecast_seconds"]),
+                               round(entry["seconds"])] for entry in entries],
+            "run_folder_mb": round(folder_bytes(paths.run_dir(run)) / 1e6)}
+
+
+def stage_row(stage: stages.Stage, collected: dict) -> dict:
+    """One stage over the seeds: held-out and validation accuracies and the pooled comparison."""
+    splits = collected["stages"][stage.stem]["splits"]
+    held_out, validation = splits["test"], splits["validation"]
+    keep = ("accuracy", "correct", "total", "interval_95")
+    compared = held_out["compared_with_previous"]
+    return {"stage": stage.heading, "held_out_photos": held_out["photos"],
+            "held_out": [{key: row[key] for key in keep} for row in held_out["per_seed"]],
+            "validation": [{key: row[key] for key in keep} for row in validation["per_seed"]],
+            "against_previous": None if compared is None else {
+                "pooled": {key: compared["pooled"][key] for key in (
+                    "difference", "interval_95", "fixed", "broke", "pairs", "mcnemar_exact_p", "distinguishable")},
+                "per_seed_difference": [row["difference"] for row in compared["per_seed"]],
+                "seeds_better": compared["seeds_better"], "seeds_worse": compared["seeds_worse"]}}
+
+
+def peak_memory_gb(time_log: Path) -> float:
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_log.read_text())
+    if not found:
+        raise SystemExit(f"{time_log} has no 'Maximum resident set size' line: give /usr/bin/time -v's output.")
+    return round(int(found[1]) * 1024 / 1e9, 1)
+
+
+def build(arguments: argparse.Namespace) -> dict:
+    collected = storage.read_json(paths.seeds_dir(arguments.seeds_run) / seeds_page.SEEDS_FILE)
+    if collected["failed_seeds"]:
+        raise SystemExit(f"Seeds that did not complete: {collected['failed_seeds']}; a record holds complete runs.")
+    runs = {int(seed): run for seed, run in collected["runs"].items()}
+    first = records.read_manifest(runs[collected["seeds"][0]])
+    precision = records.read_metrics(paths.stage_dir(runs[collected["seeds"][0]], stages.STEMS[0]))["precision"]
+    record = {"kind": "seeds", "what": arguments.what, "command": arguments.command,
+              "cpu": cpu_of(first["hardware"]["cpu"]), "precision": precision,
+              "schedule": first["profile"]["description"],
+              "versions": {name: first["versions"][name] for name in ("suite", "tensorflow", "keras")},
+              "date": first["started"][:10], "seeds": collected["seeds"],
+              "runs": [seed_row(seed, runs[seed]) for seed in collected["seeds"]],
+              "stages": [stage_row(stage, collected) for stage in stages.STAGES],
+              "cache_gb": round(folder_bytes(paths.cache_root()) / 1e9, 1),
+              "venv_gb": round(folder_bytes(ROOT / ".venv") / 1e9, 1)}
+    if arguments.time_log:
+        record["peak_memory_gb"] = peak_memory_gb(Path(arguments.time_log))
+    return record
+
+
+def main(argv: list[str], records_folder: Path = RECORDS) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="the record's name: docs/records/<name>.json")
+    parser.add_argument("--seeds-run", required=True, help="the RUN of make seeds (its page is outputs/<run>-seeds/)")
+    parser.add_argument("--command", required=True, help="the command that ran the seeds, as a reader would type it")
+    parser.add_argument("--time-log", default="", help="/usr/bin/time -v's output around the command")
+    parser.add_argument("--what", default="The default make run-all (PROFILE=auto, a 30-minute budget) from cold "
+                        "caches on the real photos and ImageNet weights, once per seed.")
+    arguments = parser.parse_args(argv)
+    path = records_folder / f"{arguments.name}.json"
+    path.write_text(json.dumps(build(arguments), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}; make docs writes its tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
