@@ -64,3 +64,17 @@ def test_the_readme_results_accuracies_and_needs_follow_the_seeds_record(copied)
     assert docs_tables.main([]) == 0
     readme = (copied / "README.md").read_text()
     assert "| 3. Fine tuning | 50.00% (" in readme and "| memory | 9.9 GB at peak" in readme
+
+
+def test_a_described_cpu_reads_back_as_a_records_fields():
+    from lib import SuiteError
+    from lib.core import devices
+
+    assert devices.cpu_fields("AMD EPYC, 2 CPUs, flags avx512f avx2 avx512_bf16") == {
+        "model": "AMD EPYC", "cores": 2, "flags": ["avx2", "avx512_bf16", "avx512f"]}
+    assert devices.cpu_fields("AMD EPYC, 2 CPUs, flags avx2, ONEDNN_MAX_CPU_ISA=AVX2")["held_to"] == \
+        "ONEDNN_MAX_CPU_ISA=AVX2"
+    assert devices.cpu_fields("Some CPU, 1 CPU, flags none of avx2/avx512")["flags"] == []
+    assert devices.cpu_fields(devices.describe_cpu())["cores"] >= 1
+    with pytest.raises(SuiteError, match="not in the form"):
+        devices.cpu_fields("a CPU")

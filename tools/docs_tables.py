@@ -31,6 +31,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lib.core import uncertainty  # noqa: E402
+
 RECORDS = ROOT / "docs" / "records"
 BLOCK = re.compile(r"(<!-- record: (?P<name>[a-z0-9-]+(?:, [a-z0-9-]+)*)(?: (?P<view>[a-z_]+))? -->\n)"
                    r"(?P<table>.*?)(<!-- end record -->)", re.DOTALL)
@@ -84,8 +88,8 @@ def _against_previous(compared: dict | None, seeds: int) -> str:
         return ""
     pooled = compared["pooled"]
     low, high = pooled["interval_95"]
-    verdict = ("not distinguishable from no change" if not pooled["distinguishable"] else
-               "better" if pooled["difference"] > 0 else "worse")
+    verdict = uncertainty.PairedComparison(pooled["fixed"], pooled["broke"], pooled["pairs"], pooled["difference"],
+                                           low, high, pooled["mcnemar_exact_p"]).verdict
     return (f"{100 * pooled['difference']:+.2f} points ({100 * low:+.2f} to {100 * high:+.2f}), fixed "
             f"{pooled['fixed']}, broke {pooled['broke']}: {verdict}; seeds better / worse alone: "
             f"{compared['seeds_better']} / {compared['seeds_worse']} of {seeds}")

@@ -23,21 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import paths, records, stages, storage  # noqa: E402
+from lib import SuiteError  # noqa: E402
+from lib.core import devices, paths, records, stages, storage  # noqa: E402
 from lib.pages import seeds as seeds_page  # noqa: E402
 
 RECORDS = ROOT / "docs" / "records"
-CPU = re.compile(r"(?P<model>.+), (?P<cores>\d+) CPUs?, flags (?P<flags>[^,]+)(?:, (?P<isa>ONEDNN_MAX_CPU_ISA=.+))?")
-
-
-def cpu_of(text: str) -> dict:
-    """`AMD EPYC, 2 CPUs, flags avx2 avx512_bf16 avx512f` (as a manifest records it) as model, cores and flags."""
-    found = CPU.fullmatch(text)
-    if not found:
-        raise SystemExit(f"The manifest's CPU {text!r} is not in the form 'MODEL, N CPUs, flags ...'.")
-    flags = [] if found["flags"].startswith("none") else sorted(found["flags"].split())
-    return {"model": found["model"], "cores": int(found["cores"]), "flags": flags,
-            **({"held_to": found["isa"]} if found["isa"] else {})}
 
 
 def folder_bytes(folder: Path) -> int:
@@ -86,7 +76,7 @@ def build(arguments: argparse.Namespace) -> dict:
     first = records.read_manifest(runs[collected["seeds"][0]])
     precision = records.read_metrics(paths.stage_dir(runs[collected["seeds"][0]], stages.STEMS[0]))["precision"]
     record = {"kind": "seeds", "what": arguments.what, "command": arguments.command,
-              "cpu": cpu_of(first["hardware"]["cpu"]), "precision": precision,
+              "cpu": devices.cpu_fields(first["hardware"]["cpu"]), "precision": precision,
               "schedule": first["profile"]["description"],
               "versions": {name: first["versions"][name] for name in ("suite", "tensorflow", "keras")},
               "date": first["started"][:10], "seeds": collected["seeds"],
@@ -109,7 +99,11 @@ def main(argv: list[str], records_folder: Path = RECORDS) -> int:
                         "caches on the real photos and ImageNet weights, once per seed.")
     arguments = parser.parse_args(argv)
     path = records_folder / f"{arguments.name}.json"
-    path.write_text(json.dumps(build(arguments), indent=1) + "\n", encoding="utf-8")
+    try:
+        record = build(arguments)
+    except SuiteError as error:
+        raise SystemExit(str(error)) from None
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}; make docs writes its tables")
     return 0
 

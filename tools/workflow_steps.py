@@ -170,12 +170,11 @@ def run_step(step: dict) -> tuple[int, str]:
 def write_record(name: str, rows: list[tuple], argv: list[str], folder: Path = ROOT / "docs" / "records") -> Path:
     """`docs/records/<name>.json`: every step's job, name, result and time, with the CPU, command and date."""
     from lib.core import devices
-    from tools.seeds_record import cpu_of
 
     path = folder / f"{name}.json"
     record = {"kind": "workflow_steps", "what": "The push workflows' run: steps in a fresh clone, one after another.",
               "command": " ".join([".venv/bin/python tools/workflow_steps.py", *argv]),
-              "cpu": cpu_of(devices.describe_cpu()), "date": datetime.date.today().isoformat(),
+              "cpu": devices.cpu_fields(devices.describe_cpu()), "date": datetime.date.today().isoformat(),
               "rows": [dict(zip(("job", "step", "result", "time"), (str(cell).strip() for cell in row)))
                        for row in rows]}
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

@@ -92,3 +92,18 @@ def describe_cpu() -> str:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
     return f"{model}, {usable} CPUs, flags {' '.join(flags) or 'none of avx2/avx512'}" + (
         f", ONEDNN_MAX_CPU_ISA={isa}" if isa else "")
+
+
+def cpu_fields(described: str) -> dict:
+    """`describe_cpu()`'s text (as a manifest records it) as a record's `model`, `cores`, `flags` and, where oneDNN
+    was held below the CPU, `held_to`; a `SuiteError` when the text is not in that form."""
+    import re
+
+    found = re.fullmatch(r"(?P<model>.+), (?P<cores>\d+) CPUs?, flags (?P<flags>[^,]+)"
+                         r"(?:, (?P<isa>ONEDNN_MAX_CPU_ISA=.+))?", described)
+    if not found:
+        raise SuiteError(f"The CPU {described!r} is not in the form 'MODEL, N CPUs, flags ...' that describe_cpu "
+                         "writes.")
+    flags = [] if found["flags"].startswith("none") else sorted(found["flags"].split())
+    return {"model": found["model"], "cores": int(found["cores"]), "flags": flags,
+            **({"held_to": found["isa"]} if found["isa"] else {})}

@@ -66,15 +66,19 @@ class PairedComparison:
         (5 fixed, none broken: an interval above 0, p = 0.0625); then the sentence says not distinguishable."""
         return (self.low > 0 or self.high < 0) and self.p_value < 0.05
 
+    @property
+    def verdict(self) -> str:
+        """`better`, `worse` or `not distinguishable from no change`."""
+        return ("not distinguishable from no change" if not self.distinguishable else
+                "better" if self.difference > 0 else "worse")
+
     def sentence(self, what: str, pairs: str = "photos") -> str:
         """`fine tuning: +0.45 points (95% interval -0.10 to +1.00; fixed 14 photos, broke 5; exact McNemar
         p = 0.064): not distinguishable from no change on these 2000 photos.` (`pairs` names what was paired:
         `photo-seed pairs` for several seeds pooled)."""
-        verdict = ("not distinguishable from no change" if not self.distinguishable else
-                   "better" if self.difference > 0 else "worse")
         return (f"{what}: {100 * self.difference:+.2f} points (95% interval {100 * self.low:+.2f} to "
                 f"{100 * self.high:+.2f}; fixed {self.fixed} {pairs}, broke {self.broke}; exact McNemar "
-                f"p = {self.p_value:.3g}): {verdict} on these {self.total} {pairs}.")
+                f"p = {self.p_value:.3g}): {self.verdict} on these {self.total} {pairs}.")
 
     def record(self) -> dict[str, float | int | bool]:
         """The fields a JSON record keeps."""
