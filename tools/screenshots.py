@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from lib.core import paths, stages  # noqa: E402
 
 DOCS = ROOT / "docs"
-WINDOW = "900,1150"
+WINDOW = "1500,1050"
 
 
 def screenshot(browser: str, page: Path, target: Path, window: str = WINDOW) -> None:
