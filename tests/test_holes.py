@@ -168,8 +168,9 @@ def test_the_data_set_is_not_unpacked_onto_a_disk_without_room_and_the_archive_i
 
 @pytest.mark.parametrize("number, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, execution.Terminated)])
 def test_a_signal_during_a_held_section_is_acted_on_when_it_ends(number, raised):
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     execution.raise_on_sigterm()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # As Python starts, even where a shell ignores it.
     finished = []
     try:
         with pytest.raises(raised):
@@ -178,7 +179,8 @@ def test_a_signal_during_a_held_section_is_acted_on_when_it_ends(number, raised)
                 finished.append("the clean-up")
         assert finished == ["the clean-up"]
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
 
 
 def test_a_second_predict_on_a_run_is_refused_at_once(tmp_path):
