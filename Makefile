@@ -30,7 +30,8 @@ help: ## List the targets with one line each.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: PROFILE=$$PROFILE (auto|full|cpu|smoke|path/to.yaml), RUN=<name>, SET='key=value ...',"
 	@echo "             FORCE=1 (redo up-to-date stages), FROM=outputs/<run>/manifest.json, DATA_DIR, VGG16_WEIGHTS,"
-	@echo "             BUDGET_MINUTES=30 (PROFILE=auto on a CPU), CELL_TIMEOUT=<seconds> (stop a cell running longer),"
+	@echo "             BUDGET_MINUTES=30 (PROFILE=auto sizes to it on a CPU; with any profile, later stages' epochs are"
+	@echo "             cut to keep it when a stage runs long), CELL_TIMEOUT=<seconds> (stop a cell running longer),"
 	@echo "             WORKERS=2 (each stage on a local cluster of that many processes: distribution=multi_worker),"
 	@echo "             VERBOSE=1 (show every cell and everything the kernels print)"
 

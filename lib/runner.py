@@ -24,6 +24,7 @@ from lib import SuiteError
 from lib.core import devices, locks, marks, params, paths, records, stages, storage
 from lib.pages import summary
 from lib.run import (
+    budget,
     cluster,
     execution,
     forecast,
@@ -50,6 +51,10 @@ class Plan:
     fingerprints: dict[Any, Any] = dataclasses.field(default_factory=dict)
     workers: int = 1
     verbose: bool = False
+    budget_minutes: float | None = None  # The time the command should fit in (`lib.run.budget`), if any.
+    started: float = 0.0  # When the command started, on `budget.now`'s clock.
+    cuts: list[budget.Cut] = dataclasses.field(default_factory=list)  # Epochs cut to keep the budget.
+    budget_notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +74,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cell-timeout", type=int, default=execution.DEFAULT_CELL_TIMEOUT,
                         help="stop a notebook cell that runs longer than this many seconds")
     parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="PROFILE=auto on a CPU: the time the whole run should fit in (default 30)")
+                        help="the time the whole run should fit in (PROFILE=auto on a CPU: default 30): the epochs "
+                             "of later stages are cut when an earlier one ran long")
     parser.add_argument("--verbose", action="store_true",
                         help="show everything papermill and the kernels print (VERBOSE=1 on the make line)")
     parser.add_argument("--workers", type=int, default=1,
@@ -134,7 +140,11 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         devices.require_gpu(True, devices.gpu_names(), where=f"Profile {profile['name']}")
     for stem in stems:
         pairing.check_in_sync(stem)
-    plan = Plan(run, profile, choice, resolved, sized, fingerprints, arguments.workers, arguments.verbose)
+    plan = Plan(run, profile, choice, resolved, sized, fingerprints, arguments.workers, arguments.verbose,
+                sized["budget_minutes"] if sized else arguments.budget_minutes)
+    if plan.budget_minutes is not None:  # The same command again: the cuts it made, so that their stages skip.
+        cuts, plan.budget_notes = budget.recorded(run, plan.budget_minutes)
+        plan.cuts = budget.reapply(plan.parameters, cuts)
     if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
         check_writable(run)
         if not arguments.forecast_only:
@@ -255,6 +265,8 @@ def run_plan(plan: Plan, force: bool, with_forecasts: bool, cell_timeout: int) -
     """Run or skip each stage of `plan` in order, keeping the manifest; the exit status."""
     record = manifest.start(plan.run, plan.profile, plan.choice.message, plan.schedule, planned=list(plan.parameters))
     fingerprints = plan.fingerprints
+    if plan.cuts:
+        record["budget"] = budget.record(plan.budget_minutes, plan.cuts, plan.budget_notes)
     forecasts = forecast.Forecasts(with_forecasts)
     if with_forecasts and plan.schedule and not plan.choice.kept:
         forecasts.speeds, forecasts.seconds = measured_speeds(plan) or {}, dict(plan.schedule["forecast_seconds"])
@@ -263,15 +275,12 @@ def run_plan(plan: Plan, force: bool, with_forecasts: bool, cell_timeout: int) -
             inputs = freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)
             verdict = freshness.verdict(stem, plan.run, plan.parameters[stem], inputs)
             if verdict.up_to_date and not force:
-                tell_workers(plan, record, stem, "skip")
-                print(f"\n=== [{number}/{len(plan.parameters)}] {stem}: skipped, complete with the {verdict.reason} "
-                      f"({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes it.", flush=True)
-                stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / records.STAGE_FILE)
-                record["stages"][stem] = manifest.kept(record["stages"].get(stem, {}), stage_record)
-                publish(plan.run, record, fingerprints)
+                skip(plan, record, stem, f"[{number}/{len(plan.parameters)}] {stem}", verdict.reason)
                 continue
             expected = forecasts.before(list(plan.parameters)[number - 1:], plan.parameters, fingerprints,
                                         freshness.completed(plan.run, plan.parameters))
+            if (resized := keep_budget(plan, forecasts, list(plan.parameters)[number - 1:], record)) is not None:
+                expected, inputs = resized, freshness.stage_inputs(stem, plan.parameters[stem], plan.run, fingerprints)
             reason = f" (redone: {'FORCE=1' if force else verdict.reason})" if verdict.complete else ""
             print(f"\n=== [{number}/{len(plan.parameters)}]{reason}", flush=True)
             if backup_note := freshness.settle_backup(stem, plan.run, plan.parameters[stem], inputs, force):
@@ -308,6 +317,47 @@ def run_plan(plan: Plan, force: bool, with_forecasts: bool, cell_timeout: int) -
         write_summary(plan.run)
 
 
+def skip(plan: Plan, record: records.Manifest, stem: str, heading: str, reason: str) -> None:
+    """A stage complete with the same inputs: said, and kept in the manifest as it was."""
+    tell_workers(plan, record, stem, "skip")
+    print(f"\n=== {heading}: skipped, complete with the {reason} ({paths.stage_dir(plan.run, stem)}). FORCE=1 redoes "
+          "it.", flush=True)
+    stage_record = storage.read_json(paths.stage_dir(plan.run, stem) / records.STAGE_FILE)
+    record["stages"][stem] = manifest.kept(record["stages"].get(stem, {}), stage_record)
+    publish(plan.run, record, plan.fingerprints)
+
+
+def keep_budget(plan: Plan, forecasts: forecast.Forecasts, stems_left: list[str],
+                record: records.Manifest) -> float | None:
+    """Before a stage: where the time the command has spent and the forecast of the stages left would end past the
+    budget, cut the epochs of the stages left (`lib.run.budget`), say so and record it; the stage's forecast after
+    a cut, else None. Not on a cluster of machines, whose other runners read the parameters themselves."""
+    if plan.budget_minutes is None or not forecasts.speeds or not forecasts.stems or cluster_of_machines(plan):
+        return None
+    budget_seconds, spent, gpus = plan.budget_minutes * 60, budget.now() - plan.started, devices.gpu_names()
+
+    def seconds_of(resolved: dict[str, dict]) -> dict[str, float]:
+        every = forecast.plan_seconds(forecasts.stems, resolved, plan.fingerprints, gpus, forecasts.speeds,
+                                      forecasts.run_has)
+        return {stem: every[stem] for stem in stems_left}
+
+    try:
+        found = budget.fit(spent, budget_seconds, stems_left, plan.parameters, lambda r: sum(seconds_of(r).values()))
+    except Exception as error:  # A forecast informs: it never stops a run.
+        print(f"    budget: not weighed ({type(error).__name__}: {error}); the schedule stands", flush=True)
+        return None
+    if found is None:
+        return None
+    cuts = found.cuts(plan.parameters)
+    plan.budget_notes.append(found.sentence(cuts))
+    plan.parameters.update(found.resolved)
+    plan.cuts.extend(cuts)
+    record["budget"] = budget.record(plan.budget_minutes, plan.cuts, plan.budget_notes)
+    print(f"    {plan.budget_notes[-1]}", flush=True)
+    forecasts.seconds.update(seconds_of(found.resolved))
+    return forecasts.seconds[stems_left[0]]
+
+
 def publish(run: str, record: records.Manifest, fingerprints: dict[Any, Any]) -> None:
     """Write the manifest and rewrite the run's summary page from it, so that a run can be watched as it goes."""
     manifest.write(run, record, fingerprints)
@@ -326,7 +376,7 @@ def write_summary(run: str, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
+    arguments, started = parse_arguments(argv), budget.now()
     params.absolute_environment()  # Before anything reads them: the kernels run in notebooks/.
     execution.configure_logging(arguments.verbose)
     execution.raise_on_sigterm()
@@ -341,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if arguments.forecast_only:
         return forecast_only(plan)
+    plan.started = started
     worker = worker_index(plan)
     if worker:
         return run_as_worker(plan, worker)

@@ -157,6 +157,7 @@ class Manifest(TypedDict, total=False):
     stages: dict[str, ManifestStage]
     inputs: list[dict[str, Any]]
     seed: Any
+    budget: dict[str, Any]  # Epochs cut to keep BUDGET_MINUTES (`lib.run.budget`), when any were.
 
 
 def now() -> str:

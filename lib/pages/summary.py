@@ -122,7 +122,7 @@ def collect(run: str) -> dict[str, Any]:
     return {"run": run, "profile": _profile(manifest, stage_summaries), "stages": stage_summaries,
             **_span(manifest), "random_weights": any(s.get("random_weights") for s in stage_summaries.values()),
             "started": manifest.get("started"), "finished": manifest.get("finished"),
-            "status": manifest.get("status")}
+            "status": manifest.get("status"), "budget": manifest.get("budget")}
 
 
 def validation_curves(curves: dict[str, list[float]], references: dict[str, float] | None = None,
@@ -173,6 +173,7 @@ def _messages(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
                      + (profile.get("choice") or profile.get("description", "")))
     elif profile.get("choice"):
         notes.append(profile["choice"])
+    notes.extend((summary.get("budget") or {}).get("notes", []))
     return warnings, notes
 
 
