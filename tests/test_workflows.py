@@ -14,7 +14,7 @@ import pytest
 from conftest import complete_stage, copy_project
 
 from lib.run import colab
-from tools import accuracy_floor, workflow_steps
+from tools import accuracy_minimum, workflow_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -99,25 +99,25 @@ def test_no_ci_job_runs_a_test_another_job_ran():
     assert '-m pytest -q -m "not slow" tests' in makefile and "-m pytest -q -m slow tests" in makefile
 
 
-def test_the_real_data_job_runs_stage_one_on_downloads_and_checks_the_floor():
+def test_the_real_data_job_runs_stage_one_on_downloads_and_checks_the_minimum():
     workflow = workflow_steps.load(ROOT / ".github" / "workflows" / "real-data.yml")
     assert workflow_steps.triggers(workflow) == {"schedule", "workflow_dispatch"}
     commands = [step["command"].strip() for step in workflow_steps.plan([ROOT / ".github/workflows/real-data.yml"],
                                                                          "schedule") if not step["skip"]]
     assert commands == ["make setup", "make run-feature-extraction PROFILE=cpu RUN=real-data",
-                        ".venv/bin/python tools/accuracy_floor.py real-data"]
+                        ".venv/bin/python tools/accuracy_minimum.py real-data"]
     assert "DATA_DIR" not in str(workflow) and "VGG16_WEIGHTS" not in str(workflow)  # The suite downloads both.
-    assert accuracy_floor.FLOOR == 0.95
+    assert accuracy_minimum.MINIMUM == 0.95
 
 
-def test_the_accuracy_floor(capsys):
+def test_the_accuracy_minimum_check(capsys):
     complete_stage("good", "01_feature_extraction", status="complete", val_accuracy=0.962)
     complete_stage("poor", "01_feature_extraction", status="complete", val_accuracy=0.91)
     complete_stage("unfinished", "01_feature_extraction", status="interrupted", val_accuracy=0.97)
-    assert accuracy_floor.main(["good"]) == 0 and "0.9620, at or above the floor 0.95" in capsys.readouterr().out
-    assert accuracy_floor.main(["poor"]) == 1 and "0.9100, BELOW the floor 0.95" in capsys.readouterr().out
-    assert accuracy_floor.main(["unfinished"]) == 2 and "has not completed" in capsys.readouterr().err
-    assert accuracy_floor.main(["absent"]) == 2 and "make run-feature-extraction" in capsys.readouterr().err
+    assert accuracy_minimum.main(["good"]) == 0 and "0.9620, at or above the minimum 0.95" in capsys.readouterr().out
+    assert accuracy_minimum.main(["poor"]) == 1 and "0.9100, BELOW the minimum 0.95" in capsys.readouterr().out
+    assert accuracy_minimum.main(["unfinished"]) == 2 and "has not completed" in capsys.readouterr().err
+    assert accuracy_minimum.main(["absent"]) == 2 and "make run-feature-extraction" in capsys.readouterr().err
 
 
 def test_the_repository_address_lives_only_in_colab_py():

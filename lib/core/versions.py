@@ -13,7 +13,7 @@ import re
 from lib import SuiteError
 
 # The suite's own version (CHANGELOG.md, CITATION.cff); every run's manifest records it.
-SUITE_VERSION = "1.1.0"
+SUITE_VERSION = "1.2.0"
 # Package -> (oldest supported, newest tested): the pins of requirements-oldest.txt and requirements.txt.
 SUPPORTED = {"tensorflow": ("2.19.0", "2.21.0"), "keras": ("3.10.0", "3.15.1")}
 

@@ -1,9 +1,9 @@
-"""Fail when a run's stage 1 validation accuracy is below the floor: the regression check after a real-data run.
+"""Fail when a run's stage 1 validation accuracy is below the minimum: the regression check after a real-data run.
 
-    .venv/bin/python tools/accuracy_floor.py RUN [--stage 01_feature_extraction] [--minimum 0.95]
+    .venv/bin/python tools/accuracy_minimum.py RUN [--stage 01_feature_extraction] [--minimum 0.95]
 
 Reads `outputs/<RUN>/<stage>/metrics.json` (OUTPUTS_DIR moves it), prints the accuracy on one line, and exits
-1 below the floor, 2 when the stage has not completed. `.ci/run` runs it after stage 1 with the cpu profile on
+1 below the minimum, 2 when the stage has not completed. `.ci/run` runs it after stage 1 with the cpu profile on
 the real photos and ImageNet weights, and so does the scheduled job of .github/workflows/real-data.yml.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ from lib.core import paths, records  # noqa: E402
 
 # The README's stage 1 results are 0.968-0.975 on the real photos; 0.95 leaves room for the spread between
 # seeds and machines, and still catches a broken pipeline (which lands near 0.5).
-FLOOR = 0.95
+MINIMUM = 0.95
 
 
-def check(run: str, stage: str = "01_feature_extraction", minimum: float = FLOOR) -> tuple[bool, str]:
+def check(run: str, stage: str = "01_feature_extraction", minimum: float = MINIMUM) -> tuple[bool, str]:
     """Whether `stage` of `run` reached `minimum` validation accuracy, and the line that says so."""
     metrics = records.read_metrics(paths.stage_dir(run, stage)) or {}
     if metrics.get("status") != "complete" or "val_accuracy" not in metrics:
@@ -33,14 +33,14 @@ def check(run: str, stage: str = "01_feature_extraction", minimum: float = FLOOR
     accuracy = metrics["val_accuracy"]
     reached = accuracy >= minimum
     verdict = "at or above" if reached else "BELOW"
-    return reached, f"{stage} validation accuracy {accuracy:.4f}, {verdict} the floor {minimum:.2f} (run {run})"
+    return reached, f"{stage} validation accuracy {accuracy:.4f}, {verdict} the minimum {minimum:.2f} (run {run})"
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("--stage", default="01_feature_extraction")
-    parser.add_argument("--minimum", type=float, default=FLOOR)
+    parser.add_argument("--minimum", type=float, default=MINIMUM)
     arguments = parser.parse_args(argv)
     try:
         reached, line = check(arguments.run, arguments.stage, arguments.minimum)
