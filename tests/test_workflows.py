@@ -188,3 +188,12 @@ def test_the_steps_run_in_order_and_their_outcomes_and_pytest_counts_go_into_a_r
     assert record["rows"][1] == {"job": "w.yml:a", "step": "echo '========= 12 passed, 1 deselected in 3.20s "
                                  "========='", "result": "passed: 12 passed, 1 deselected", "time": rows[1][3]}
     assert record["command"] == ".venv/bin/python tools/workflow_steps.py w.yml"
+
+
+@pytest.mark.parametrize("tool", sorted(path.name for path in (ROOT / "tools").glob("*.py")
+                                        if path.name not in {"__init__.py", "docs_tables.py"}))
+def test_each_tool_starts_as_a_script_from_any_folder(tool, tmp_path):
+    """`.venv/bin/python tools/<tool> --help` from another folder: what it imports of lib/ and tools/ is found."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / tool), "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]

@@ -7,6 +7,7 @@ See docs/resuming-and-cache.md; `lib.study.backup` writes these files.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -43,7 +44,8 @@ def measure(name: str, model) -> None:
     print(f"{name}: {size / 1e6:.1f} MB, written in {seconds:.2f} s", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     keras.utils.set_random_seed(0)
     base = models.build_conv_base(WeightsChoice("none", None, None), 150)
     classifier = models.build_classifier(base.output_shape[1:], 0.5)
@@ -59,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

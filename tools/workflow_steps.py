@@ -29,6 +29,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lib.core import devices  # noqa: E402
+
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 SHELL = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"]
 _MAKE_CALL = re.compile(r"(?<![\w./-])make[ \t]+([^;&|\n)#]*)")
@@ -169,8 +173,6 @@ def run_step(step: dict) -> tuple[int, str]:
 
 def write_record(name: str, rows: list[tuple], argv: list[str], folder: Path = ROOT / "docs" / "records") -> Path:
     """`docs/records/<name>.json`: every step's job, name, result and time, with the CPU, command and date."""
-    from lib.core import devices
-
     path = folder / f"{name}.json"
     record = {"kind": "workflow_steps", "what": "The push workflows' run: steps in a fresh clone, one after another.",
               "command": " ".join([".venv/bin/python tools/workflow_steps.py", *argv]),
