@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_readme_results_tables_come_from_records_and_match_them():
     readme = (ROOT / "README.md").read_text()
     names = {name.strip() for block in docs_tables.BLOCK.finditer(readme) for name in block.group("name").split(",")}
-    assert {"default-run-bf16-seeds", "default-run-avx2"} <= names
+    assert {"default-run-bf16-seeds", "default-run-avx2", "workflow-steps"} <= names
     assert docs_tables.differing() == []
     for name in names:
         record = json.loads((docs_tables.RECORDS / f"{name}.json").read_text())
@@ -78,3 +78,15 @@ def test_a_described_cpu_reads_back_as_a_records_fields():
     assert devices.cpu_fields(devices.describe_cpu())["cores"] >= 1
     with pytest.raises(SuiteError, match="not in the form"):
         devices.cpu_fields("a CPU")
+
+
+def test_the_test_times_sentence_reads_the_pytest_steps_of_a_workflow_record():
+    record = json.loads((docs_tables.RECORDS / "workflow-steps.json").read_text())
+    rows = [{"job": "ci.yml:fast-tests", "step": "The fast tests", "result": "passed: 9 passed", "time": "180 s"},
+            {"job": "ci.yml:slow-tests", "step": "The slow tests", "result": "passed: 3 passed", "time": "1500 s"},
+            {"job": "ci.yml:lint", "step": "lint", "result": "passed", "time": "600 s"}]
+    said = docs_tables.test_times({**record, "rows": rows})
+    assert said.startswith("`make test-fast` took 3 minutes and `make test-slow` 25 (`make test` runs both: about 28")
+    assert record["command"] in said and record["cpu"]["model"] in said
+    with pytest.raises(SystemExit, match="not fast-tests and slow-tests"):
+        docs_tables.test_times({**record, "rows": rows[2:]})
