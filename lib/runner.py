@@ -145,6 +145,9 @@ def prepare(arguments: argparse.Namespace) -> Plan:
     if plan.budget_minutes is not None:  # The same command again: the cuts it made, so that their stages skip.
         cuts, plan.budget_notes = budget.recorded(run, plan.budget_minutes)
         plan.cuts = budget.reapply(plan.parameters, cuts)
+        if plan.cuts:
+            print("With the cuts this run made to keep its budget: " + ", ".join(
+                f"{stages.get(cut.stem).heading} {cut.after} epochs (from {cut.before})" for cut in plan.cuts) + ".")
     if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
         check_writable(run)
         if not arguments.forecast_only:

@@ -122,5 +122,6 @@ def test_a_stage_that_ran_long_gets_the_later_stages_cut_and_the_run_ends_within
     assert "Budget kept:" in page and "2. Data augmentation to" in page
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count(": skipped, complete with the") == 3, again.stdout[-3000:]
-    assert "Budget kept:" not in again.stdout
+    assert "Budget kept:" not in again.stdout and "With the cuts this run made to keep its budget: 2. Data " \
+        "augmentation" in again.stdout
     assert json.loads((outputs / "budget" / "manifest.json").read_text())["budget"] == manifest["budget"]
