@@ -146,8 +146,7 @@ def prepare(arguments: argparse.Namespace) -> Plan:
         cuts, plan.budget_notes = budget.recorded(run, plan.budget_minutes)
         plan.cuts = budget.reapply(plan.parameters, cuts)
         if plan.cuts:
-            print("With the cuts this run made to keep its budget: " + ", ".join(
-                f"{stages.get(cut.stem).heading} {cut.after} epochs (from {cut.before})" for cut in plan.cuts) + ".")
+            print(f"With the cuts this run made to keep its budget: {', '.join(c.describe() for c in plan.cuts)}.")
     if not worker_index(plan):  # A cluster's other machines write nothing into the run folder.
         check_writable(run)
         if not arguments.forecast_only:

@@ -26,12 +26,9 @@ sys.path.insert(0, str(ROOT))
 from lib import SuiteError  # noqa: E402
 from lib.core import devices, paths, records, stages, storage  # noqa: E402
 from lib.pages import seeds as seeds_page  # noqa: E402
+from lib.run import cache_commands  # noqa: E402
 
 RECORDS = ROOT / "docs" / "records"
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
 
 
 def seed_row(seed: int, run: str) -> dict:
@@ -42,7 +39,7 @@ def seed_row(seed: int, run: str) -> dict:
     return {"seed": seed, "run": run, "minutes": round((finished - started).total_seconds() / 60, 1),
             "stage_seconds": [[None if entry.get("forecast_seconds") is None else round(entry["forecast_seconds"]),
                                round(entry["seconds"])] for entry in entries],
-            "run_folder_mb": round(folder_bytes(paths.run_dir(run)) / 1e6)}
+            "run_folder_mb": round(cache_commands.size_of([paths.run_dir(run)]) / 1e6)}
 
 
 def stage_row(stage: stages.Stage, collected: dict) -> dict:
@@ -82,8 +79,8 @@ def build(arguments: argparse.Namespace) -> dict:
               "date": first["started"][:10], "seeds": collected["seeds"],
               "runs": [seed_row(seed, runs[seed]) for seed in collected["seeds"]],
               "stages": [stage_row(stage, collected) for stage in stages.STAGES],
-              "cache_gb": round(folder_bytes(paths.cache_root()) / 1e9, 1),
-              "venv_gb": round(folder_bytes(ROOT / ".venv") / 1e9, 1)}
+              "cache_gb": round(cache_commands.size_of([paths.cache_root()]) / 1e9, 1),
+              "venv_gb": round(cache_commands.size_of([ROOT / ".venv"]) / 1e9, 1)}
     if arguments.time_log:
         record["peak_memory_gb"] = peak_memory_gb(Path(arguments.time_log))
     return record

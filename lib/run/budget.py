@@ -33,6 +33,9 @@ class Cut:
     def record(self) -> dict[str, Any]:
         return {"stem": self.stem, "epochs_before": self.before, "epochs_after": self.after}
 
+    def describe(self) -> str:
+        return f"{stages.get(self.stem).heading} to {self.after} epochs (from {self.before})"
+
 
 def cuttable(stem: str, values: dict[str, Any]) -> bool:
     """Whether a stage's epochs are worth cutting: it trains on photos, and has more than one epoch."""
@@ -63,7 +66,7 @@ class Resize:
 
     def sentence(self, cuts: list[Cut]) -> str:
         """What was cut and why, in one sentence (the console's and the summary page's)."""
-        what = ", ".join(f"{stages.get(cut.stem).heading} to {cut.after} epochs (from {cut.before})" for cut in cuts)
+        what = ", ".join(cut.describe() for cut in cuts)
         end = (self.spent + self.seconds) / 60
         ends = (f"now forecast to end at {end:.1f} min" if end * 60 <= self.budget_seconds else
                 f"still forecast to end at {end:.1f} min: no cut of epochs fits, give a larger BUDGET_MINUTES")
