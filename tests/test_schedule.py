@@ -1,6 +1,10 @@
 """The forecast's cost model and PROFILE=auto's schedule sized to a time budget."""
 from __future__ import annotations
 
+import dataclasses
+import statistics
+from pathlib import Path
+
 import pytest
 
 from lib import SuiteError
@@ -60,21 +64,63 @@ def test_forecast_grows_with_pool_and_epochs():
     assert online > base  # Online augmentation pushes every photo through blocks 1-4 each epoch.
 
 
-def chosen(budget: float, monkeypatch, counts=COUNTS):
-    monkeypatch.setattr(forecast, "measure", lambda size, policy, layers: forecast.Speed(RATE))
+def rate_at(size: int) -> float:
+    """`RATE` at 150 pixels; the conv base's work grows with the pixels."""
+    return RATE * (150 / size) ** 2
+
+
+def chosen(budget: float, monkeypatch, counts=COUNTS, overrides=None):
+    monkeypatch.setattr(forecast, "measure", lambda size, policy, layers: forecast.Speed(rate_at(size)))
     base = params.load_profile("cpu")
-    return schedule.choose(base, budget, list(stages.STEMS), {}, fingerprints(counts), set())
+    return schedule.choose(base, budget, list(stages.STEMS), overrides or {}, fingerprints(counts), set())
 
 
-def test_auto_takes_the_largest_rung_that_fits_80_percent_of_the_budget(monkeypatch):
-    rung, seconds, speed, policy = chosen(30, monkeypatch)
-    assert speed.forward == RATE and sum(seconds.values()) <= 0.8 * 30 * 60
-    larger = schedule.LADDER[schedule.LADDER.index(rung) + 1]
-    profile = schedule.with_rung(params.load_profile("cpu"), larger, 30)
+def forecast_minutes(rung: schedule.Rung, budget: float) -> float:
+    profile = schedule.with_rung(params.load_profile("cpu"), rung, budget)
     resolved = {stem: params.resolve_for_stage(stem, profile, {}) for stem in stages.STEMS}
-    larger_seconds = forecast.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], {(150, policy): RATE})
-    assert sum(larger_seconds.values()) > 0.8 * 30 * 60
-    assert chosen(120, monkeypatch)[0] != rung  # More time, a larger schedule.
+    rates = {(rung.image_size, devices.compute_policy(True, [])): rate_at(rung.image_size)}
+    return sum(forecast.plan_seconds(list(stages.STEMS), resolved, fingerprints(), [], rates).values()) / 60
+
+
+def test_auto_takes_the_most_accurate_rung_that_fits_80_percent_of_the_budget(monkeypatch):
+    rung, seconds, speed, policy = chosen(30, monkeypatch)
+    assert speed.forward == rate_at(rung.image_size) and sum(seconds.values()) <= 0.8 * 30 * 60
+    assert forecast_minutes(rung, 30) == pytest.approx(sum(seconds.values()) / 60)
+    for better in schedule.LADDER[schedule.LADDER.index(rung) + 1:]:  # Every more accurate rung would not fit.
+        assert forecast_minutes(better, 30) > 0.8 * 30
+    assert chosen(120, monkeypatch)[0] != rung  # More time, a more accurate schedule.
+
+
+def test_auto_measures_each_image_size_it_reaches_once(monkeypatch):
+    measured = []
+
+    def measure(size, policy, layers):
+        measured.append(size)
+        return forecast.Speed(rate_at(size))
+
+    monkeypatch.setattr(forecast, "measure", measure)
+    schedule.choose(params.load_profile("cpu"), 30, list(stages.STEMS), {}, fingerprints(), set())
+    assert sorted(measured) == sorted(set(measured)) and {rung.image_size for rung in schedule.LADDER} >= set(measured)
+
+
+def test_an_image_size_set_on_the_command_line_holds_for_every_rung(monkeypatch):
+    rung = chosen(30, monkeypatch, overrides={"image_size": 224})[0]
+    assert rung.image_size == 224
+    assert {rung.image_size for rung in schedule.ladder({"image_size": 224})} == {224}
+    assert len(schedule.ladder({"image_size": 224})) == len(set(schedule.ladder({"image_size": 224})))
+
+
+def test_a_rung_reads_back_from_its_key():
+    for rung in schedule.LADDER:
+        assert schedule.Rung.parse(rung.key()) == rung
+    assert schedule.Rung.parse("1,20,2") == schedule.Rung(1, 20, 2, 150, False)
+    assert schedule.Rung.parse("2, 30, 8, 180, tta") == schedule.Rung(2, 30, 8, 180, True)
+    for wrong in ("1,20", "a,b,c", "1,2,3,4,5,6"):
+        with pytest.raises(SuiteError, match="give the pool size"):
+            schedule.Rung.parse(wrong)
+    profile = schedule.with_rung(params.load_profile("cpu"), schedule.Rung(2, 30, 8, 180, True), 30)
+    values = params.resolve_for_stage("03_fine_tuning", profile, {})
+    assert (values["image_size"], values["test_time_augmentation"], values["epochs"]) == (180, True, 8)
 
 
 def test_a_budget_too_small_takes_the_smallest_rung_and_says_so(monkeypatch):
@@ -84,14 +130,15 @@ def test_a_budget_too_small_takes_the_smallest_rung_and_says_so(monkeypatch):
 
 def test_auto_keeps_the_schedule_a_run_chose(monkeypatch):
     monkeypatch.setattr(schedule.devices, "gpu_descriptions", lambda: [])
-    monkeypatch.setattr(forecast, "measure", lambda size, policy, layers: forecast.Speed(RATE))
+    monkeypatch.setattr(forecast, "measure", lambda size, policy, layers: forecast.Speed(rate_at(size)))
     memo = fingerprints()
     profile, choice, recorded = schedule.auto_profile("auto", 30, {}, memo)
     assert profile["name"] == "auto" and "forecast" in choice.message and recorded["budget_minutes"] == 30
     assert not choice.kept
     # Sized for the whole study whatever the command runs (a stage-1 command must not pick the top rung).
     assert set(recorded["forecast_seconds"]) == set(stages.STEMS)
-    assert recorded["rung"] == {"augmentation_pool": 1, "augmentation_epochs": 30, "fine_tuning_epochs": 4}
+    assert set(recorded["rung"]) == {"augmentation_pool", "augmentation_epochs", "fine_tuning_epochs", "image_size",
+                                     "test_time_augmentation"}
     storage.write_json(paths.run_dir("auto") / "manifest.json", {"schedule": recorded, "stages": {}})
 
     def no_measuring(size, policy, layers):
@@ -216,3 +263,25 @@ def test_a_measurement_that_fails_between_stages_keeps_the_start_forecast(monkey
     assert forecasts.before(stems[1:], resolved, fingerprints(), set()) == start["02_data_augmentation"]
     assert forecasts.at_start == {}  # Nothing measured again: one forecast, the start's.
     assert "02_data_augmentation: not measured again (MemoryError: no room for block 5)" in capsys.readouterr().out
+
+
+def measured_rungs() -> dict[schedule.Rung, float]:
+    """Stage 3's mean report-half accuracy of each rung in docs/records/ladder-held-out.json: a row with test-time
+    augmentation measures its rung with it and, from the same models, without it."""
+    record = storage.read_json(Path(__file__).resolve().parent.parent / "docs" / "records" / "ladder-held-out.json")
+    found = {}
+    for row in record["rows"]:
+        rung, third = schedule.Rung.parse(row["rung"]), row["stages"][-1]
+        found[dataclasses.replace(rung, test_time_augmentation=False)] = statistics.fmean(third["held_out"])
+        if third["held_out_tta"]:
+            found[dataclasses.replace(rung, test_time_augmentation=True)] = statistics.fmean(third["held_out_tta"])
+    return found
+
+
+def test_the_ladder_is_in_the_order_of_the_measured_accuracy():
+    measured = {rung: accuracy for rung, accuracy in measured_rungs().items() if rung in schedule.LADDER}
+    assert len(measured) >= 2, "the record measures at least two rungs of the ladder"
+    for rung, accuracy in measured.items():
+        for other, other_accuracy in measured.items():
+            if accuracy < other_accuracy:
+                assert schedule.LADDER.index(rung) < schedule.LADDER.index(other), (rung, other)

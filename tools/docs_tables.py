@@ -14,6 +14,8 @@ Each record names its `kind`, the function below that draws it:
   and actual seconds with the forecast's error as measured, the command's minutes and the rerun's time;
 - `held_out_seeds`: per stage, the held-out accuracy of each seed, their mean and spread (computed here), and the
   mean of the photos that chose;
+- `held_out_rungs` (`tools/holdout_table.py --record` keeps one row per rung): per rung of auto's ladder the report
+  half's mean accuracy per stage over seeds, with test-time augmentation too, and the selection half's;
 - `seeds` (`tools/seeds_record.py` writes it from a `make seeds` run): per stage every seed's held-out accuracy
   with its 95% interval, their mean and range, the validation mean and the stage against the one before pooled
   over seeds; then the command, CPU, precision, versions and date it was measured with.
@@ -69,6 +71,29 @@ def held_out_seeds(record: dict) -> str:
         rows.append([stage["stage"], " / ".join(f"{value:.3f}" for value in values),
                      f"{statistics.fmean(values):.3f} ({spread:.3f})", f"{stage['choosing_mean']:.3f}"])
     return _table(["stage", f"held-out half, seeds {seeds}", "held-out mean (spread)", "choosing half mean"], rows)
+
+
+def _means(values: list[list[float] | None]) -> str:
+    """Per stage the mean over seeds, as `97.4 / 97.6 / 97.8`; `off` where a stage has none."""
+    if any(column is None for column in values):
+        return "off"
+    return " / ".join(f"{100 * statistics.fmean(column):.2f}" for column in values)
+
+
+def held_out_rungs(record: dict) -> str:
+    """Rungs of auto's ladder, each over seeds (`tools/holdout_table.py --record`): per stage the report half's mean
+    accuracy, with test-time augmentation too, and the selection half's; then each row's command and CPU."""
+    rows, commands = [], []
+    for row in record["rows"]:
+        stages = row["stages"]
+        rows.append([f"`{row['rung']}`: {row['schedule']}", " / ".join(map(str, row["seeds"])),
+                     _means([stage["held_out"] for stage in stages]),
+                     _means([stage["held_out_tta"] for stage in stages]),
+                     _means([stage["selection"] for stage in stages])])
+        commands.append(f"- `{row['rung']}`: `{row['command']}`, {row['minutes']:.1f} min for the seeds on an "
+                        f"{_cpu(row)} in {row['precision']}, suite {row['suite']}, {row['date']}.")
+    return _table(["rung", "seeds", "report half, mean %, stages 1 / 2 / 3", "with test-time augmentation",
+                   "selection half, mean %"], rows) + "\n" + "\n".join(commands) + "\n"
 
 
 def _percent(value: float) -> str:
@@ -169,7 +194,7 @@ def test_times(record: dict) -> str:
             f"an {_cpu(record)}, {record['date']}.\n")
 
 
-KINDS = {"default_run": default_run, "held_out_seeds": held_out_seeds, "seeds": seeds,
+KINDS = {"default_run": default_run, "held_out_seeds": held_out_seeds, "held_out_rungs": held_out_rungs, "seeds": seeds,
          "workflow_steps": workflow_steps}
 VIEWS = {"times": times, "needs": needs, "test_times": test_times}
 

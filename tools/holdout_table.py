@@ -1,19 +1,19 @@
 """An honest measure of a schedule: choices on one half of the validation photos, scores on the other.
 
     DATA_DIR=... VGG16_WEIGHTS=... .venv/bin/python tools/holdout_table.py [--profile cpu] [--rung 1,20,2]
-        [--seeds 42 7 123] [--set key=value ...]
+        [--seeds 42 7 123] [--set key=value ...] [--record NAME]
 
 Splits the validation photos of `DATA_DIR` in two by name within each class (the selection half: the first 250
 cats and 250 dogs, shown to the stages as their validation photos, so every choice a stage makes (best epoch,
 temperature, what the next stage starts from) is made there; the report half: the other 500, shown as the test
 split, which no stage chooses on). Training photos are unchanged; everything is linked, nothing copied
 (`outputs/holdout-table/data`). It then runs all three stages of the profile once per seed (the runner's command
-line of `make seeds`, `lib.run.seeds`), with `--set` values
-on top (the levers under study), and prints per stage the report half's accuracy for each seed, its mean and
-spread (largest minus smallest), with the selection half's mean beside it. `--rung POOL,EPOCHS2,EPOCHS3` runs
-the profile with one rung of `PROFILE=auto`'s ladder (`lib.run.schedule.LADDER`): `1,20,2` is what auto chooses for a
-30-minute budget on a 2-core AVX2 CPU. A schedule's recipe is chosen on the
-selection half; only the report half's columns say what it is worth.
+line of `make seeds`, `lib.run.seeds`), with `--set` values on top (the levers under study), and prints per stage
+the report half's accuracy for each seed, its mean and spread (largest minus smallest), with the selection half's
+mean beside it. `--rung POOL,EPOCHS2,EPOCHS3[,SIZE[,tta]]` runs the profile with one rung of `PROFILE=auto`'s
+ladder (`lib.run.schedule.LADDER`, `Rung.key`). A schedule's recipe is chosen on the selection half; only the
+report half's columns say what it is worth. `--record NAME` keeps the rung's row (every seed, the command, the
+CPU) in `docs/records/NAME.json`, the table of measured rungs that orders auto's ladder (`make docs` draws it).
 
 The seeds share one cache (`outputs/holdout-table/cache`): blocks 1-4 of each photo are computed once.
 On a 2-core CPU with native bfloat16 (AVX-512) the default three seeds of the cpu profile take 25-30 minutes.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -33,7 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.core import marks, params, paths, records, stages, storage  # noqa: E402
+from lib import SuiteError  # noqa: E402
+from lib.core import devices, marks, params, paths, records, stages, storage  # noqa: E402
 from lib.pages import compare, seeds  # noqa: E402
 from lib.run import schedule  # noqa: E402
 from lib.run import seeds as seeds_command  # noqa: E402
@@ -60,17 +62,27 @@ def run(data: Path, profile: str, seed: int, settings: list[str], work: Path) ->
 
 
 def rung_profile(profile: str, rung: str, work: Path) -> str:
-    """A profile file: `profile` with the rung `POOL,EPOCHS2,EPOCHS3` of auto's ladder (`schedule.with_rung`)."""
+    """A profile file: `profile` with the rung `POOL,EPOCHS2,EPOCHS3[,SIZE[,tta]]` of auto's ladder
+    (`schedule.with_rung`)."""
     try:
-        chosen = schedule.Rung(*(int(part) for part in rung.split(",")))
-    except (TypeError, ValueError):
-        raise SystemExit(f"--rung {rung!r}: give the pool size and the epochs of stages 2 and 3, e.g. 1,20,2.") \
-            from None
+        chosen = schedule.Rung.parse(rung)
+    except SuiteError as error:
+        raise SystemExit(f"--rung: {error}") from None
     sized = schedule.with_rung(params.load_profile(profile), chosen, schedule.DEFAULT_BUDGET_MINUTES)
-    path = work / f"{Path(profile).stem}-rung-{rung.replace(',', '-')}.yaml"
+    path = work / f"{Path(profile).stem}-rung-{chosen.key().replace(',', '-')}.yaml"
     storage.write_text(path, yaml.safe_dump({key: value for key, value in sized.items() if key not in ("name", "path")},
                                             sort_keys=False))
     return str(path)
+
+
+def rung_of(name: str) -> schedule.Rung:
+    """The rung of auto's ladder that a run named `name` ran: its pool, epochs, image size and test-time
+    augmentation as its manifest recorded them."""
+    recorded = records.read_manifest(name)["stages"]
+    values = {stem: recorded[stem]["parameters"] for stem in ("02_data_augmentation", "03_fine_tuning")}
+    third = values["03_fine_tuning"]
+    return schedule.Rung(third["augmentation_pool"], values["02_data_augmentation"]["epochs"], third["epochs"],
+                         third["image_size"], bool(third.get("test_time_augmentation")))
 
 
 def per_seed(values: list[float]) -> str:
@@ -109,6 +121,8 @@ def parser_of(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 123])
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a parameter for every run, as make's SET (repeatable)")
+    parser.add_argument("--record", default="", metavar="NAME",
+                        help="also keep the rung's row in docs/records/NAME.json (the ladder's table, make docs)")
     return parser
 
 
@@ -121,12 +135,50 @@ def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
     return work, data, rung_profile(args.profile, args.rung, work) if args.rung else args.profile
 
 
+def record_row(results: dict[int, dict[str, dict]], seeds: list[int], names: list[str]) -> dict:
+    """The rung's row of a `held_out_rungs` record from the runs `names` (one per seed): what ran, on which CPU, the
+    stages' minutes summed, and per stage each seed's report-half accuracy (with test-time augmentation too where
+    it was on) and selection-half accuracy."""
+    name = names[0]
+    manifest = records.read_manifest(name)
+    first = records.read_metrics(paths.stage_dir(name, stages.STEMS[0]))
+    rung = rung_of(name)
+
+    def column(stage: stages.Stage, key: str) -> list[float] | None:
+        found = [results[seed][stage.stem].get(key) for seed in seeds]
+        return None if None in found else [round(value, 4) for value in found]
+
+    minutes = sum(stage["seconds"] for run in names for stage in records.read_manifest(run)["stages"].values()) / 60
+    return {"rung": rung.key(), "schedule": rung.describe(), "command": " ".join([
+            "DATA_DIR=... VGG16_WEIGHTS=... .venv/bin/python tools/holdout_table.py", *sys.argv[1:]]),
+            "minutes": round(minutes, 1), "cpu": devices.cpu_fields(manifest["hardware"]["cpu"]),
+            "precision": first["precision"],
+            "suite": manifest["versions"]["suite"], "date": manifest["started"][:10], "seeds": seeds,
+            "stages": [{"stage": f"{stage.number}. {stage.title}", "held_out": column(stage, "test_accuracy"),
+                        "held_out_tta": column(stage, "test_accuracy_tta"),
+                        "selection": column(stage, "val_accuracy")} for stage in stages.STAGES]}
+
+
+def keep_row(path: Path, row: dict) -> None:
+    """Put `row` into the `held_out_rungs` record at `path`, in place of an earlier row of the same rung."""
+    record = storage.read_json(path) if path.is_file() else {
+        "kind": "held_out_rungs", "what": "Rungs of PROFILE=auto's ladder, each run once per seed: every stage "
+        "chooses on 250 cats and 250 dogs of the validation photos (the selection half) and is scored on the other "
+        "500 (the report half), which no choice was made on.", "rows": []}
+    record["rows"] = [kept for kept in record["rows"] if kept["rung"] != row["rung"]] + [row]
+    storage.write_text(path, json.dumps(record, indent=1) + "\n")
+    print(f"kept the row of rung {row['rung']} in {path}; make docs writes its table")
+
+
 def main() -> None:
     parser = parser_of(__doc__)
     args = parser.parse_args()
     work, data, profile = prepare(parser, args)
     results = {seed: run(data, profile, seed, args.settings, work) for seed in args.seeds}
     print("\n".join(table(results, args.seeds)))
+    if args.record:
+        row = record_row(results, args.seeds, [run_name(profile, seed, args.settings) for seed in args.seeds])
+        keep_row(ROOT / "docs" / "records" / f"{args.record}.json", row)
 
 
 if __name__ == "__main__":

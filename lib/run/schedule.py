@@ -32,31 +32,68 @@ class Choice:
 
 @dataclasses.dataclass(frozen=True)
 class Rung:
-    """One schedule of the ladder: pool size, and the epochs of stages 2 and 3 (stage 1 is always the
-    reference 30: it trains on cached features in seconds)."""
+    """One schedule of the ladder: pool size, the epochs of stages 2 and 3 (stage 1 is always the reference 30:
+    it trains on cached features in seconds), the image size and whether held-out photos are also scored with
+    their mirror images (test-time augmentation)."""
 
     augmentation_pool: int
     augmentation_epochs: int
     fine_tuning_epochs: int
+    image_size: int = 150
+    test_time_augmentation: bool = False
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        return {"data_augmentation": {"augmentation_pool": self.augmentation_pool,
+        return {"common": {"image_size": self.image_size, "test_time_augmentation": self.test_time_augmentation},
+                "data_augmentation": {"augmentation_pool": self.augmentation_pool,
                                       "epochs": self.augmentation_epochs},
                 "fine_tuning": {"augmentation_pool": self.augmentation_pool, "epochs": self.fine_tuning_epochs}}
 
     def describe(self) -> str:
-        return (f"augmentation_pool={self.augmentation_pool}, stage 2: {self.augmentation_epochs} epochs, "
-                f"stage 3: {self.fine_tuning_epochs} epochs")
+        return (f"{self.image_size} px, augmentation_pool={self.augmentation_pool}, stage 2: "
+                f"{self.augmentation_epochs} epochs, stage 3: {self.fine_tuning_epochs} epochs"
+                + (", test-time augmentation" if self.test_time_augmentation else ""))
+
+    def key(self) -> str:
+        """The rung as `tools/holdout_table.py --rung` takes it: `POOL,EPOCHS2,EPOCHS3,SIZE[,tta]`."""
+        return f"{self.augmentation_pool},{self.augmentation_epochs},{self.fine_tuning_epochs},{self.image_size}" + (
+            ",tta" if self.test_time_augmentation else "")
+
+    @classmethod
+    def parse(cls, text: str) -> Rung:
+        """A rung from its `key()` (the size and `tta` may be left out: 150 pixels, no test-time augmentation)."""
+        parts = [part.strip() for part in text.split(",")]
+        tta = parts[-1].lower() == "tta"
+        try:
+            numbers = [int(part) for part in parts[:-1 if tta else None]]
+            if not 3 <= len(numbers) <= 4:
+                raise ValueError(text)
+        except ValueError:
+            raise SuiteError(f"Rung {text!r}: give the pool size, the epochs of stages 2 and 3, and optionally the "
+                             "image size and tta, e.g. 1,20,2 or 2,30,8,180,tta.") from None
+        return cls(*numbers, test_time_augmentation=tta)
 
 
-# Cheapest first. Stage-2 epochs on a pool cost seconds, so they stay high; the pool and the stage-3 epochs
-# (block 5 trained) are where the time goes. At equal cost, more stage-3 epochs did better than more pool
-# variants (stage 3 from one stage-2 model, three seeds: 1 variant and 6 epochs 97.4-97.8% validation, 2 and 4
-# 97.0-97.2%), so the ladder adds epochs first.
-LADDER = (
-    Rung(1, 20, 2), Rung(1, 30, 4), Rung(1, 30, 6), Rung(2, 30, 8), Rung(2, 30, 10), Rung(3, 30, 12),
-    Rung(4, 40, 15), Rung(6, 40, 20), Rung(8, 50, 25), Rung(10, 50, 30), Rung(12, 50, 40), Rung(16, 50, 50),
-)
+# Pools and epochs, least costly first. At one image size a larger rung did better (stage 3 on the held-out photos,
+# three seeds in bfloat16: 96.9% at 1,30,6 against 97.8% at 8,50,25, docs/speed.md).
+_POOLS_AND_EPOCHS = ((1, 20, 2), (1, 30, 4), (1, 30, 6), (2, 30, 8), (2, 30, 10), (3, 30, 12), (4, 40, 15),
+                     (6, 40, 20), (8, 50, 25), (10, 50, 30), (12, 50, 40), (16, 50, 50))
+# What 180 pixels (with test-time augmentation, which at 180 pixels did no harm and at 150 nothing) is worth, in
+# steps of the ladder above: at 1,30,6 it moved stage 3 by +0.7 points (docs/records/ladder-held-out.json), as much
+# as about four steps at 150 pixels did, so a rung at 180 pixels ranks above the 150-pixel rungs up to 3 steps larger.
+SIZE_STEPS = 3.5
+LADDER = tuple(sorted((Rung(*rung, image_size=size, test_time_augmentation=size == 180)
+                       for rung in _POOLS_AND_EPOCHS for size in (150, 180)),
+                      key=lambda rung: _POOLS_AND_EPOCHS.index(
+                          (rung.augmentation_pool, rung.augmentation_epochs, rung.fine_tuning_epochs))
+                      + (SIZE_STEPS if rung.image_size == 180 else 0)))  # Least accurate first.
+
+
+def ladder(overrides: dict[str, Any]) -> tuple[Rung, ...]:
+    """`LADDER`, least accurate first, with the image size or test-time augmentation a command sets itself
+    (`SET=image_size=224`) in place of the rungs' own (a rung that then repeats one above it is left out)."""
+    fixed = {name: overrides[name] for name in ("image_size", "test_time_augmentation") if name in overrides}
+    rungs = [dataclasses.replace(rung, **fixed) for rung in LADDER]
+    return tuple(rung for index, rung in enumerate(rungs) if rung not in rungs[index + 1:])
 
 
 def budget_minutes(given: float | None) -> float:
@@ -85,26 +122,31 @@ def with_rung(base: dict[str, Any], rung: Rung, budget: float) -> dict[str, Any]
 
 def choose(base: dict[str, Any], budget: float, stems: list[str], overrides: dict[str, Any],
            fingerprints: dict[Any, Any], run_has: set[str]) -> tuple[Rung, dict[str, float], forecast.Speed, str]:
-    """The largest rung whose forecast fits in `SAFETY` x budget (else the smallest), its forecast per stage,
-    the speed measured (the conv base and the training steps), and the precision."""
+    """The most accurate rung whose forecast fits in `SAFETY` x budget (else the least costly), its forecast per
+    stage, the speed measured at its image size (the conv base and the training steps), and the precision. Each
+    image size the walk reaches is measured once."""
     gpus: list[str] = []
-    resolved = {stem: params.resolve_for_stage(stem, base, overrides) for stem in stems}
-    size, policy = resolved[stems[0]].get("image_size", 150), devices.compute_policy(
-        resolved[stems[0]].get("mixed_precision", False), gpus)
-    for values in resolved.values():
-        provenance.inputs_of(values, fingerprints)
-    rates = forecast.measure_all(stems, resolved, gpus)
-    for rung in reversed(LADDER):
-        profile = with_rung(base, rung, budget)
-        candidate = {stem: params.resolve_for_stage(stem, profile, overrides) for stem in stems}
-        if {(values.get("image_size", 150), devices.compute_policy(values.get("mixed_precision", False), gpus))
-                for values in candidate.values()} != set(rates):
+    rates: dict[tuple[int, str], forecast.Speed] = {}
+    fallback = None
+    for rung in reversed(ladder(overrides)):
+        candidate = {stem: params.resolve_for_stage(stem, with_rung(base, rung, budget), overrides) for stem in stems}
+        settings = {(values.get("image_size", 150), devices.compute_policy(values.get("mixed_precision", False), gpus))
+                    for values in candidate.values()}
+        if len(settings) != 1:
             raise SuiteError("PROFILE=auto sizes one image size and precision for every stage; set image_size "
                              "and mixed_precision under common: (or use PROFILE=cpu).")
+        setting = settings.pop()
+        if setting not in rates:
+            for values in candidate.values():
+                provenance.inputs_of(values, fingerprints)
+            rates.update(forecast.measure_all(stems, candidate, gpus))
         seconds = forecast.plan_seconds(stems, candidate, fingerprints, gpus, rates, run_has)
-        if sum(seconds.values()) <= SAFETY * budget * 60 or rung == LADDER[0]:
-            return rung, seconds, rates[(size, policy)], policy
-    raise AssertionError("unreachable: the smallest rung is always taken")
+        if sum(seconds.values()) <= SAFETY * budget * 60:
+            return rung, seconds, rates[setting], setting[1]
+        if fallback is None or sum(seconds.values()) < sum(fallback[1].values()):
+            fallback = (rung, seconds, rates[setting], setting[1])
+    assert fallback is not None, "the ladder is never empty"
+    return fallback
 
 
 def auto_profile(run: str, budget: float | None, overrides: dict[str, Any],
