@@ -1,9 +1,10 @@
 """`PROFILE=auto`: the full reference schedule on a GPU; on a CPU, the `cpu` profile sized to a time budget.
 
-On a CPU, auto measures the conv base (as the forecast does), then walks a ladder of schedules from the
-largest down and takes the first whose forecast fits in `SAFETY` of the budget (`BUDGET_MINUTES`, default
-30). The rungs hold round numbers, so a slightly different measurement rarely changes the choice, and a
-run that already chose keeps its choice: the same command again skips every complete stage.
+On a CPU, auto walks a ladder of schedules (image size, test-time augmentation, pool, epochs) from the most
+accurate down, measuring the conv base and training steps at each image size it reaches (as the forecast does),
+and takes the first whose forecast fits in `SAFETY` of the budget (`BUDGET_MINUTES`, default 30).
+The rungs hold round numbers, so a slightly different measurement rarely changes the choice, and a run that
+already chose keeps its choice: the same command again skips every complete stage.
 """
 from __future__ import annotations
 
