@@ -74,8 +74,11 @@ class Rung:
         return cls(*numbers, test_time_augmentation=tta)
 
 
-# Pools and epochs, least costly first. At one image size a larger rung did better (stage 3 on the held-out photos,
-# three seeds in bfloat16: 96.9% at 1,30,6 against 97.8% at 8,50,25, docs/speed.md).
+# Pools and epochs, least costly first. Stage-2 epochs on a pool cost seconds, so they stay high; the pool and the
+# stage-3 epochs (block 5 trained) are where the time goes. At equal cost, more stage-3 epochs did better than more
+# pool variants (stage 3 from one stage-2 model, three seeds: 1 variant and 6 epochs 97.4-97.8% validation, 2 and 4
+# 97.0-97.2%), so the ladder adds epochs first. At one image size a larger rung did better (stage 3 on the held-out
+# photos, three seeds in bfloat16: 96.9% at 1,30,6 against 97.8% at 8,50,25; docs/speed.md and the README).
 _POOLS_AND_EPOCHS = ((1, 20, 2), (1, 30, 4), (1, 30, 6), (2, 30, 8), (2, 30, 10), (3, 30, 12), (4, 40, 15),
                      (6, 40, 20), (8, 50, 25), (10, 50, 30), (12, 50, 40), (16, 50, 50))
 # What 180 pixels (with test-time augmentation, which at 180 pixels did no harm and at 150 nothing) is worth, in
