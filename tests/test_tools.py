@@ -43,8 +43,11 @@ def test_a_rung_of_autos_ladder_becomes_a_profile_file_the_runner_reads(tmp_path
     assert profile["data_augmentation"]["epochs"] == 20 and profile["fine_tuning"]["epochs"] == 2
     assert profile["data_augmentation"]["augmentation_pool"] == profile["fine_tuning"]["augmentation_pool"] == 1
     cpu = params.load_profile("cpu")
-    assert profile["feature_extraction"] == cpu["feature_extraction"] and profile["common"] == cpu["common"]
-    with pytest.raises(SystemExit, match="--rung '1,20'"):
+    assert profile["feature_extraction"] == cpu["feature_extraction"]
+    assert profile["common"] == {**cpu["common"], "image_size": 150, "test_time_augmentation": False}
+    larger = params.load_profile(holdout_table.rung_profile("cpu", "1,20,2,180,tta", tmp_path))
+    assert larger["common"]["image_size"] == 180 and larger["common"]["test_time_augmentation"] is True
+    with pytest.raises(SystemExit, match="--rung: Rung '1,20'"):
         holdout_table.rung_profile("cpu", "1,20", tmp_path)
 
 
