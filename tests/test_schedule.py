@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from pathlib import Path
 
 import pytest
 
 from lib import SuiteError
 from lib.core import devices, params, paths, stages, storage
 from lib.run import forecast, schedule
+from tools import docs_tables
 
 RATE = 10.0  # Conv-base images per second, as on a 2-core AVX2 CPU in float32.
 COUNTS = {"train": 2000, "validation": 1000, "test": 2000}
@@ -268,7 +268,7 @@ def test_a_measurement_that_fails_between_stages_keeps_the_start_forecast(monkey
 def measured_rungs() -> dict[schedule.Rung, float]:
     """Stage 3's mean report-half accuracy of each rung in docs/records/ladder-held-out.json: a row with test-time
     augmentation measures its rung with it and, from the same models, without it."""
-    record = storage.read_json(Path(__file__).resolve().parent.parent / "docs" / "records" / "ladder-held-out.json")
+    record = docs_tables.load("ladder-held-out")
     found = {}
     for row in record["rows"]:
         rung, third = schedule.Rung.parse(row["rung"]), row["stages"][-1]

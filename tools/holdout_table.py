@@ -75,10 +75,10 @@ def rung_profile(profile: str, rung: str, work: Path) -> str:
     return str(path)
 
 
-def rung_of(name: str) -> schedule.Rung:
-    """The rung of auto's ladder that a run named `name` ran: its pool, epochs, image size and test-time
-    augmentation as its manifest recorded them."""
-    recorded = records.read_manifest(name)["stages"]
+def rung_of(manifest: dict) -> schedule.Rung:
+    """The rung of auto's ladder that a run ran: its pool, epochs, image size and test-time augmentation as its
+    `manifest` recorded them."""
+    recorded = manifest["stages"]
     values = {stem: recorded[stem]["parameters"] for stem in ("02_data_augmentation", "03_fine_tuning")}
     third = values["03_fine_tuning"]
     return schedule.Rung(third["augmentation_pool"], values["02_data_augmentation"]["epochs"], third["epochs"],
@@ -139,16 +139,15 @@ def record_row(results: dict[int, dict[str, dict]], seeds: list[int], names: lis
     """The rung's row of a `held_out_rungs` record from the runs `names` (one per seed): what ran, on which CPU, the
     stages' minutes summed, and per stage each seed's report-half accuracy (with test-time augmentation too where
     it was on) and selection-half accuracy."""
-    name = names[0]
-    manifest = records.read_manifest(name)
-    first = records.read_metrics(paths.stage_dir(name, stages.STEMS[0]))
-    rung = rung_of(name)
+    manifests = [records.read_manifest(name) for name in names]
+    manifest, rung = manifests[0], rung_of(manifests[0])
+    first = records.read_metrics(paths.stage_dir(names[0], stages.STEMS[0]))
 
     def column(stage: stages.Stage, key: str) -> list[float] | None:
         found = [results[seed][stage.stem].get(key) for seed in seeds]
         return None if None in found else [round(value, 4) for value in found]
 
-    minutes = sum(stage["seconds"] for run in names for stage in records.read_manifest(run)["stages"].values()) / 60
+    minutes = sum(stage["seconds"] for each in manifests for stage in each["stages"].values()) / 60
     return {"rung": rung.key(), "schedule": rung.describe(), "command": " ".join([
             "DATA_DIR=... VGG16_WEIGHTS=... .venv/bin/python tools/holdout_table.py", *sys.argv[1:]]),
             "minutes": round(minutes, 1), "cpu": devices.cpu_fields(manifest["hardware"]["cpu"]),
