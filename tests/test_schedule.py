@@ -194,8 +194,8 @@ def test_a_measurement_takes_the_median_so_one_slow_call_does_not_size_the_run(m
 
 def test_the_forecast_measures_the_training_steps_it_prices():
     """A measured training step replaces the factor; the measurement trains the layers above the cut for real."""
-    seconds = forecast.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2)
-    classifier = forecast.training_step_seconds(32, "float32", "block5_pool", batch_size=4, steps=2)
+    seconds = forecast.training_step_seconds(32, "float32", "block4_pool", batch_size=4, steps=2, sustain=0.2)
+    classifier = forecast.training_step_seconds(32, "float32", "block5_pool", batch_size=4, steps=2, sustain=0.2)
     assert 0 < classifier < seconds < 1
     values = {"epochs": 5, "steps_per_epoch": 100, "batch_size": 20, "augmentation_pool": 1}
     assert forecast.trained_cuts(params.with_defaults("03_fine_tuning", values), "03_fine_tuning") == {
@@ -204,6 +204,22 @@ def test_the_forecast_measures_the_training_steps_it_prices():
     measured = forecast.Speed(RATE, {"block4_pool": forecast.Speed(RATE).step(150, "block4_pool") * 2})
     slower = forecast.stage_seconds("03_fine_tuning", values, COUNTS, measured)
     assert slower - factors == pytest.approx(5 * 100 * 20 * forecast.Speed(RATE).step(150, "block4_pool"))
+
+
+def test_short_training_steps_are_timed_for_the_sustained_time(monkeypatch):
+    """Steps of a few milliseconds are timed in many, not eight: enough to fill `sustain` seconds, at most MAX_STEPS."""
+    timed = []
+    real = forecast.median_seconds
+
+    def counting(work, times):
+        timed.append(times)
+        return real(work, times)
+
+    monkeypatch.setattr(forecast, "median_seconds", counting)
+    forecast.training_step_seconds(32, "float32", "block5_pool", batch_size=4, steps=2, sustain=0.3)
+    first, steps = timed
+    assert first == 1
+    assert 2 < steps <= forecast.MAX_STEPS
 
 
 def test_measured_training_steps_are_priced_with_the_epochs_overhead(monkeypatch):

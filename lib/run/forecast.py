@@ -37,6 +37,8 @@ DECODE_SECONDS = 0.004  # Decoding and resizing one photo (a 2-core CPU; once, t
 # (EPYC capped to AVX2, 1.4 CPUs: epochs 30-35 ms per photo against 24.5 measured). Against the median of 8 steps,
 # stage 3's epochs there took 1.07-1.48 times the measured step in three runs: no factor fits all (docs/speed.md).
 STEP_OVERHEAD = 1.25
+SUSTAIN_SECONDS = 1.5  # How long the training steps are timed for, at least (`training_step_seconds`).
+MAX_STEPS = 400  # ... in at most this many steps.
 
 
 def layer_flops(image_size: int) -> dict[str, float]:
@@ -172,11 +174,13 @@ def median_seconds(work, times: int) -> float:
     return float(np.median(durations))
 
 
-def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: int = 20, steps: int = 8) -> float:
+def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: int = 20, steps: int = 8,
+                          sustain: float = SUSTAIN_SECONDS) -> float:
     """Seconds per photo of a training step (RMSprop, batch of `batch_size`) of everything above `layer`: block 5
     and the classifier on block 4's output, or the classifier alone above `block5_pool`; random weights and
-    inputs, in the Keras dtype `policy`. The median of `steps` timed steps: single steps of block 5 vary by a
-    fifth on a 2-core CPU."""
+    inputs, in the Keras dtype `policy`. The median of at least `steps` timed steps, and of as many more as fill
+    `sustain` seconds: single steps of block 5 vary by a fifth on a 2-core CPU, and the classifier's steps take
+    milliseconds, so that eight of them were a noisy sample (one start forecast had stage 1's classifier 40% slow)."""
     lib.load_tensorflow()
     import keras
 
@@ -199,7 +203,9 @@ def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: 
         labels = (np.arange(batch_size) % 2).astype("float32")
         for _ in range(2):  # Trace and warm up.
             top.train_on_batch(inputs, labels)
-        return median_seconds(lambda: top.train_on_batch(inputs, labels), steps) / batch_size
+        first = median_seconds(lambda: top.train_on_batch(inputs, labels), 1)
+        return median_seconds(lambda: top.train_on_batch(inputs, labels),
+                              max(steps, min(MAX_STEPS, int(sustain / max(first, 1e-6))))) / batch_size
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
