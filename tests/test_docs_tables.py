@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_readme_results_tables_come_from_records_and_match_them():
     readme = (ROOT / "README.md").read_text()
     names = {name.strip() for block in docs_tables.BLOCK.finditer(readme) for name in block.group("name").split(",")}
-    assert {"default-run-bf16-seeds", "default-run-avx2", "workflow-steps"} <= names
+    assert {"default-run-bf16", "default-run-avx2", "workflow-steps"} <= names
     assert docs_tables.differing() == []
     for name in names:
         record = json.loads((docs_tables.RECORDS / f"{name}.json").read_text())
@@ -53,14 +53,14 @@ def test_a_changed_record_or_a_hand_edited_table_fails_the_check_until_make_docs
 
 
 def test_the_readme_results_accuracies_and_needs_follow_the_seeds_record(copied):
-    record_file = copied / "docs" / "records" / "default-run-bf16-seeds.json"
+    record_file = copied / "docs" / "records" / "default-run-bf16.json"
     record = json.loads(record_file.read_text())
     held_out = record["stages"][2]["held_out"][0]
     held_out.update(accuracy=0.5, correct=held_out["total"] // 2)  # Stage 3 of the first seed, measured anew.
     record["peak_memory_gb"] = 9.9
     record_file.write_text(json.dumps(record))
-    assert set(docs_tables.differing()) == {"README.md: default-run-bf16-seeds",
-                                            "README.md: default-run-bf16-seeds, default-run-avx2"}
+    assert set(docs_tables.differing()) == {"README.md: default-run-bf16",
+                                            "README.md: default-run-bf16, default-run-avx2"}
     assert docs_tables.main([]) == 0
     readme = (copied / "README.md").read_text()
     assert "| 3. Fine tuning | 50.00% (" in readme and "| memory | 9.9 GB at peak" in readme
@@ -90,3 +90,10 @@ def test_the_test_times_sentence_reads_the_pytest_steps_of_a_workflow_record():
     assert record["command"] in said and record["cpu"]["model"] in said
     with pytest.raises(SystemExit, match="not fast-tests and slow-tests"):
         docs_tables.test_times({**record, "rows": rows[2:]})
+
+
+def test_a_stage_time_shows_the_start_forecast_where_it_differs_from_the_one_just_before():
+    assert docs_tables._forecast_cell(100, 110) == "100 / 110 (+10%)"
+    assert docs_tables._forecast_cell(100, 110, 100) == "100 / 110 (+10%)"
+    assert docs_tables._forecast_cell(100, 90, 120) == "100 / 90 (-10%) [at the start 120: -25%]"
+    assert docs_tables._forecast_cell(None, 90) == "none / 90"

@@ -143,11 +143,21 @@ def times(record: dict) -> str:
     """A `make seeds` run's times: per seed the minutes, each stage's forecast and actual seconds, the run folder."""
     rows = []
     for run in record["runs"]:
-        stage_seconds = ", ".join(f"{forecast} / {actual} ({100 * (actual - forecast) / forecast:+.0f}%)" if forecast
-                                  else f"none / {actual}" for forecast, actual in run["stage_seconds"])
+        stage_seconds = ", ".join(_forecast_cell(*seconds) for seconds in run["stage_seconds"])
         rows.append([str(run["seed"]), f"{run['minutes']:.1f} min", stage_seconds, f"{run['run_folder_mb']} MB"])
     return _table(["seed", "the seed's run", "stage seconds, forecast / actual (1, 2, 3)", "run folder"],
                   rows) + "\n" + _measured_with(record)
+
+
+def _forecast_cell(forecast: int | None, actual: int, at_start: int | None = None) -> str:
+    """`forecast / actual (error)`, the forecast printed just before the stage; where the one at the command's
+    start differed (newer records keep both), that one too, with its own error."""
+    if not forecast:
+        return f"none / {actual}"
+    cell = f"{forecast} / {actual} ({100 * (actual - forecast) / forecast:+.0f}%)"
+    if at_start and at_start != forecast:
+        cell += f" [at the start {at_start}: {100 * (actual - at_start) / at_start:+.0f}%]"
+    return cell
 
 
 def needs(record: dict, slow: dict) -> str:

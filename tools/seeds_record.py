@@ -1,15 +1,15 @@
 """A record for the docs from a `make seeds` run: `docs/records/<name>.json`, which `make docs` turns into tables.
 
     .venv/bin/python tools/seeds_record.py <name> --seeds-run <run> --command "<the command that ran it>"
-        [--time-log <file>] [--what "<one sentence>"]
+        [--time-log <file> ...] [--what "<one sentence>"]
 
 Reads `outputs/<run>-seeds/seeds.json` (`lib.pages.seeds`) and each complete seed's `manifest.json`, and writes what
-the README's tables show, measured: the CPU (model, cores, flags) and precision the runs recorded, the versions, the
-schedule `PROFILE=auto` chose, per seed the command's minutes and each stage's forecast (the one printed just before
-it started) against its actual seconds, per stage every seed's held-out and validation accuracy with counts and
-95% intervals, and the comparison with the stage before pooled over seeds. `--time-log` is the output of
-`/usr/bin/time -v` around the command: its largest process's peak memory goes into the record. The run folders'
-the cache's and `.venv`'s sizes on disk are measured here.
+the README's tables show, measured: the CPU (model, cores, flags) and precision the runs recorded, the versions,
+the schedule `PROFILE=auto` chose, per seed the command's minutes and each stage's forecasts (the one printed just
+before it started, and the one at the command's start) against its actual seconds, per stage every seed's held-out
+and validation accuracy with counts and 95% intervals, and the comparison with the stage before pooled over seeds.
+`--time-log` is the output of `/usr/bin/time -v` around the command (or one per seed): the largest process's peak
+memory goes into the record. The run folders', the cache's and `.venv`'s sizes on disk are measured here.
 """
 from __future__ import annotations
 
@@ -37,9 +37,14 @@ def seed_row(seed: int, run: str) -> dict:
     started, finished = (datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
     entries = [manifest["stages"][stage.stem] for stage in stages.STAGES]
     return {"seed": seed, "run": run, "minutes": round((finished - started).total_seconds() / 60, 1),
-            "stage_seconds": [[None if entry.get("forecast_seconds") is None else round(entry["forecast_seconds"]),
-                               round(entry["seconds"])] for entry in entries],
+            "stage_seconds": [[_seconds(entry.get("forecast_seconds")), round(entry["seconds"]),
+                               _seconds(entry.get("forecast_at_start_seconds") or entry.get("forecast_seconds"))]
+                              for entry in entries],
             "run_folder_mb": round(cache_commands.size_of([paths.run_dir(run)]) / 1e6)}
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else round(value)
 
 
 def stage_row(stage: stages.Stage, collected: dict) -> dict:
@@ -58,11 +63,15 @@ def stage_row(stage: stages.Stage, collected: dict) -> dict:
                 "seeds_better": compared["seeds_better"], "seeds_worse": compared["seeds_worse"]}}
 
 
-def peak_memory_gb(time_log: Path) -> float:
-    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_log.read_text())
-    if not found:
-        raise SystemExit(f"{time_log} has no 'Maximum resident set size' line: give /usr/bin/time -v's output.")
-    return round(int(found[1]) * 1024 / 1e9, 1)
+def peak_memory_gb(time_logs: list[Path]) -> float:
+    """The largest peak memory of the runs that `/usr/bin/time -v` wrote `time_logs` for (one, or one per seed)."""
+    peaks = []
+    for time_log in time_logs:
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_log.read_text())
+        if not found:
+            raise SystemExit(f"{time_log} has no 'Maximum resident set size' line: give /usr/bin/time -v's output.")
+        peaks.append(int(found[1]))
+    return round(max(peaks) * 1024 / 1e9, 1)
 
 
 def build(arguments: argparse.Namespace) -> dict:
@@ -82,7 +91,7 @@ def build(arguments: argparse.Namespace) -> dict:
               "cache_gb": round(cache_commands.size_of([paths.cache_root()]) / 1e9, 1),
               "venv_gb": round(cache_commands.size_of([ROOT / ".venv"]) / 1e9, 1)}
     if arguments.time_log:
-        record["peak_memory_gb"] = peak_memory_gb(Path(arguments.time_log))
+        record["peak_memory_gb"] = peak_memory_gb([Path(log) for log in arguments.time_log])
     return record
 
 
@@ -91,7 +100,8 @@ def main(argv: list[str], records_folder: Path = RECORDS) -> int:
     parser.add_argument("name", help="the record's name: docs/records/<name>.json")
     parser.add_argument("--seeds-run", required=True, help="the RUN of make seeds (its page is outputs/<run>-seeds/)")
     parser.add_argument("--command", required=True, help="the command that ran the seeds, as a reader would type it")
-    parser.add_argument("--time-log", default="", help="/usr/bin/time -v's output around the command")
+    parser.add_argument("--time-log", nargs="*", default=[],
+                        help="/usr/bin/time -v's output around the command (or one per seed, where each ran alone)")
     parser.add_argument("--what", default="The default make run-all (PROFILE=auto, a 30-minute budget) from cold "
                         "caches on the real photos and ImageNet weights, once per seed.")
     arguments = parser.parse_args(argv)
