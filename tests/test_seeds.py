@@ -197,9 +197,14 @@ def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path, 
     assert json.loads((outputs / "compare.json").read_text())["runs"] == ["smoke-seed1", "smoke-seed2"]
     # The docs' record of the seeds (tools/seeds_record.py) and the tables drawn from it.
     monkeypatch.setenv("OUTPUTS_DIR", str(outputs))
-    assert seeds_record.main(["smoke", "--seeds-run", "smoke", "--command", "make seeds PROFILE=smoke SEEDS=\"1 2\""],
-                             records_folder=tmp_path) == 0
+    time_logs = [tmp_path / f"time-{seed}.log" for seed in (1, 2)]  # As /usr/bin/time -v writes them, one per seed.
+    for time_log, elapsed, kbytes in zip(time_logs, ("1:02.50", "1:00:30.00"), (2_000_000, 3_000_000)):
+        time_log.write_text(f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {elapsed}\n"
+                            f"\tMaximum resident set size (kbytes): {kbytes}\n")
+    assert seeds_record.main(["smoke", "--seeds-run", "smoke", "--command", "make seeds PROFILE=smoke SEEDS=\"1 2\"",
+                              "--time-log", *map(str, time_logs)], records_folder=tmp_path) == 0
     record = json.loads((tmp_path / "smoke.json").read_text())
+    assert [run["minutes"] for run in record["runs"]] == [1.0, 60.5] and record["peak_memory_gb"] == 3.1
     held_out = recorded["stages"][THIRD]["splits"]["test"]["per_seed"]
     assert [row["accuracy"] for row in record["stages"][2]["held_out"]] == [row["accuracy"] for row in held_out]
     assert record["cpu"]["cores"] >= 1 and record["versions"]["suite"]

@@ -21,7 +21,7 @@ Each record names its `kind`, the function below that draws it:
   over seeds; then the command, CPU, precision, versions and date it was measured with.
 - `workflow_steps` (`tools/workflow_steps.py --record` writes it): each CI step run in a clone, its result and time.
 Views: `times` (a `seeds` record: per seed the minutes and each stage's forecast against its actual seconds),
-`needs` (a `seeds` record and a `default_run` one: what a run needs, the README's table), `test_times` (a
+`needs` (a `seeds` record and a `seeds` or `default_run` one: what a run needs, the README's table), `test_times` (a
 `workflow_steps` record: how long the tests take, one sentence).
 """
 from __future__ import annotations
@@ -161,10 +161,10 @@ def _forecast_cell(forecast: int | None, actual: int, at_start: int | None = Non
 
 
 def needs(record: dict, slow: dict) -> str:
-    """What a run needs, from a `make seeds` record (memory, disk, time on its CPU) and a `default_run` one (time on
-    a slow CPU)."""
+    """What a run needs, from a `make seeds` record (memory, disk, time on its CPU) and a `seeds` or `default_run`
+    one (time on a slow CPU)."""
     minutes = [run["minutes"] for run in record["runs"]]
-    slow_minutes = [run["minutes"] for run in slow["rows"]]
+    slow_minutes = [run["minutes"] for run in slow.get("runs", slow.get("rows"))]
     return _table(["", "the default run on a 2-core CPU"], [
         ["Python, tools", f"Python 3.11, `make`, {record['venv_gb']} GB for `.venv` (TensorFlow "
          f"{record['versions']['tensorflow']}, Keras {record['versions']['keras']}; `requirements.txt` pins all)"],
@@ -172,7 +172,8 @@ def needs(record: dict, slow: dict) -> str:
         ["disk", f"{record['cache_gb']} GB of cache in `outputs/cache/` per configuration (photos, weights, image "
          f"size, precision), {max(run['run_folder_mb'] for run in record['runs'])} MB per run folder"],
         ["time, slow CPU (AVX2, no AVX-512)", f"{min(slow_minutes):.1f}-{max(slow_minutes):.1f} minutes at the speed "
-         f"of a 2-core AVX2 CPU ({slow['cpu']['held_to']}); `PROFILE=auto` fits the run into 30"],
+         f"of a 2-core AVX2 CPU (an {_cpu(slow)} held to {slow['cpu']['held_to']}); `PROFILE=auto` fits the run "
+         "into 30"],
         ["time, CPU with bfloat16 (AVX-512)", f"{min(minutes):.1f}-{max(minutes):.1f} minutes per seed on an "
          f"{_cpu(record)} in {record['precision']}"],
         ["GPU", "optional: `PROFILE=auto` then runs the full reference schedule"]])

@@ -5,11 +5,13 @@
 
 Reads `outputs/<run>-seeds/seeds.json` (`lib.pages.seeds`) and each complete seed's `manifest.json`, and writes what
 the README's tables show, measured: the CPU (model, cores, flags) and precision the runs recorded, the versions,
-the schedule `PROFILE=auto` chose, per seed the command's minutes and each stage's forecasts (the one printed just
+the schedule `PROFILE=auto` chose, per seed the run's minutes and each stage's forecasts (the one printed just
 before it started, and the one at the command's start) against its actual seconds, per stage every seed's held-out
 and validation accuracy with counts and 95% intervals, and the comparison with the stage before pooled over seeds.
-`--time-log` is the output of `/usr/bin/time -v` around the command (or one per seed): the largest process's peak
-memory goes into the record. The run folders', the cache's and `.venv`'s sizes on disk are measured here.
+`--time-log` is the output of `/usr/bin/time -v` around the command, or one per seed in the seeds' order: the
+largest process's peak memory goes into the record, and with one per seed each command's wall clock is the seed's
+minutes (otherwise the runner's own span, from its manifest). The run folders', the cache's and `.venv`'s
+sizes on disk are measured here.
 """
 from __future__ import annotations
 
@@ -74,6 +76,15 @@ def peak_memory_gb(time_logs: list[Path]) -> float:
     return round(max(peaks) * 1024 / 1e9, 1)
 
 
+def elapsed_minutes(time_log: Path) -> float:
+    """The wall-clock minutes of the command that `/usr/bin/time -v` wrote `time_log` for."""
+    found = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)",
+                      time_log.read_text())
+    if not found:
+        raise SystemExit(f"{time_log} has no 'Elapsed (wall clock) time' line: give /usr/bin/time -v's output.")
+    return round((int(found[1] or 0) * 3600 + int(found[2]) * 60 + float(found[3])) / 60, 1)
+
+
 def build(arguments: argparse.Namespace) -> dict:
     collected = storage.read_json(paths.seeds_dir(arguments.seeds_run) / seeds_page.SEEDS_FILE)
     if collected["failed_seeds"]:
@@ -91,7 +102,11 @@ def build(arguments: argparse.Namespace) -> dict:
               "cache_gb": round(cache_commands.size_of([paths.cache_root()]) / 1e9, 1),
               "venv_gb": round(cache_commands.size_of([ROOT / ".venv"]) / 1e9, 1)}
     if arguments.time_log:
-        record["peak_memory_gb"] = peak_memory_gb([Path(log) for log in arguments.time_log])
+        time_logs = [Path(log) for log in arguments.time_log]
+        record["peak_memory_gb"] = peak_memory_gb(time_logs)
+        if len(time_logs) == len(record["runs"]):  # One per seed, in order: each command's own wall clock.
+            for run, time_log in zip(record["runs"], time_logs):
+                run["minutes"] = elapsed_minutes(time_log)
     return record
 
 
