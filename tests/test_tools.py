@@ -1,5 +1,5 @@
-"""The measurement tools behind the README's tables: the honest measure's split and table, and the replay of
-stage 3's endings."""
+"""The measurement tools behind the README's tables and pictures: the honest measure's split and table, the replay
+of stage 3's endings, and the heatmaps' copy."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from conftest import make_dataset
 
 from lib.core import params
-from tools import fine_tuning_levers, holdout_table
+from tools import fine_tuning_levers, holdout_table, screenshots
 
 
 def test_the_holdout_split_halves_the_validation_photos_by_name_and_keeps_them_apart(tmp_path):
@@ -82,3 +82,15 @@ def test_the_fine_tuning_table_reports_each_way_on_the_report_half():
     assert lines[0].startswith("| way of ending stage 3 | report half, seeds 42 / 7 |") and len(lines) == 4
     assert lines[2] == "| stage 2 | 0.970 / 0.970 | 0.9700 (spread 0.000) | 0.9800 |"
     assert lines[3] == "| best epoch | 0.960 / 0.970 | 0.9650 (spread 0.010) | 0.9900 |"
+
+
+def test_the_heatmaps_are_copied_at_their_size_in_a_palette_and_fewer_bytes(tmp_path):
+    from PIL import Image
+
+    noisy = np.random.default_rng(0).integers(0, 256, (120, 300, 4), dtype=np.uint8)  # RGBA, as matplotlib saves.
+    source, target = tmp_path / "figure.png", tmp_path / "heatmaps.png"
+    Image.fromarray(noisy, "RGBA").save(source)
+    screenshots.copy_in_palette(source, target)
+    with Image.open(target) as copied:
+        assert copied.size == (300, 120) and copied.mode == "P"
+    assert target.stat().st_size < source.stat().st_size and not list(tmp_path.glob(".*partial"))
