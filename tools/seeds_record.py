@@ -33,12 +33,17 @@ from lib.run import cache_commands  # noqa: E402
 RECORDS = ROOT / "docs" / "records"
 
 
-def seed_row(seed: int, run: str) -> dict:
-    """One seed's times: the command's minutes and each stage's forecast and actual seconds."""
+def seed_row(seed: int, run: str, time_log: Path | None = None) -> dict:
+    """One seed's times: its minutes (its command's wall clock from `time_log`, else the runner's span from the
+    manifest) and each stage's forecasts and actual seconds."""
     manifest = records.read_manifest(run)
-    started, finished = (datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
+    if time_log:
+        minutes = elapsed_minutes(time_log)
+    else:
+        started, finished = (datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
+        minutes = round((finished - started).total_seconds() / 60, 1)
     entries = [manifest["stages"][stage.stem] for stage in stages.STAGES]
-    return {"seed": seed, "run": run, "minutes": round((finished - started).total_seconds() / 60, 1),
+    return {"seed": seed, "run": run, "minutes": minutes,
             "stage_seconds": [[_seconds(entry.get("forecast_seconds")), round(entry["seconds"]),
                                _seconds(entry.get("forecast_at_start_seconds") or entry.get("forecast_seconds"))]
                               for entry in entries],
@@ -65,23 +70,23 @@ def stage_row(stage: stages.Stage, collected: dict) -> dict:
                 "seeds_better": compared["seeds_better"], "seeds_worse": compared["seeds_worse"]}}
 
 
+def time_field(time_log: Path, label: str, value: str) -> re.Match:
+    """The `value` pattern after `label:` in the output of `/usr/bin/time -v` that `time_log` holds."""
+    found = re.search(re.escape(label) + r": " + value, time_log.read_text())
+    if not found:
+        raise SystemExit(f"{time_log} has no '{label}' line: give /usr/bin/time -v's output.")
+    return found
+
+
 def peak_memory_gb(time_logs: list[Path]) -> float:
     """The largest peak memory of the runs that `/usr/bin/time -v` wrote `time_logs` for (one, or one per seed)."""
-    peaks = []
-    for time_log in time_logs:
-        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_log.read_text())
-        if not found:
-            raise SystemExit(f"{time_log} has no 'Maximum resident set size' line: give /usr/bin/time -v's output.")
-        peaks.append(int(found[1]))
+    peaks = [int(time_field(log, "Maximum resident set size (kbytes)", r"(\d+)")[1]) for log in time_logs]
     return round(max(peaks) * 1024 / 1e9, 1)
 
 
 def elapsed_minutes(time_log: Path) -> float:
     """The wall-clock minutes of the command that `/usr/bin/time -v` wrote `time_log` for."""
-    found = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)",
-                      time_log.read_text())
-    if not found:
-        raise SystemExit(f"{time_log} has no 'Elapsed (wall clock) time' line: give /usr/bin/time -v's output.")
+    found = time_field(time_log, "Elapsed (wall clock) time (h:mm:ss or m:ss)", r"(?:(\d+):)?(\d+):([\d.]+)")
     return round((int(found[1] or 0) * 3600 + int(found[2]) * 60 + float(found[3])) / 60, 1)
 
 
@@ -90,6 +95,9 @@ def build(arguments: argparse.Namespace) -> dict:
     if collected["failed_seeds"]:
         raise SystemExit(f"Seeds that did not complete: {collected['failed_seeds']}; a record holds complete runs.")
     runs = {int(seed): run for seed, run in collected["runs"].items()}
+    time_logs = [Path(log) for log in arguments.time_log]
+    # One time log per seed, in the seeds' order, gives each seed its command's own wall clock.
+    per_seed = time_logs if len(time_logs) == len(collected["seeds"]) else [None] * len(collected["seeds"])
     first = records.read_manifest(runs[collected["seeds"][0]])
     precision = records.read_metrics(paths.stage_dir(runs[collected["seeds"][0]], stages.STEMS[0]))["precision"]
     record = {"kind": "seeds", "what": arguments.what, "command": arguments.command,
@@ -97,16 +105,12 @@ def build(arguments: argparse.Namespace) -> dict:
               "schedule": first["profile"]["description"],
               "versions": {name: first["versions"][name] for name in ("suite", "tensorflow", "keras")},
               "date": first["started"][:10], "seeds": collected["seeds"],
-              "runs": [seed_row(seed, runs[seed]) for seed in collected["seeds"]],
+              "runs": [seed_row(seed, runs[seed], log) for seed, log in zip(collected["seeds"], per_seed)],
               "stages": [stage_row(stage, collected) for stage in stages.STAGES],
               "cache_gb": round(cache_commands.size_of([paths.cache_root()]) / 1e9, 1),
               "venv_gb": round(cache_commands.size_of([ROOT / ".venv"]) / 1e9, 1)}
-    if arguments.time_log:
-        time_logs = [Path(log) for log in arguments.time_log]
+    if time_logs:
         record["peak_memory_gb"] = peak_memory_gb(time_logs)
-        if len(time_logs) == len(record["runs"]):  # One per seed, in order: each command's own wall clock.
-            for run, time_log in zip(record["runs"], time_logs):
-                run["minutes"] = elapsed_minutes(time_log)
     return record
 
 
