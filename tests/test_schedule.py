@@ -227,9 +227,9 @@ def test_measured_training_steps_are_priced_with_the_epochs_overhead(monkeypatch
     monkeypatch.setattr(forecast, "training_step_seconds", lambda size, policy, layer: 0.02)
     speed = forecast.measure(150, "float32", {"block4_pool", "block5_pool"})
     assert speed.forward == 11.0
-    assert speed.step_seconds == {"block4_pool": pytest.approx(0.02 * forecast.STEP_OVERHEAD),
+    assert speed.step_seconds == {"block4_pool": pytest.approx(0.02 * forecast.BLOCK5_STEP_OVERHEAD),
                                   "block5_pool": pytest.approx(0.02 * forecast.STEP_OVERHEAD)}
-    assert forecast.STEP_OVERHEAD > 1
+    assert forecast.STEP_OVERHEAD > forecast.BLOCK5_STEP_OVERHEAD > 1
 
 
 def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_runs(monkeypatch, capsys):
@@ -257,7 +257,7 @@ def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_
     assert forecasts.at_start["03_fine_tuning"] == start["03_fine_tuning"]
     values = params.with_defaults("03_fine_tuning", resolved["03_fine_tuning"])
     photos = values["epochs"] * (values["steps_per_epoch"] * values["batch_size"] or COUNTS["train"])
-    assert later - start["03_fine_tuning"] == pytest.approx(photos * 0.02 * forecast.STEP_OVERHEAD, rel=0.01)
+    assert later - start["03_fine_tuning"] == pytest.approx(photos * 0.02 * forecast.BLOCK5_STEP_OVERHEAD, rel=0.01)
     assert "forecast 03_fine_tuning, its training step measured again" in capsys.readouterr().out
     assert forecast.Forecasts(enabled=False).before(stems, resolved, fingerprints(), set()) is None
 

@@ -33,10 +33,13 @@ CLASSIFIER_STEP = 0.0065  # One sample of a training step of the dense classifie
 STAGE_SECONDS = 25.0  # Per stage: a kernel, TensorFlow's start, the model, plots, the HTML report.
 DECODE_SECONDS = 0.004  # Decoding and resizing one photo (a 2-core CPU; once, then cached).
 # A stage's training steps against the few that `training_step_seconds` times on fixed inputs: the epochs also feed
-# the pool through tf.data, mirror maps, keep the best weights and back up. Chosen from the mean of 4 timed steps
-# (EPYC capped to AVX2, 1.4 CPUs: epochs 30-35 ms per photo against 24.5 measured). Against the median of 8 steps,
-# stage 3's epochs there took 1.07-1.48 times the measured step in three runs: no factor fits all (docs/speed.md).
+# the pool through tf.data, mirror maps, keep the best weights and back up. For the classifier alone (stages 1 and
+# 2, steps of milliseconds) that costs a share of each step (EPYC capped to AVX2, 1.4 CPUs: epochs 30-35 ms per
+# photo against 24.5 measured); stage 3's block-5 steps are longer and carry less of it: on a 2-core EPYC its
+# epochs (validation taken as forecast) ran 1.07-1.12 times the timed step in float32 held to AVX2 and 1.09-1.12
+# in bfloat16 (docs/records/default-run-avx2-cold.json, default-run-bf16.json; docs/speed.md).
 STEP_OVERHEAD = 1.25
+BLOCK5_STEP_OVERHEAD = 1.12
 SUSTAIN_SECONDS = 1.5  # How long the training steps are timed for, at least (`training_step_seconds`).
 MAX_STEPS = 400  # ... in at most this many steps.
 
@@ -211,8 +214,14 @@ def training_step_seconds(image_size: int, policy: str, layer: str, batch_size: 
 
 
 def measured_steps(image_size: int, policy: str, layers: set[str]) -> dict[str, float]:
-    """Seconds per training photo above each of `layers`, measured here, times `STEP_OVERHEAD`."""
-    return {layer: STEP_OVERHEAD * training_step_seconds(image_size, policy, layer) for layer in sorted(layers)}
+    """Seconds per training photo above each of `layers`, measured here, times its overhead (`step_overhead`)."""
+    return {layer: step_overhead(layer) * training_step_seconds(image_size, policy, layer) for layer in sorted(layers)}
+
+
+def step_overhead(layer: str) -> float:
+    """What a stage's epochs cost against the timed training steps above `layer`: `STEP_OVERHEAD` for the classifier
+    alone (above `block5_pool`), `BLOCK5_STEP_OVERHEAD` where block 5 trains too."""
+    return STEP_OVERHEAD if layer == "block5_pool" else BLOCK5_STEP_OVERHEAD
 
 
 def measure(image_size: int, policy: str, layers: set[str]) -> Speed:
