@@ -169,6 +169,16 @@ def test_with_profile_auto_every_seed_after_the_first_repeats_the_first_seeds_sc
     assert not any("--from" in command for command in commands)
 
 
+def test_a_record_names_each_seeds_schedule_where_auto_chose_differently():
+    head = "The cpu profile sized to this CPU for a 30-minute budget: "
+    same = {42: head + "180 px, augmentation_pool=4.", 7: head + "180 px, augmentation_pool=4."}
+    assert seeds_record.schedule_of(same) == head + "180 px, augmentation_pool=4."
+    differ = {**same, 123: head + "180 px, augmentation_pool=3."}
+    assert seeds_record.schedule_of(differ) == (head + "seeds 42 and 7: 180 px, augmentation_pool=4; "
+                                                "seed 123: 180 px, augmentation_pool=3.")
+    assert seeds_record.schedule_of({1: "Smoke: tiny.", 2: "Cpu: small."}) == "seed 1: Smoke: tiny; seed 2: Cpu: small."
+
+
 @pytest.mark.slow
 def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path, monkeypatch):
     outputs = tmp_path / "outputs"
@@ -209,6 +219,7 @@ def test_make_seeds_runs_the_smoke_study_per_seed_and_writes_its_page(tmp_path, 
     assert [row["accuracy"] for row in record["stages"][2]["held_out"]] == [row["accuracy"] for row in held_out]
     assert record["cpu"]["cores"] >= 1 and record["versions"]["suite"]
     assert [run["seed"] for run in record["runs"]] == [1, 2]
+    assert record["schedule"] == record["runs"][0]["schedule"] == record["runs"][1]["schedule"]
     table = docs_tables.seeds(record)
     assert f"{100 * held_out[0]['accuracy']:.2f}%" in table and "make seeds PROFILE=smoke" in table
     assert docs_tables.times(record).count("\n| ") == 3  # The header's rule and one row per seed.

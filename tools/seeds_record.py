@@ -5,9 +5,10 @@
 
 Reads `outputs/<run>-seeds/seeds.json` (`lib.pages.seeds`) and each complete seed's `manifest.json`, and writes what
 the README's tables show, measured: the CPU (model, cores, flags) and precision the runs recorded, the versions,
-the schedule `PROFILE=auto` chose, per seed the run's minutes and each stage's forecasts (the one printed just
-before it started, and the one at the command's start) against its actual seconds, per stage every seed's held-out
-and validation accuracy with counts and 95% intervals, and the comparison with the stage before pooled over seeds.
+the schedule `PROFILE=auto` chose (each seed's where they differ), per seed the run's minutes and each stage's
+forecasts (the one printed just before it started, and the one at the command's start) against its actual seconds,
+per stage every seed's held-out and validation accuracy with counts and 95% intervals, and the comparison with the
+stage before pooled over seeds.
 `--time-log` is the output of `/usr/bin/time -v` around the command, or one per seed in the seeds' order: the
 largest process's peak memory goes into the record, and with one per seed each command's wall clock is the seed's
 minutes (otherwise the runner's own span, from its manifest). The run folders', the cache's and `.venv`'s
@@ -43,11 +44,26 @@ def seed_row(seed: int, run: str, time_log: Path | None = None) -> dict:
         started, finished = (datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
         minutes = round((finished - started).total_seconds() / 60, 1)
     entries = [manifest["stages"][stage.stem] for stage in stages.STAGES]
-    return {"seed": seed, "run": run, "minutes": minutes,
+    return {"seed": seed, "run": run, "minutes": minutes, "schedule": manifest["profile"]["description"],
             "stage_seconds": [[_seconds(entry.get("forecast_seconds")), round(entry["seconds"]),
                                _seconds(entry.get("forecast_at_start_seconds") or entry.get("forecast_seconds"))]
                               for entry in entries],
             "run_folder_mb": round(cache_commands.size_of([paths.run_dir(run)]) / 1e6)}
+
+
+def schedule_of(descriptions: dict[int, str]) -> str:
+    """What the seeds ran: the profile's description where every seed ran the same, else the part all share once
+    and each schedule with the seeds that ran it (`PROFILE=auto` sizes each command from its own measurement)."""
+    texts = list(descriptions.values())
+    if len(set(texts)) == 1:
+        return texts[0]
+    heads = {text.partition(": ")[0] for text in texts}
+    head = heads.pop() + ": " if len(heads) == 1 else ""
+    groups: dict[str, list[int]] = {}
+    for seed, text in descriptions.items():
+        groups.setdefault(text[len(head):].rstrip("."), []).append(seed)
+    return head + "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {' and '.join(map(str, seeds))}: {tail}"
+                            for tail, seeds in groups.items()) + "."
 
 
 def _seconds(value: float | None) -> int | None:
@@ -100,12 +116,12 @@ def build(arguments: argparse.Namespace) -> dict:
     per_seed = time_logs if len(time_logs) == len(collected["seeds"]) else [None] * len(collected["seeds"])
     first = records.read_manifest(runs[collected["seeds"][0]])
     precision = records.read_metrics(paths.stage_dir(runs[collected["seeds"][0]], stages.STEMS[0]))["precision"]
+    rows = [seed_row(seed, runs[seed], log) for seed, log in zip(collected["seeds"], per_seed)]
     record = {"kind": "seeds", "what": arguments.what, "command": arguments.command,
               "cpu": devices.cpu_fields(first["hardware"]["cpu"]), "precision": precision,
-              "schedule": first["profile"]["description"],
+              "schedule": schedule_of({row["seed"]: row["schedule"] for row in rows}),
               "versions": {name: first["versions"][name] for name in ("suite", "tensorflow", "keras")},
-              "date": first["started"][:10], "seeds": collected["seeds"],
-              "runs": [seed_row(seed, runs[seed], log) for seed, log in zip(collected["seeds"], per_seed)],
+              "date": first["started"][:10], "seeds": collected["seeds"], "runs": rows,
               "stages": [stage_row(stage, collected) for stage in stages.STAGES],
               "cache_gb": round(cache_commands.size_of([paths.cache_root()]) / 1e9, 1),
               "venv_gb": round(cache_commands.size_of([ROOT / ".venv"]) / 1e9, 1)}
