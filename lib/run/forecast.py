@@ -37,7 +37,7 @@ DECODE_SECONDS = 0.004  # Decoding and resizing one photo (a 2-core CPU; once, t
 # 2, steps of milliseconds) that costs a share of each step (EPYC capped to AVX2, 1.4 CPUs: epochs 30-35 ms per
 # photo against 24.5 measured); stage 3's block-5 steps are longer and carry less of it: on a 2-core EPYC its
 # epochs (validation taken as forecast) ran 1.07-1.12 times the timed step in float32 held to AVX2 and 1.09-1.12
-# in bfloat16 (docs/records/default-run-avx2-cold.json, default-run-bf16.json; docs/speed.md).
+# in bfloat16 (the default-run records of 2026-12-05, priced at 1.25 then; their reruns are in docs/speed.md).
 STEP_OVERHEAD = 1.25
 BLOCK5_STEP_OVERHEAD = 1.12
 SUSTAIN_SECONDS = 1.5  # How long the training steps are timed for, at least (`training_step_seconds`).
