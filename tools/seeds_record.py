@@ -5,10 +5,10 @@
 
 Reads `outputs/<run>-seeds/seeds.json` (`lib.pages.seeds`) and each complete seed's `manifest.json`, and writes what
 the README's tables show, measured: the CPU (model, cores, flags) and precision the runs recorded, the versions,
-the schedule `PROFILE=auto` chose (each seed's where they differ), per seed the run's minutes and each stage's
-forecasts (the one printed just before it started, and the one at the command's start) against its actual seconds,
-per stage every seed's held-out and validation accuracy with counts and 95% intervals, and the comparison with the
-stage before pooled over seeds.
+the schedule `PROFILE=auto` chose (each seed's where they differ), per seed the run's minutes, what auto measured
+at its start and each stage's forecasts (the one printed just before it started, and the one at the command's
+start) against its actual seconds, per stage every seed's held-out and validation accuracy with counts and 95%
+intervals, and the comparison with the stage before pooled over seeds.
 `--time-log` is the output of `/usr/bin/time -v` around the command, or one per seed in the seeds' order: the
 largest process's peak memory goes into the record, and with one per seed each command's wall clock is the seed's
 minutes (otherwise the runner's own span, from its manifest). The run folders', the cache's and `.venv`'s
@@ -44,7 +44,10 @@ def seed_row(seed: int, run: str, time_log: Path | None = None) -> dict:
         started, finished = (datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
         minutes = round((finished - started).total_seconds() / 60, 1)
     entries = [manifest["stages"][stage.stem] for stage in stages.STAGES]
+    measured = manifest.get("schedule") or {}  # What PROFILE=auto measured at the command's start.
     return {"seed": seed, "run": run, "minutes": minutes, "schedule": manifest["profile"]["description"],
+            "measured_at_start": {key: measured[key] for key in ("rate_images_per_second", "training_step_seconds")
+                                  if key in measured},
             "stage_seconds": [[_seconds(entry.get("forecast_seconds")), round(entry["seconds"]),
                                _seconds(entry.get("forecast_at_start_seconds") or entry.get("forecast_seconds"))]
                               for entry in entries],
