@@ -232,17 +232,6 @@ def test_measured_training_steps_are_priced_with_the_epochs_overhead(monkeypatch
     assert forecast.STEP_OVERHEAD > forecast.BLOCK5_STEP_OVERHEAD > 1
 
 
-def test_the_start_measurement_takes_the_median_of_its_rounds(monkeypatch):
-    """One round taken under a slow spell (a fifth slower in both) moves neither the rate nor the step."""
-    rates, steps = iter([20.0, 24.0, 23.0]), iter([0.018, 0.0007, 0.014, 0.0006, 0.015, 0.0008])
-    monkeypatch.setattr(forecast, "conv_base_rate", lambda size, policy: next(rates))
-    monkeypatch.setattr(forecast, "training_step_seconds", lambda size, policy, layer: next(steps))
-    speed = forecast.measure(180, "mixed_bfloat16", {"block4_pool", "block5_pool"}, rounds=3)
-    assert speed.forward == 23.0
-    assert speed.step_seconds == {"block4_pool": pytest.approx(0.015 * forecast.BLOCK5_STEP_OVERHEAD),
-                                  "block5_pool": pytest.approx(0.0007 * forecast.STEP_OVERHEAD)}
-
-
 def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_runs(monkeypatch, capsys):
     """The first stage a command runs is forecast from one measurement; each later one has its training steps
     measured again just before it runs, its forecast moves with them, and the first forecast is kept beside it."""
@@ -259,8 +248,7 @@ def test_a_later_stage_is_forecast_again_with_its_steps_measured_just_before_it_
     first = forecasts.before(stems, resolved, fingerprints(), set())
     assert first == forecasts.seconds["01_feature_extraction"] and forecasts.at_start == {}
     start = dict(forecasts.seconds)
-    # One measurement for the whole command, in rounds.
-    assert sorted(measured) == sorted(["block4_pool", "block5_pool"] * forecast.MEASURE_ROUNDS)
+    assert sorted(measured) == ["block4_pool", "block5_pool"]  # One measurement for the whole command.
     measured.clear()
     assert forecasts.before(stems[1:], resolved, fingerprints(), set()) == pytest.approx(start["02_data_augmentation"])
     assert measured == ["block5_pool"]  # Stage 2 trains the classifier alone.

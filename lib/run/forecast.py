@@ -42,10 +42,6 @@ STEP_OVERHEAD = 1.25
 BLOCK5_STEP_OVERHEAD = 1.12
 SUSTAIN_SECONDS = 1.5  # How long the training steps are timed for, at least (`training_step_seconds`).
 MAX_STEPS = 400  # ... in at most this many steps.
-# Rounds of the measurement a command's start forecast (and PROFILE=auto's choice) is made from: on a 2-core EPYC one
-# round of about 11 s at 180 pixels in bfloat16 measured the block-5 step 14.2-15.6 ms on an idle machine, and one
-# start (default-run-bf16, seed 123) measured 18.1 ms and 20.6 images/s against 14.3 ms and 24.2 images/s later on.
-MEASURE_ROUNDS = 3
 
 
 def layer_flops(image_size: int) -> dict[str, float]:
@@ -228,14 +224,9 @@ def step_overhead(layer: str) -> float:
     return STEP_OVERHEAD if layer == "block5_pool" else BLOCK5_STEP_OVERHEAD
 
 
-def measure(image_size: int, policy: str, layers: set[str], rounds: int = MEASURE_ROUNDS) -> Speed:
-    """This machine's `Speed` at `image_size` in `policy`, with training steps measured above each of `layers`: each
-    the median of `rounds` rounds taken one after another, so that a spell of a slow machine under one round does
-    not size the whole run (the start forecast holds a command's stages to what it measured)."""
-    taken = [Speed(conv_base_rate(image_size, policy), measured_steps(image_size, policy, layers))
-             for _ in range(rounds)]
-    return Speed(float(np.median([speed.forward for speed in taken])),
-                 {layer: float(np.median([speed.step_seconds[layer] for speed in taken])) for layer in sorted(layers)})
+def measure(image_size: int, policy: str, layers: set[str]) -> Speed:
+    """This machine's `Speed` at `image_size` in `policy`, with training steps measured above each of `layers`."""
+    return Speed(conv_base_rate(image_size, policy), measured_steps(image_size, policy, layers))
 
 
 def setting_of(stem: str, resolved: dict[str, dict], gpus: list[str]) -> tuple[tuple[int, str], dict[str, Any]]:
@@ -380,8 +371,8 @@ def measure_all(stems: list[str], resolved: dict[str, dict], gpus: list[str]) ->
         cuts.setdefault(setting, set()).update(trained_cuts(values, stem))
     speeds = {}
     for (size, policy), layers in cuts.items():
-        print(f"    measuring this machine at {size} px in {policy}: the conv base and the training steps, "
-              f"{MEASURE_ROUNDS} rounds ...", flush=True)
+        print(f"    measuring this machine at {size} px in {policy}: the conv base and the training steps ...",
+              flush=True)
         speeds[(size, policy)] = measure(size, policy, layers)
     return speeds
 
